@@ -1,0 +1,228 @@
+"""``cdarts-export``: turn a genotype into a verified ONNX model plus a report.
+
+    cdarts-export cdarts_imagenet --onnx --out out/
+    cdarts-export runs/search/genotype.json --onnx --checkpoint best.pth
+
+Writes ``<name>.onnx`` and ``<name>.json`` (genotype, parameters, multiply-adds,
+input shape, opset, library versions, parity errors against PyTorch, a short
+latency measurement).  Nothing is written unless every check passes.
+Exit status: 0 success, 1 verification failed, 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from cdarts_deploy import genotype as gt
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``224`` or ``192x256`` (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW, e.g. 224 or 192x256") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 8:
+        raise argparse.ArgumentTypeError(f"input size {text!r} must be N or HxW with sides >= 8")
+    return values[0], values[1]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cdarts-export", description=__doc__.split("\n\n")[0])
+    p.add_argument("genotype", help="genotype JSON file (ours or the reference code's) or a zoo name, e.g. cdarts_imagenet")
+    p.add_argument("--onnx", action="store_true", help="export a verified ONNX model")
+    p.add_argument("--out", default=".", help="output folder (created if missing; default: current folder)")
+    p.add_argument("--name", help="output file stem (default: the genotype's name)")
+    p.add_argument("--layout", choices=("cifar", "imagenet"), help="cell genotypes: network layout (overrides hints)")
+    p.add_argument("--width", type=positive_int, help="cell genotypes: initial channels C")
+    p.add_argument("--cells", type=positive_int, help="cell genotypes: number of cells")
+    p.add_argument("--num-classes", type=positive_int, help="classifier outputs")
+    p.add_argument("--input-size", type=parse_size, help="N or HxW (default from the genotype or layout)")
+    p.add_argument("--checkpoint", help="state_dict of the matching timm model (loaded with weights_only=True)")
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--batch", type=positive_int, default=2, help="example batch; parity is checked at 1 and N (default 2)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to --batch instead of dynamic")
+    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads for the latency check")
+    p.add_argument("--latency-iters", type=int, default=10, help="timed runs for the report's latency (0 to skip)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, gt.GenotypeError) as exc:
+        print(f"cdarts-export: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cdarts-export: interrupted; no files written", file=sys.stderr)
+        return 130
+
+
+def _prepare_out_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {out} ({exc.strerror}); pass a writable --out") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {out} is not writable; pass a writable --out")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.onnx:
+        raise UsageError("nothing to do: pass --onnx")
+    genotype = gt.load(args.genotype)
+    out_dir = _prepare_out_dir(args.out)
+
+    from cdarts_deploy import onnx_export as ox
+    from cdarts_deploy.parity import compare_outputs, onnxruntime_outputs, onnxruntime_session, torch_outputs
+
+    try:
+        spec = ox.resolve_spec(genotype, args.layout, args.width, args.cells, args.num_classes, args.input_size)
+    except ox.ExportError as exc:
+        raise UsageError(str(exc)) from None
+    name = args.name or genotype.name or "model"
+    log = lambda msg: print(f"[cdarts-export] {msg}", file=sys.stderr)  # noqa: E731
+
+    log(f"building {name} ({genotype.kind} genotype) {spec.as_dict()}")
+    model = ox.build_model(genotype, spec)
+    if args.checkpoint:
+        try:
+            ox.load_checkpoint(model, args.checkpoint)
+        except ox.ExportError as exc:
+            raise UsageError(str(exc)) from None
+
+    from backbones.complexity import count_macs, count_macs_inclusive, count_params
+
+    sizes = {
+        "params": count_params(model),
+        "macs": count_macs(model, spec.input_size),
+        "macs_inclusive": count_macs_inclusive(model, spec.input_size),
+    }
+
+    onnx_tmp = ox.atomic_output(out_dir, f"{name}.onnx")
+    report_tmp = ox.atomic_output(out_dir, f"{name}.json")
+    try:
+        input_shape = (args.batch, 3, *spec.input_size)
+        log(f"exporting ONNX (opset {args.opset}, {'static' if args.static_batch else 'dynamic'} batch)")
+        ox.export_onnx(model, onnx_tmp, input_shape, opset=args.opset, dynamic_batch=not args.static_batch)
+        ox.check_onnx(onnx_tmp)
+
+        session = onnxruntime_session(str(onnx_tmp), threads=args.threads)
+        output_names = [o.name for o in session.get_outputs()]
+        parity = []
+        batches = [args.batch] if args.static_batch else sorted({1, args.batch})
+        for seed, batch in enumerate(batches):
+            x = ox.random_batch(batch, spec.input_size, seed=seed)
+            results = compare_outputs(output_names, torch_outputs(model, x), onnxruntime_outputs(session, x))
+            parity += [{"batch": batch, **r.as_dict()} for r in results]
+        failed = [p for p in parity if not p["passed"]]
+
+        latency = _quick_latency(session, ox.random_batch(batches[0], spec.input_size), args.latency_iters)
+        report = {
+            "name": name,
+            "genotype": gt.to_dict(genotype),
+            "network": spec.as_dict(),
+            **sizes,
+            "macs_note": "multiply-adds of conv and linear layers for one image; macs_inclusive adds one op per "
+            "BN/activation/pooling output element",
+            "input_shape": ["batch" if not args.static_batch else args.batch, 3, *spec.input_size],
+            "opset": args.opset,
+            "onnx_bytes": onnx_tmp.stat().st_size,
+            "parity_tolerance": {"atol": 1e-4, "rtol": 1e-3, "precision": "fp32"},
+            "parity": parity,
+            "latency_onnxruntime_cpu": latency,
+            "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+            "versions": ox.library_versions(),
+        }
+        if failed:
+            worst = max(failed, key=lambda p: p["max_abs"])
+            print(
+                f"cdarts-export: error: ONNX Runtime output {worst['name']} differs from PyTorch "
+                f"(max abs {worst['max_abs']:.3g}, max rel {worst['max_rel']:.3g}) beyond atol 1e-4 / rtol 1e-3; "
+                "no files written",
+                file=sys.stderr,
+            )
+            return 1
+        report_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        onnx_path, report_path = out_dir / f"{name}.onnx", out_dir / f"{name}.json"
+        os.replace(onnx_tmp, onnx_path)
+        os.replace(report_tmp, report_path)
+    finally:
+        for tmp in (onnx_tmp, report_tmp):
+            if tmp.exists():
+                tmp.unlink()
+
+    worst_abs = max(p["max_abs"] for p in parity)
+    print(f"{onnx_path}  ({report['onnx_bytes'] / 1e6:.1f} MB)")
+    print(f"  params          {sizes['params']:,}")
+    print(f"  multiply-adds   {sizes['macs'] / 1e6:,.1f} M  (inclusive {sizes['macs_inclusive'] / 1e6:,.1f} M)")
+    print(f"  input           {report['input_shape']}")
+    print(f"  parity vs torch max abs {worst_abs:.2e} at batches {batches} (tolerance atol 1e-4, rtol 1e-3)")
+    if latency:
+        print(
+            f"  latency (ORT CPU, batch {latency['batch']}) median {latency['median_ms']:.2f} ms, "
+            f"p90 {latency['p90_ms']:.2f} ms over {latency['iters']} runs"
+        )
+    print(f"  report          {report_path}")
+    return 0
+
+
+def _quick_latency(session, batch, iters: int) -> dict | None:
+    """A short latency sample for the report; `cdarts-profile` does the careful measurement."""
+    import numpy as np
+
+    if iters <= 0:
+        return None
+    name = session.get_inputs()[0].name
+    for _ in range(2):
+        session.run(None, {name: batch})
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        session.run(None, {name: batch})
+        times.append((time.perf_counter() - start) * 1e3)
+    t = np.asarray(times)
+    return {
+        "batch": int(batch.shape[0]),
+        "iters": iters,
+        "mean_ms": float(t.mean()),
+        "median_ms": float(np.median(t)),
+        "p90_ms": float(np.percentile(t, 90)),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

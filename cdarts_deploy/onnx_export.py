@@ -1,0 +1,207 @@
+"""Build a model from a genotype, export it to ONNX and verify the file.
+
+The steps are plain functions so that the command line (``export_cli``), the
+profiler and tests can reuse them.  Every failure a user can cause raises
+:class:`ExportError` with a one-line message that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cdarts_deploy.genotype import CellGenotype, Genotype
+
+#: Operators that only make sense while training; an inference graph must not contain them.
+TRAINING_ONLY_OPS = frozenset({"Dropout", "RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli"})
+
+
+class ExportError(RuntimeError):
+    """A problem the user can fix (bad checkpoint, bad option, unwritable folder)."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The concrete network a genotype is exported as, after hints and overrides."""
+
+    layout: str | None
+    width: int | None
+    cells: int | None
+    num_classes: int
+    input_size: tuple[int, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layout": self.layout,
+            "width": self.width,
+            "cells": self.cells,
+            "num_classes": self.num_classes,
+            "input_size": list(self.input_size),
+        }
+
+
+_CELL_DEFAULTS = {"cifar": (36, 20, 10, 32), "imagenet": (48, 14, 1000, 224)}
+
+
+def resolve_spec(
+    genotype: Genotype,
+    layout: str | None = None,
+    width: int | None = None,
+    cells: int | None = None,
+    num_classes: int | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> NetworkSpec:
+    """Combine command-line overrides, genotype hints and layout defaults (in that order)."""
+    if isinstance(genotype, CellGenotype):
+        hints = genotype.network
+        layout = layout or hints.layout or "cifar"
+        d_width, d_cells, d_classes, d_size = _CELL_DEFAULTS[layout]
+        # Hints describe the layout they were written for; a layout override drops them.
+        same_layout = hints.layout in (None, layout)
+        width = width or (hints.width if same_layout else None) or d_width
+        cells = cells or (hints.cells if same_layout else None) or d_cells
+        num_classes = num_classes or (hints.num_classes if same_layout else None) or d_classes
+        size = input_size or ((hints.input_size,) * 2 if same_layout and hints.input_size else (d_size, d_size))
+        return NetworkSpec(layout, width, cells, num_classes, tuple(size))
+    if layout or width or cells:
+        raise ExportError("--layout, --width and --cells apply to cell genotypes only; drop them for a chain genotype")
+    hints = genotype.network
+    num_classes = num_classes or hints.num_classes or 1000
+    size = input_size or ((hints.input_size,) * 2 if hints.input_size else (224, 224))
+    return NetworkSpec(None, None, None, num_classes, tuple(size))
+
+
+def build_model(genotype: Genotype, spec: NetworkSpec, **kwargs: Any) -> torch.nn.Module:
+    """The timm-style model for ``genotype`` at ``spec``, in eval mode."""
+    from backbones.factory import create_model_from_genotype
+
+    if isinstance(genotype, CellGenotype):
+        model = create_model_from_genotype(
+            genotype, layout=spec.layout, width=spec.width, cells=spec.cells, num_classes=spec.num_classes, **kwargs
+        )
+    else:
+        model = create_model_from_genotype(genotype, num_classes=spec.num_classes, **kwargs)
+    return model.eval()
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a state_dict (bare, or under ``state_dict`` / ``model``) saved from the same timm model."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"checkpoint {path} not found; pass the path of a file saved with torch.save")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(
+            f"checkpoint {path} cannot be loaded safely ({first}); save it with torch.save(model.state_dict())"
+        ) from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ExportError(
+            f"checkpoint {path} holds no state_dict; expected a tensor dict, or one under 'state_dict' or 'model'"
+        )
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        detail = (
+            f"{len(missing)} missing (e.g. {missing[0]})" if missing else
+            f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else
+            f"{len(mismatched)} with another shape (e.g. {mismatched[0]}: "
+            f"{tuple(state[mismatched[0]].shape)} vs {tuple(own[mismatched[0]].shape)})"
+        )
+        raise ExportError(
+            f"checkpoint {path} does not fit this network: {detail} keys; "
+            "check --layout/--width/--cells/--num-classes against the run that saved it"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    input_shape: tuple[int, int, int, int],
+    opset: int = 18,
+    dynamic_batch: bool = True,
+    output_names: list[str] | None = None,
+) -> None:
+    """Export with torch's ONNX exporter (torch.export based), weights embedded in the file."""
+    example = torch.randn(*input_shape)
+    dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["input"],
+            output_names=output_names,
+            opset_version=opset,
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def check_onnx(path: str | os.PathLike) -> "Any":
+    """Run onnx's full checker and reject training-only operators; returns the ModelProto."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    found = sorted({node.op_type for node in _all_nodes(proto.graph)} & TRAINING_ONLY_OPS)
+    if found:
+        raise ExportError(f"exported graph contains training-only operators {found}; export the model in eval mode")
+    for node in _all_nodes(proto.graph):
+        if node.op_type == "BatchNormalization":
+            for attr in node.attribute:
+                if attr.name == "training_mode" and attr.i:
+                    raise ExportError("exported graph has BatchNormalization in training mode; export in eval mode")
+    return proto
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.g is not None and attr.g.node:
+                yield from _all_nodes(attr.g)
+
+
+def random_batch(batch: int, input_size: tuple[int, int], seed: int = 0, in_chans: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, in_chans, *input_size)).astype(np.float32)
+
+
+def atomic_output(folder: Path, name: str) -> Path:
+    """A temporary path inside ``folder`` that the caller renames to ``name`` when done."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    return Path(tmp)
+
+
+def library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import timm
+
+    return {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }

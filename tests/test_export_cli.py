@@ -1,0 +1,192 @@
+"""`cdarts-export --onnx` end to end, including its failure cases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from backbones.factory import create_model_from_genotype
+from cdarts_deploy import genotype as gt
+from cdarts_deploy.export_cli import main
+
+SMALL_CELL = ["--width", "8", "--cells", "5", "--input-size", "32", "--latency-iters", "2"]
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _ort(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _small_darts(num_classes=10):
+    torch.manual_seed(0)
+    return create_model_from_genotype("darts_v2", layout="cifar", width=8, cells=5, num_classes=num_classes).eval()
+
+
+def test_export_cell_genotype_writes_verified_onnx_and_report(tmp_path, capsys):
+    code, out, err = _run(["darts_v2", "--onnx", "--out", tmp_path, *SMALL_CELL], capsys)
+    assert code == 0, err
+    onnx_path, report_path = tmp_path / "darts_v2.onnx", tmp_path / "darts_v2.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["darts_v2.json", "darts_v2.onnx"]
+    proto = onnx.load(str(onnx_path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert not {n.op_type for n in proto.graph.node} & {"Dropout"}
+    report = json.loads(report_path.read_text())
+    assert report["params"] == sum(p.numel() for p in _small_darts().parameters())
+    assert report["macs"] > 0 and report["macs_inclusive"] > report["macs"]
+    assert report["genotype"] == gt.to_dict(gt.load("darts_v2"))
+    assert report["input_shape"] == ["batch", 3, 32, 32]
+    assert {p["batch"] for p in report["parity"]} == {1, 2}
+    assert all(p["passed"] and p["max_abs"] < 1e-4 for p in report["parity"])
+    assert report["versions"]["torch"] == torch.__version__
+    assert "darts_v2.onnx" in out
+    # dynamic batch: a batch size never seen at export runs
+    assert _ort(onnx_path, np.zeros((5, 3, 32, 32), np.float32)).shape == (5, 10)
+
+
+def test_checkpoint_weights_reach_the_onnx_model(tmp_path, capsys):
+    model = _small_darts()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    for i, wrap in enumerate([lambda s: s, lambda s: {"state_dict": s, "epoch": 3}, lambda s: {"model": s}]):
+        ckpt = tmp_path / f"ckpt{i}.pth"
+        torch.save(wrap(model.state_dict()), ckpt)
+        out_dir = tmp_path / f"out{i}"
+        code, _, err = _run(["darts_v2", "--onnx", "--out", out_dir, "--checkpoint", ckpt, *SMALL_CELL], capsys)
+        assert code == 0, err
+        np.testing.assert_allclose(_ort(out_dir / "darts_v2.onnx", x), expected, atol=1e-4, rtol=1e-3)
+
+
+def test_export_chain_genotype(tmp_path, capsys):
+    code, _, err = _run(
+        ["cdarts_a", "--onnx", "--out", tmp_path, "--input-size", "64", "--num-classes", "7", "--latency-iters", "0"],
+        capsys,
+    )
+    assert code == 0, err
+    report = json.loads((tmp_path / "cdarts_a.json").read_text())
+    assert report["network"]["num_classes"] == 7
+    assert _ort(tmp_path / "cdarts_a.onnx", np.zeros((3, 3, 64, 64), np.float32)).shape == (3, 7)
+
+
+def test_export_legacy_reference_file(tmp_path, capsys):
+    from test_genotype import DARTS_V2_LEGACY
+
+    legacy = tmp_path / "best.json"
+    legacy.write_text(json.dumps({"0": DARTS_V2_LEGACY, "1": DARTS_V2_LEGACY, "2": DARTS_V2_LEGACY}))
+    code, _, err = _run([legacy, "--onnx", "--out", tmp_path / "o", *SMALL_CELL], capsys)
+    assert code == 0, err
+    assert (tmp_path / "o" / "best.onnx").is_file()
+
+
+def test_zoo_hints_give_the_timm_model():
+    import timm
+
+    import backbones  # noqa: F401  (registers the timm models)
+    from cdarts_deploy.onnx_export import build_model, resolve_spec
+
+    g = gt.load("cdarts_cifar")
+    spec = resolve_spec(g)
+    assert (spec.layout, spec.width, spec.cells, spec.num_classes, spec.input_size) == ("cifar", 36, 20, 10, (32, 32))
+    ours = build_model(g, spec)
+    theirs = timm.create_model("cdarts_cifar")
+    assert [tuple(t.shape) for t in ours.state_dict().values()] == [tuple(t.shape) for t in theirs.state_dict().values()]
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    spec_in = resolve_spec(gt.load("cdarts_imagenet"))
+    assert (spec_in.layout, spec_in.width, spec_in.cells, spec_in.num_classes, spec_in.input_size) == (
+        "imagenet", 48, 14, 1000, (224, 224))
+
+
+def _assert_clean_failure(code, err, out_dir: Path, fragment: str):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[cdarts-export]")]
+    assert len(lines) == 1, err
+    assert fragment in lines[0]
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_failure_missing_file(tmp_path, capsys):
+    code, _, err = _run([tmp_path / "nope.json", "--onnx", "--out", tmp_path / "o"], capsys)
+    _assert_clean_failure(code, err, tmp_path / "o", "file not found")
+
+
+def test_failure_unknown_zoo_name(tmp_path, capsys):
+    code, _, err = _run(["cdarts_z", "--onnx", "--out", tmp_path / "o"], capsys)
+    _assert_clean_failure(code, err, tmp_path / "o", "no file or zoo genotype named 'cdarts_z'")
+
+
+def test_failure_malformed_genotype(tmp_path, capsys):
+    doc = gt.to_dict(gt.load("darts_v2"))
+    doc["stages"][0]["reduce"][2][0] = ["conv_9x9", 0]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    code, _, err = _run([bad, "--onnx", "--out", tmp_path / "o"], capsys)
+    _assert_clean_failure(code, err, tmp_path / "o", "stages[0].reduce[2][0][0]")
+
+
+def test_failure_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = _run(["darts_v2", "--onnx", "--out", blocker / "sub", *SMALL_CELL], capsys)
+    assert code == 2 and "writable --out" in err
+    code, _, err = _run(["darts_v2", "--onnx", "--out", blocker, *SMALL_CELL], capsys)
+    assert code == 2 and "is a file" in err
+
+
+def test_failure_checkpoint_that_does_not_fit(tmp_path, capsys):
+    other = create_model_from_genotype("darts_v2", layout="cifar", width=12, cells=5, num_classes=10)
+    ckpt = tmp_path / "wide.pth"
+    torch.save(other.state_dict(), ckpt)
+    out_dir = tmp_path / "o"
+    code, _, err = _run(["darts_v2", "--onnx", "--out", out_dir, "--checkpoint", ckpt, *SMALL_CELL], capsys)
+    _assert_clean_failure(code, err, out_dir, "does not fit this network")
+
+
+def test_failure_unsafe_or_corrupt_checkpoint(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x80\x04not really a checkpoint")
+    code, _, err = _run(["darts_v2", "--onnx", "--out", tmp_path / "o", "--checkpoint", corrupt, *SMALL_CELL], capsys)
+    _assert_clean_failure(code, err, tmp_path / "o", "cannot be loaded safely")
+
+    class Payload:  # an arbitrary object: weights_only loading must refuse it
+        pass
+
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"state_dict": _small_darts().state_dict(), "extra": Payload()}, unsafe)
+    code, _, err = _run(["darts_v2", "--onnx", "--out", tmp_path / "o", "--checkpoint", unsafe, *SMALL_CELL], capsys)
+    _assert_clean_failure(code, err, tmp_path / "o", "cannot be loaded safely")
+
+
+def test_failure_usage(tmp_path, capsys):
+    code, _, err = _run(["darts_v2", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "pass --onnx" in err
+    with pytest.raises(SystemExit) as info:
+        main(["darts_v2", "--onnx", "--input-size", "abc"])
+    assert info.value.code == 2
+    code, _, err = _run(["cdarts_a", "--onnx", "--width", "8", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "cell genotypes only" in err
+
+
+def test_console_script_is_installed(tmp_path):
+    exe = shutil.which("cdarts-export", path=str(Path(sys.executable).parent))
+    assert exe, "cdarts-export is not on the venv's PATH"
+    proc = subprocess.run([exe, "nothing_here", "--onnx", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "nothing_here" in proc.stderr
