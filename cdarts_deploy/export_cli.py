@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="state_dict of the matching timm model (loaded with weights_only=True)")
     p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--batch", type=positive_int, default=2, help="example batch; parity is checked at 1 and N (default 2)")
+    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
+                   help="torch ONNX exporter: dynamo (torch.export, default) or torchscript (tracing, faster)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to --batch instead of dynamic")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads for the latency check")
     p.add_argument("--latency-iters", type=int, default=10, help="timed runs for the report's latency (0 to skip)")
@@ -136,8 +138,11 @@ def run(args: argparse.Namespace) -> int:
     report_tmp = ox.atomic_output(out_dir, f"{name}.json")
     try:
         input_shape = (args.batch, 3, *spec.input_size)
-        log(f"exporting ONNX (opset {args.opset}, {'static' if args.static_batch else 'dynamic'} batch)")
-        ox.export_onnx(model, onnx_tmp, input_shape, opset=args.opset, dynamic_batch=not args.static_batch)
+        log(f"exporting ONNX ({args.exporter} exporter, opset {args.opset}, "
+            f"{'static' if args.static_batch else 'dynamic'} batch)")
+        ox.export_onnx(
+            model, onnx_tmp, input_shape, opset=args.opset, dynamic_batch=not args.static_batch, exporter=args.exporter
+        )
         ox.check_onnx(onnx_tmp)
 
         session = onnxruntime_session(str(onnx_tmp), threads=args.threads)
@@ -160,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             "BN/activation/pooling output element",
             "input_shape": ["batch" if not args.static_batch else args.batch, 3, *spec.input_size],
             "opset": args.opset,
+            "exporter": args.exporter,
             "onnx_bytes": onnx_tmp.stat().st_size,
             "parity_tolerance": {"atol": 1e-4, "rtol": 1e-3, "precision": "fp32"},
             "parity": parity,

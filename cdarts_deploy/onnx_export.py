@@ -7,8 +7,11 @@ profiler and tests can reuse them.  Every failure a user can cause raises
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +49,6 @@ class NetworkSpec:
         }
 
 
-_CELL_DEFAULTS = {"cifar": (36, 20, 10, 32), "imagenet": (48, 14, 1000, 224)}
-
-
 def resolve_spec(
     genotype: Genotype,
     layout: str | None = None,
@@ -59,16 +59,11 @@ def resolve_spec(
 ) -> NetworkSpec:
     """Combine command-line overrides, genotype hints and layout defaults (in that order)."""
     if isinstance(genotype, CellGenotype):
-        hints = genotype.network
-        layout = layout or hints.layout or "cifar"
-        d_width, d_cells, d_classes, d_size = _CELL_DEFAULTS[layout]
-        # Hints describe the layout they were written for; a layout override drops them.
-        same_layout = hints.layout in (None, layout)
-        width = width or (hints.width if same_layout else None) or d_width
-        cells = cells or (hints.cells if same_layout else None) or d_cells
-        num_classes = num_classes or (hints.num_classes if same_layout else None) or d_classes
-        size = input_size or ((hints.input_size,) * 2 if same_layout and hints.input_size else (d_size, d_size))
-        return NetworkSpec(layout, width, cells, num_classes, tuple(size))
+        from backbones.factory import resolve_cell_network
+
+        net = resolve_cell_network(genotype, layout, width, cells, num_classes)
+        size = input_size or (net["input_size"], net["input_size"])
+        return NetworkSpec(net["layout"], net["width"], net["cells"], net["num_classes"], tuple(size))
     if layout or width or cells:
         raise ExportError("--layout, --width and --cells apply to cell genotypes only; drop them for a chain genotype")
     hints = genotype.network
@@ -130,6 +125,9 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> None:
     model.load_state_dict(state, strict=True)
 
 
+EXPORTERS = ("dynamo", "torchscript")
+
+
 def export_onnx(
     model: torch.nn.Module,
     path: str | os.PathLike,
@@ -137,23 +135,38 @@ def export_onnx(
     opset: int = 18,
     dynamic_batch: bool = True,
     output_names: list[str] | None = None,
+    exporter: str = "dynamo",
 ) -> None:
-    """Export with torch's ONNX exporter (torch.export based), weights embedded in the file."""
+    """Export ``model`` to one self-contained ONNX file.
+
+    ``dynamo`` is torch's current exporter (torch.export + onnxscript); ``torchscript`` is the older
+    tracing exporter, several times faster to run and still what many deployment stacks expect.
+    """
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
     example = torch.randn(*input_shape)
-    dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
-    with torch.no_grad():
-        program = torch.onnx.export(
-            model,
-            (example,),
-            dynamo=True,
-            input_names=["input"],
-            output_names=output_names,
-            opset_version=opset,
-            dynamic_shapes=dynamic_shapes,
-            external_data=False,
-            verbose=False,
-        )
-    program.save(str(path), external_data=False)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation chatter; the result is verified afterwards
+        if exporter == "torchscript":
+            names = output_names or [f"output{i}" for i in range(_count_outputs(model, example))]
+            axes = {n: {0: "batch"} for n in ["input", *names]} if dynamic_batch else None
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, input_names=["input"], output_names=names,
+                dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+            )
+            return
+        dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines to stdout
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, input_names=["input"], output_names=output_names,
+                opset_version=opset, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
+            )
+            program.save(str(path), external_data=False)
+
+
+def _count_outputs(model: torch.nn.Module, example: torch.Tensor) -> int:
+    out = model(example)
+    return 1 if isinstance(out, torch.Tensor) else len(out)
 
 
 def check_onnx(path: str | os.PathLike) -> "Any":

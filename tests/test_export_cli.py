@@ -19,6 +19,8 @@ from cdarts_deploy import genotype as gt
 from cdarts_deploy.export_cli import main
 
 SMALL_CELL = ["--width", "8", "--cells", "5", "--input-size", "32", "--latency-iters", "2"]
+# The tracing exporter is several times faster; the default (dynamo) exporter is covered by the first test.
+FAST = ["--exporter", "torchscript"]
 
 
 def _run(argv, capsys):
@@ -66,18 +68,25 @@ def test_checkpoint_weights_reach_the_onnx_model(tmp_path, capsys):
     x = np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
-    for i, wrap in enumerate([lambda s: s, lambda s: {"state_dict": s, "epoch": 3}, lambda s: {"model": s}]):
-        ckpt = tmp_path / f"ckpt{i}.pth"
-        torch.save(wrap(model.state_dict()), ckpt)
-        out_dir = tmp_path / f"out{i}"
-        code, _, err = _run(["darts_v2", "--onnx", "--out", out_dir, "--checkpoint", ckpt, *SMALL_CELL], capsys)
-        assert code == 0, err
-        np.testing.assert_allclose(_ort(out_dir / "darts_v2.onnx", x), expected, atol=1e-4, rtol=1e-3)
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, ckpt)
+    code, _, err = _run(["darts_v2", "--onnx", "--out", tmp_path, "--checkpoint", ckpt, *SMALL_CELL, *FAST], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(_ort(tmp_path / "darts_v2.onnx", x), expected, atol=1e-4, rtol=1e-3)
+    # the other accepted layouts: a bare state_dict and one under "model" (with a DDP "module." prefix)
+    from cdarts_deploy.onnx_export import load_checkpoint
+
+    for i, obj in enumerate([model.state_dict(), {"model": {f"module.{k}": v for k, v in model.state_dict().items()}}]):
+        torch.save(obj, tmp_path / f"c{i}.pth")
+        fresh = _small_darts()
+        load_checkpoint(fresh, tmp_path / f"c{i}.pth")
+        with torch.no_grad():
+            np.testing.assert_allclose(fresh(torch.from_numpy(x)).numpy(), expected, atol=1e-6)
 
 
 def test_export_chain_genotype(tmp_path, capsys):
     code, _, err = _run(
-        ["cdarts_a", "--onnx", "--out", tmp_path, "--input-size", "64", "--num-classes", "7", "--latency-iters", "0"],
+        ["cdarts_a", "--onnx", "--out", tmp_path, "--input-size", "64", "--num-classes", "7", "--latency-iters", "0", *FAST],
         capsys,
     )
     assert code == 0, err
@@ -91,7 +100,7 @@ def test_export_legacy_reference_file(tmp_path, capsys):
 
     legacy = tmp_path / "best.json"
     legacy.write_text(json.dumps({"0": DARTS_V2_LEGACY, "1": DARTS_V2_LEGACY, "2": DARTS_V2_LEGACY}))
-    code, _, err = _run([legacy, "--onnx", "--out", tmp_path / "o", *SMALL_CELL], capsys)
+    code, _, err = _run([legacy, "--onnx", "--out", tmp_path / "o", *SMALL_CELL, *FAST], capsys)
     assert code == 0, err
     assert (tmp_path / "o" / "best.onnx").is_file()
 
@@ -165,11 +174,10 @@ def test_failure_unsafe_or_corrupt_checkpoint(tmp_path, capsys):
     code, _, err = _run(["darts_v2", "--onnx", "--out", tmp_path / "o", "--checkpoint", corrupt, *SMALL_CELL], capsys)
     _assert_clean_failure(code, err, tmp_path / "o", "cannot be loaded safely")
 
-    class Payload:  # an arbitrary object: weights_only loading must refuse it
-        pass
+    import argparse
 
-    unsafe = tmp_path / "unsafe.pth"
-    torch.save({"state_dict": _small_darts().state_dict(), "extra": Payload()}, unsafe)
+    unsafe = tmp_path / "unsafe.pth"  # an arbitrary object: weights_only loading must refuse it
+    torch.save({"state_dict": _small_darts().state_dict(), "extra": argparse.Namespace(x=1)}, unsafe)
     code, _, err = _run(["darts_v2", "--onnx", "--out", tmp_path / "o", "--checkpoint", unsafe, *SMALL_CELL], capsys)
     _assert_clean_failure(code, err, tmp_path / "o", "cannot be loaded safely")
 

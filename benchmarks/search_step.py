@@ -1,0 +1,159 @@
+"""Seconds per search step of CDARTS vs first-order DARTS at the same search network and batch, side by side.
+
+    .venv/bin/python benchmarks/search_step.py                      # CPU-sized default
+    .venv/bin/python benchmarks/search_step.py --width 16 --cells 8 --batch 64 --device cuda   # paper size
+    .venv/bin/python benchmarks/search_step.py --skip-epochs 4      # also: skip connections per epoch
+
+Each method runs in its own child process (so peak memory is per method).  A
+CDARTS step is the joint alpha + w_E update plus the w_S update; with S_E = S_U =
+1 epoch, every search step also carries one stage-1 w_E step, reported as the
+amortized cost.  A DARTS step is the alpha update plus the w_S update.  The paper
+(Section 4.7) reports about 1.3x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _worker(args: argparse.Namespace) -> dict:
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from search.cell_space import CellSpace
+    from search.config import SearchConfig, resolved_defaults
+    from search.data import SearchData
+    from search.distributed import init_distributed
+    from search.trainer import CyclicSearch, Meter
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ctx = init_distributed(args.device)
+    n = args.batch * (args.steps + args.warmup + 1)
+    x = torch.randn(n, 3, args.input_size, args.input_size)
+    y = torch.randint(0, 10, (n,))
+    data = SearchData(TensorDataset(x, y), TensorDataset(x.clone(), y.clone()), 10, "cifar", args.input_size)
+    cfg = resolved_defaults(SearchConfig(method=args.method, width=args.width, cells=args.cells,
+                                         eval_cells=args.eval_cells, batch_size=args.batch, warmup_epochs=0,
+                                         epochs=30, progress=False), "cifar")
+    space = CellSpace(cfg, 10, "cifar", args.input_size, ctx.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        search = CyclicSearch(cfg, space, data, ctx, Path(tmp))
+        meter = Meter()
+        batches = [(a.to(ctx.device), b.to(ctx.device)) for a, b in search.train_loader]
+        if args.method == "cdarts":
+            search.install_branch(search.derive(), build_id=0, lr=cfg.lr)
+
+        def sync() -> None:
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        step_times, stage1_times = [], []
+        for i in range(args.warmup + args.steps):
+            (xt, yt), (xv, yv) = batches[i], batches[i + 1]
+            sync()
+            t0 = time.perf_counter()
+            if args.method == "cdarts":
+                search.joint_step(xv, yv, 5.0, meter)
+            else:
+                search.darts_arch_step(xv, yv, meter)
+            search.weight_step(xt, yt, meter)
+            sync()
+            t1 = time.perf_counter()
+            if args.method == "cdarts":
+                search.eval_step(xv, yv, meter)  # one stage-1 step per search step when S_E = S_U
+            sync()
+            t2 = time.perf_counter()
+            if i >= args.warmup:
+                step_times.append(t1 - t0)
+                stage1_times.append(t2 - t1)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if ctx.device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    step = sorted(step_times)[len(step_times) // 2]
+    stage1 = sorted(stage1_times)[len(stage1_times) // 2] if args.method == "cdarts" else 0.0
+    return {"method": args.method, "step_s": step, "step_with_stage1_s": step + stage1, "peak_mib": peak,
+            "device": str(ctx.device)}
+
+
+def _skip_counts(args: argparse.Namespace) -> dict[str, list[int]]:
+    """Skip connections in the normal cell after each epoch of a short CDARTS and DARTS run on the same data."""
+    import pickle
+
+    import numpy as np
+
+    counts: dict[str, list[int]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "cifar-10-batches-py"
+        d.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(1, 6):
+            labels = rng.integers(0, 10, 200)
+            img = rng.integers(0, 90, (200, 3, 32, 32)).astype(np.uint8)
+            img[np.arange(200), labels % 3] += 120 + 10 * (labels // 3).astype(np.uint8)
+            with open(d / f"data_batch_{i}", "wb") as fh:
+                pickle.dump({b"data": img.reshape(200, -1), b"labels": [int(v) for v in labels]}, fh)
+        for method in ("cdarts", "darts"):
+            out = Path(tmp) / method
+            cmd = [sys.executable, "-m", "search.cli", "--preset", "cpu-smoke", "--dataset", "cifar10", "--data-root",
+                   str(d), "--out", str(out), "--method", method, "--epochs", str(args.skip_epochs),
+                   "--no-progress", "--threads", str(args.threads or 0), "--max-steps", str(args.skip_steps)]
+            subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+            rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+            counts[method] = [r["skip_normal"] for r in rows if r["phase"] == "search"]
+    return counts
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--width", type=int, default=8)
+    p.add_argument("--cells", type=int, default=8)
+    p.add_argument("--eval-cells", type=int, default=20)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--input-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--skip-epochs", type=int, default=0, help="also run short searches and count skip connections")
+    p.add_argument("--skip-steps", type=int, default=20, help="steps per epoch of those searches")
+    p.add_argument("--method", help=argparse.SUPPRESS)  # internal: run one method and print JSON
+    args = p.parse_args()
+    if args.method:
+        print(json.dumps(_worker(args)))
+        return
+    results = {}
+    for method in ("darts", "cdarts"):
+        cmd = [sys.executable, __file__, "--method", method] + [a for a in sys.argv[1:]]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+        line = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
+        results[method] = json.loads(line)
+    d, c = results["darts"], results["cdarts"]
+    print(f"search network C={args.width}, {args.cells} cells; evaluation network {args.eval_cells} cells; "
+          f"batch {args.batch}, {args.input_size}x{args.input_size}, device {d['device']}, median of {args.steps} steps")
+    print(f"{'':32}{'darts':>12}{'cdarts':>12}{'ratio':>10}")
+    print(f"{'s/step (alpha + w updates)':32}{d['step_s']:12.3f}{c['step_s']:12.3f}{c['step_s'] / d['step_s']:10.2f}x")
+    print(f"{'s/step incl. amortized stage 1':32}{d['step_with_stage1_s']:12.3f}{c['step_with_stage1_s']:12.3f}"
+          f"{c['step_with_stage1_s'] / d['step_with_stage1_s']:10.2f}x")
+    print(f"{'peak memory MiB':32}{d['peak_mib']:12.0f}{c['peak_mib']:12.0f}{c['peak_mib'] / d['peak_mib']:10.2f}x")
+    print("paper (Section 4.7): about 1.3x; target <= 1.3x, stretch 1.2x")
+    if args.skip_epochs:
+        counts = _skip_counts(args)
+        for method, values in counts.items():
+            print(f"skip connections in the normal cell per search epoch, {method}: {values}")
+
+
+if __name__ == "__main__":
+    main()

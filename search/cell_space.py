@@ -1,0 +1,125 @@
+"""The DARTS cell space as a plug-in of the cyclic search (see :mod:`search.trainer`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cdarts_deploy.genotype import CellGenotype, CellNetwork, SEARCH_OPS
+
+from .cell_discretize import alpha_entropy, count_op, discretize
+from .cell_eval import EvalPool
+from .cell_supernet import SearchNetwork
+from .config import SearchConfig
+from .distill import EmbeddingHead
+from .errors import SearchInputError
+from .regularization import l1_penalty
+
+
+class CellSpace:
+    """Search network, student embedding heads, discretization and the evaluation-network pool."""
+
+    def __init__(self, cfg: SearchConfig, num_classes: int, layout: str, input_size: int, device: torch.device) -> None:
+        self.cfg, self.layout, self.num_classes, self.input_size = cfg, layout, num_classes, input_size
+        for name, value in (("--width", cfg.width), ("--eval-width", cfg.eval_width)):
+            if value < 2 or value % 2:
+                raise SearchInputError(f"{name} {value}: the width must be an even number >= 2")
+        for name, value in (("--cells", cfg.cells), ("--eval-cells", cfg.eval_cells)):
+            if value < 3:
+                raise SearchInputError(f"{name} {value}: a DARTS network needs at least 3 cells")
+        unknown = [op for op in self.reg_ops if op not in SEARCH_OPS]
+        if unknown:
+            raise SearchInputError(f"--reg-ops: unknown operation {unknown[0]!r}; expected names from "
+                                   + ", ".join(SEARCH_OPS))
+        self.search_net = SearchNetwork(num_classes, cfg.width, cfg.cells, layout, cfg.per_stage_alpha,
+                                        cfg.learn_beta).to(device)
+        self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes) for c in self.search_net.tap_channels).to(device)
+        share = cfg.share_stem and cfg.eval_width == cfg.width
+        self.pool = EvalPool(layout, cfg.eval_width, cfg.eval_cells, num_classes,
+                             shared_stem=self.search_net.stem_modules() if share else None, seed=cfg.seed)
+        self.device = device
+
+    @property
+    def reg_ops(self) -> list[str]:
+        return [s.strip() for s in self.cfg.reg_ops.split(",") if s.strip()]
+
+    @property
+    def levels(self) -> int:
+        return len(self.search_net.tap_cells) + 1
+
+    # ----- parameters -----------------------------------------------------------------------------------
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return self.search_net.arch_parameters()
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return self.search_net.weight_parameters()
+
+    def shared_with_eval(self) -> list[nn.Parameter]:
+        return [p for m in self.pool.shared_stem.values() for p in m.parameters()]
+
+    # ----- forward ---------------------------------------------------------------------------------------
+
+    def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits, feats = self.search_net(x)
+        return logits, [h(f) for h, f in zip(self.student_heads, feats)] + [logits]
+
+    # ----- architecture ----------------------------------------------------------------------------------
+
+    def network_hints(self) -> CellNetwork:
+        return CellNetwork(layout=self.layout, width=self.cfg.export_width, cells=self.cfg.export_cells,
+                           num_classes=self.num_classes, input_size=self.input_size)
+
+    def derive(self, name: str = "searched") -> CellGenotype:
+        n = self.search_net
+        return discretize(n.alpha_normal, n.alpha_reduce, n.beta_normal, n.beta_reduce, network=self.network_hints(),
+                          name=name, description=f"{self.cfg.method} search on {self.cfg.dataset}")
+
+    def reg_loss(self) -> torch.Tensor:
+        idx = [SEARCH_OPS.index(op) for op in self.reg_ops]
+        return l1_penalty([self.search_net.alpha_normal, self.search_net.alpha_reduce], idx)
+
+    def stats(self, genotype: CellGenotype) -> dict[str, Any]:
+        return {
+            "skip_normal": count_op(genotype, "skip_connect", "normal"),
+            "skip_reduce": count_op(genotype, "skip_connect", "reduce"),
+            "alpha_entropy_normal": round(alpha_entropy(self.search_net.alpha_normal), 5),
+            "alpha_entropy_reduce": round(alpha_entropy(self.search_net.alpha_reduce), 5),
+        }
+
+    def arch_state(self) -> dict[str, list]:
+        return {n: p.detach().cpu().tolist() for n, p in self.search_net.named_parameters() if n.startswith(("alpha", "beta"))}
+
+    # ----- evaluation network ------------------------------------------------------------------------
+
+    def build_eval(self, genotype: CellGenotype, build_id: int) -> nn.Module:
+        return self.pool.build(genotype, self.device, build_id)
+
+    def eval_optimizer(self, extra: nn.Module, lr: float) -> torch.optim.Optimizer:
+        return self.pool.make_optimizer(extra, lr, self.cfg.momentum, self.cfg.weight_decay)
+
+    def write_back(self, optimizer: torch.optim.Optimizer | None) -> None:
+        self.pool.write_back(optimizer)
+
+    @property
+    def inherited(self) -> int:
+        return self.pool.last_inherited
+
+    # ----- checkpoint and outputs ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"search_net": self.search_net.state_dict(), "student_heads": self.student_heads.state_dict(),
+                "pool": self.pool.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.search_net.load_state_dict(state["search_net"])
+        self.student_heads.load_state_dict(state["student_heads"])
+        self.pool.load_state_dict(state["pool"])
+
+    def draw(self, genotype: CellGenotype, path: Path) -> None:
+        from .visualize import draw_genotype
+
+        draw_genotype(genotype, path)

@@ -1,0 +1,281 @@
+"""Search data: CIFAR python-pickle batches and ImageFolder trees, split into *train* and *val* parts.
+
+* CIFAR-10/100: the python batch directory as distributed by its authors
+  (``cifar-10-batches-py/data_batch_1..5`` or ``cifar-100-python/train``); the
+  training images are split into a first part (*train*, for w_S) and the rest
+  (*val*, for alpha and w_E), half and half by default.  The batch files are
+  pickles, so they are read with an unpickler that admits nothing but numpy
+  arrays and plain containers.
+* ImageFolder: ``ROOT/<class>/<image>`` (or ``ROOT/train/<class>/...``); per class,
+  a seeded shuffle takes ``train_fraction`` of its images for *train* and another,
+  disjoint ``val_fraction`` for *val*, so both parts cover every class.
+
+Nothing is downloaded.  Every problem raises :class:`SearchInputError` with one line.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
+from torchvision.transforms import v2
+
+from .distributed import DistContext
+from .errors import SearchInputError
+
+DATASETS = ("cifar10", "cifar100", "imagefolder")
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_CIFAR_LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], b"labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], b"fine_labels", 100),
+}
+
+
+# ----- safe reading of the CIFAR pickles -------------------------------------------------------------
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Admits the few numpy globals a pickled array needs and refuses everything else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if name == "_reconstruct":
+            return _reconstruct
+        if name == "_frombuffer":
+            return _frombuffer
+        if name == "scalar":
+            return _scalar
+        if name == "encode":
+            import codecs
+
+            return codecs.encode
+        return getattr(np, name)
+
+
+def _reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError("refusing to rebuild a non-ndarray class")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+def _scalar(dtype: Any, data: Any = None) -> Any:
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or not isinstance(data, bytes):
+        raise pickle.UnpicklingError("refusing a non-numeric numpy scalar")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+def _frombuffer(buf: bytes, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    arr = np.frombuffer(buf, dtype=np.dtype(dtype))
+    return arr.reshape(shape, order=order).copy()
+
+
+def _read_batch(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            doc = _ArrayOnlyUnpickler(fh, encoding="bytes").load()
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise SearchInputError(
+            f"{path}: cannot read this CIFAR batch file ({type(exc).__name__}: {str(exc)[:80] or 'truncated'}); "
+            "re-extract the original python-version archive"
+        ) from None
+    if not isinstance(doc, dict):
+        raise SearchInputError(f"{path}: found a pickled {type(doc).__name__}, expected the CIFAR batch dictionary")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in doc.items()}
+
+
+def find_cifar_dir(root: Path, dataset: str) -> Path:
+    folder, files, _, _ = _CIFAR_LAYOUT[dataset]
+    for candidate in (root, root / folder):
+        if all((candidate / f).is_file() for f in files):
+            return candidate
+    if not root.is_dir():
+        raise SearchInputError(f"{root}: no such directory; pass --data-root with the extracted {folder} folder")
+    where = root / folder if (root / folder).is_dir() else root
+    missing = [f for f in files if not (where / f).is_file()]
+    raise SearchInputError(
+        f"{where}: missing {', '.join(missing)}; --data-root must hold the extracted python-version {folder} folder"
+    )
+
+
+def load_cifar(root: str | Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Training images as uint8 ``[N, 32, 32, 3]`` and int64 labels."""
+    directory = find_cifar_dir(Path(root), dataset)
+    _, files, label_key, num_classes = _CIFAR_LAYOUT[dataset]
+    images, labels = [], []
+    for name in files:
+        path = directory / name
+        batch = _read_batch(path)
+        data, lab = batch.get("data"), batch.get(label_key.decode())
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            shape = getattr(data, "shape", None)
+            raise SearchInputError(f"{path}: 'data' is {shape} {getattr(data, 'dtype', type(data).__name__)}, "
+                                   "expected uint8 rows of 3072 values (32x32x3); re-extract the original archive")
+        lab = np.asarray(lab if lab is not None else [], dtype=np.int64)
+        if lab.shape != (data.shape[0],) or (lab.size and (lab.min() < 0 or lab.max() >= num_classes)):
+            raise SearchInputError(f"{path}: {label_key.decode()!r} does not hold one label 0..{num_classes - 1} per "
+                                   "image; re-extract the original archive")
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(lab)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+# ----- datasets --------------------------------------------------------------------------------------
+
+
+class ArrayImages(Dataset):
+    """uint8 HWC images in memory, augmented on the fly as tensors."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # NCHW uint8 view
+        self.labels = torch.from_numpy(labels)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+def cifar_transform(size: int = 32) -> Any:
+    ops = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
+    if size != 32:
+        ops.append(v2.Resize(size, antialias=True))
+    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR_MEAN, CIFAR_STD)])
+
+
+def imagefolder_transform(size: int) -> Any:
+    return v2.Compose([
+        v2.RandomResizedCrop(size, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def balanced_split(
+    targets: Sequence[int], train_fraction: float, val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Per class, a seeded shuffle; the first ``train_fraction`` go to *train*, the next ``val_fraction`` to *val*."""
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        rng.shuffle(idx)
+        n_train = max(1, round(train_fraction * len(idx)))
+        n_val = max(1, round(val_fraction * len(idx)))
+        if n_train + n_val > len(idx):
+            raise SearchInputError(
+                f"class {int(c)} has {len(idx)} images, too few for a {train_fraction:g}/{val_fraction:g} train/val "
+                "sample; add images or raise --train-fraction/--val-fraction"
+            )
+        train.extend(idx[:n_train].tolist())
+        val.extend(idx[n_train:n_train + n_val].tolist())
+    return sorted(train), sorted(val)
+
+
+@dataclass
+class SearchData:
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    layout: str  # the network layout that fits the images: "cifar" or "imagenet"
+    input_size: int
+
+
+def build_search_data(
+    dataset: str,
+    root: str | Path,
+    *,
+    train_portion: float = 0.5,
+    subset: int | None = None,
+    num_classes: int | None = None,
+    train_fraction: float = 0.1,
+    val_fraction: float = 0.1,
+    input_size: int | None = None,
+    seed: int = 0,
+) -> SearchData:
+    if dataset not in DATASETS:
+        raise SearchInputError(f"unknown --dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    root = Path(root)
+    if dataset in _CIFAR_LAYOUT:
+        images, labels = load_cifar(root, dataset)
+        if subset:
+            images, labels = images[:subset], labels[:subset]
+        split = int(round(train_portion * len(labels)))
+        if split < 1 or split >= len(labels):
+            raise SearchInputError(f"--train-portion {train_portion} leaves no images for train or val "
+                                   f"({len(labels)} images); use a value between 0 and 1")
+        size = input_size or 32
+        tf = cifar_transform(size)
+        full = ArrayImages(images, labels, tf)
+        return SearchData(Subset(full, range(split)), Subset(full, range(split, len(labels))),
+                          _CIFAR_LAYOUT[dataset][3], "cifar", size)
+    return _imagefolder(root, num_classes, train_fraction, val_fraction, input_size or 224, seed)
+
+
+def _imagefolder(root: Path, num_classes: int | None, train_fraction: float, val_fraction: float,
+                 size: int, seed: int) -> SearchData:
+    if not root.is_dir():
+        raise SearchInputError(f"{root}: no such directory; pass --data-root with an ImageFolder tree ROOT/<class>/<image>")
+    if (root / "train").is_dir():
+        root = root / "train"
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise SearchInputError(f"{root}: no class subdirectories; expected ROOT/<class>/<image> (ImageFolder layout)")
+    if num_classes is not None:
+        if len(classes) < num_classes:
+            raise SearchInputError(f"{root}: found {len(classes)} class folders, fewer than --num-classes "
+                                   f"{num_classes}; lower --num-classes or point at a fuller tree")
+        classes = classes[:num_classes]
+    keep = set(classes)
+    try:
+        folder = ImageFolder(str(root), transform=imagefolder_transform(size),
+                             is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS) and Path(p).parent.name in keep)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise SearchInputError(f"{root}: {str(exc).splitlines()[0]}; every class folder needs at least one image "
+                               f"({', '.join(IMG_EXTENSIONS)})") from None
+    if len(folder.classes) != len(classes):
+        raise SearchInputError(f"{root}: only {len(folder.classes)} of {len(classes)} class folders contain images; "
+                               "remove the empty ones or add images")
+    train, val = balanced_split(folder.targets, train_fraction, val_fraction, seed)
+    return SearchData(Subset(folder, train), Subset(folder, val), len(classes), "imagenet", size)
+
+
+def make_loader(dataset: Dataset, batch_size: int, ctx: DistContext, seed: int, workers: int = 0) -> DataLoader:
+    """A loader whose order depends only on (seed, epoch): call ``loader.sampler.set_epoch(e)`` each epoch."""
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    if len(sampler) < batch_size:
+        raise SearchInputError(
+            f"a data part of {len(dataset)} images gives {len(sampler)} per process, fewer than --batch-size "
+            f"{batch_size}; lower --batch-size or use more data"
+        )
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
+                      pin_memory=ctx.device.type == "cuda", persistent_workers=False)

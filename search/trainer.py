@@ -1,0 +1,353 @@
+"""Algorithm 1, space-agnostic: separate learning, joint learning, and the w_S update, epoch by epoch.
+
+The trainer drives a *space* object (``search.cell_space.CellSpace`` for DARTS
+cells; the chain space plugs in the same way) that provides:
+
+* ``student(x) -> (logits, levels)``: the search network's logits and its
+  distillation levels (embedding-head logits per stage, then the logits);
+* ``arch_parameters()``, ``weight_parameters()`` (w_S), ``shared_with_eval()``
+  (w_S entries the evaluation network also trains, e.g. a shared stem),
+  ``student_heads`` (a module) and ``levels`` (their count + 1);
+* ``derive() -> genotype``, ``build_eval(genotype, build_id) -> module`` returning
+  ``(logits, levels)``, ``eval_optimizer(extra, lr)``, ``write_back(optimizer)``,
+  ``inherited`` (operations inherited by the last build);
+* ``reg_loss()`` (unscaled Eq. 11 penalty), ``stats(genotype)``,
+  ``state_dict()``/``load_state_dict()``, ``draw(genotype, path)``.
+
+Each epoch's randomness (augmentation, drop path) is seeded from (seed, epoch,
+rank), and data order from (seed, epoch) through the distributed samplers, so a
+run resumed from an epoch checkpoint repeats the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from cdarts_deploy import genotype as gt
+
+from .checkpoint import capture_rng, restore_rng, save_checkpoint
+from .config import SearchConfig
+from .data import SearchData, make_loader
+from .distill import MultiLevelDistillation
+from .distributed import DistContext, average_gradients, broadcast_, mean_over_ranks, rank_spread
+from .regularization import reg_coefficient
+from .runlog import EpochLog
+
+CHECKPOINT_FORMAT = "cdarts-search-checkpoint"
+
+
+def set_lr(optimizer: torch.optim.Optimizer | None, lr: float) -> None:
+    if optimizer is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+def _requires_grad(params: Iterable[nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    return [p for g in optimizer.param_groups for p in g["params"]]
+
+
+class Meter:
+    """Running sums of losses and correct predictions, averaged per sample."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str, value: float, n: int) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + value * n
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def add_acc(self, key: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.add(key, float((logits.argmax(1) == y).float().mean()), y.numel())
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / max(1, self.counts[k]) for k in self.sums}
+
+
+class CyclicSearch:
+    def __init__(self, cfg: SearchConfig, space: Any, data: SearchData, ctx: DistContext, out: Path) -> None:
+        self.cfg, self.space, self.ctx, self.out = cfg, space, ctx, out
+        self.device = ctx.device
+        self.train_loader = make_loader(data.train, cfg.batch_size, ctx, cfg.seed, cfg.workers)
+        self.val_loader = make_loader(data.val, cfg.batch_size, ctx, cfg.seed + 1, cfg.workers)
+        self.eval_loader = make_loader(data.val, cfg.batch_size, ctx, cfg.seed + 2, cfg.workers)
+        self.steps = min(len(self.train_loader), len(self.val_loader))
+        if cfg.max_steps:
+            self.steps = min(self.steps, cfg.max_steps)
+        eval_pass = min(len(self.eval_loader), cfg.max_steps) if cfg.max_steps else len(self.eval_loader)
+        self.eval_steps = max(1, round(cfg.eval_epochs * eval_pass)) if cfg.eval_epochs > 0 else 0
+        self.total_epochs = cfg.warmup_epochs + cfg.epochs
+        self.opt_w = torch.optim.SGD(space.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                     weight_decay=cfg.weight_decay)
+        self.opt_alpha = torch.optim.Adam(space.arch_parameters(), lr=cfg.arch_lr,
+                                          betas=(cfg.arch_beta1, cfg.arch_beta2), weight_decay=cfg.arch_weight_decay)
+        self.distiller = MultiLevelDistillation(space.levels, cfg.distill_loss, cfg.distill_temperature).to(self.device)
+        # Jointly-updated weights besides w_E: the student heads and the level weights (SGD with w_E).
+        self.extra = nn.ModuleDict({"student_heads": space.student_heads, "distiller": self.distiller})
+        shared = {id(p) for p in space.shared_with_eval()}
+        self.search_only = [p for p in space.weight_parameters() if id(p) not in shared]
+        self.branch: nn.Module | None = None
+        self.opt_e: torch.optim.Optimizer | None = None
+        self.branch_genotype: gt.Genotype | None = None
+        self.start_epoch = 0
+        self.log = EpochLog(out / "log.jsonl")
+
+    # ----- schedule ----------------------------------------------------------------------------------
+
+    def lr_at(self, epoch: int) -> float:
+        c = self.cfg
+        return c.lr_min + 0.5 * (c.lr - c.lr_min) * (1 + math.cos(math.pi * epoch / max(1, self.total_epochs)))
+
+    def reg_at(self, search_epoch: int) -> float:
+        if self.cfg.method != "cdarts" or self.cfg.reg_lambda <= 0:
+            return 0.0
+        return reg_coefficient(search_epoch, self.cfg.reg_lambda, self.cfg.reg_decay_epochs)
+
+    def rebuilds_at(self, epoch: int) -> bool:
+        e = epoch - self.cfg.warmup_epochs
+        return self.cfg.method == "cdarts" and e >= 0 and e % self.cfg.update_epochs == 0
+
+    # ----- the three updates -----------------------------------------------------------------------------
+
+    def _eval_ce(self, levels: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(levels[-1], y)
+        if self.cfg.head_ce_weight and len(levels) > 1:
+            heads = torch.stack([F.cross_entropy(l, y) for l in levels[:-1]]).mean()
+            loss = loss + self.cfg.head_ce_weight * heads
+        return loss
+
+    def _clip(self, params: list[nn.Parameter]) -> None:
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.cfg.grad_clip)
+
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
+        """Stage 1: w_E alone on a val batch with cross-entropy."""
+        assert self.branch is not None and self.opt_e is not None
+        logits, levels = self.branch(x)
+        loss = self._eval_ce(levels, y)
+        self.opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        params = _params(self.opt_e)
+        average_gradients(params, self.ctx)
+        self._clip(params)
+        self.opt_e.step()
+        meter.add("stage1_loss", float(loss.detach()), y.numel())
+        meter.add_acc("stage1_acc", logits, y)
+
+    def joint_step(self, x: torch.Tensor, y: torch.Tensor, reg: float, meter: Meter) -> None:
+        """Stage 2 (Eq. 8): alpha and w_E together on a val batch; w_S stays fixed."""
+        assert self.branch is not None and self.opt_e is not None
+        _requires_grad(self.search_only, False)
+        try:
+            s_logits, s_levels = self.space.student(x)
+            e_logits, e_levels = self.branch(x)
+            ce_s = F.cross_entropy(s_logits, y)
+            ce_e = self._eval_ce(e_levels, y)
+            teacher = [t.detach() for t in e_levels] if self.cfg.detach_teacher else e_levels
+            distill = self.distiller(s_levels, teacher)
+            loss = ce_s + ce_e + self.cfg.distill_lambda * distill
+            if reg > 0:
+                penalty = self.space.reg_loss()
+                loss = loss + reg * penalty
+                meter.add("reg_penalty", float(penalty.detach()), y.numel())
+            self.opt_alpha.zero_grad(set_to_none=True)
+            self.opt_e.zero_grad(set_to_none=True)
+            loss.backward()
+            params_e = _params(self.opt_e)
+            average_gradients(self.space.arch_parameters() + params_e, self.ctx)
+            self._clip(params_e)
+            self.opt_alpha.step()
+            self.opt_e.step()
+        finally:
+            _requires_grad(self.search_only, True)
+        meter.add("val_loss_search", float(ce_s.detach()), y.numel())
+        meter.add("val_loss_eval", float(ce_e.detach()), y.numel())
+        meter.add("distill_loss", float(distill.detach()), y.numel())
+        meter.add_acc("val_acc_search", s_logits, y)
+        meter.add_acc("val_acc_eval", e_logits, y)
+
+    def darts_arch_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
+        """First-order DARTS: alpha alone on a val batch with the search network's cross-entropy."""
+        weights = self.space.weight_parameters()
+        _requires_grad(weights, False)
+        try:
+            logits, _ = self.space.search_net(x)
+            loss = F.cross_entropy(logits, y)
+            self.opt_alpha.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(self.space.arch_parameters(), self.ctx)
+            self.opt_alpha.step()
+        finally:
+            _requires_grad(weights, True)
+        meter.add("val_loss_search", float(loss.detach()), y.numel())
+        meter.add_acc("val_acc_search", logits, y)
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
+        """Eq. 6: w_S on a train batch with cross-entropy; alpha stays fixed."""
+        arch = self.space.arch_parameters()
+        _requires_grad(arch, False)
+        try:
+            logits, _ = self.space.search_net(x)
+            loss = F.cross_entropy(logits, y)
+            self.opt_w.zero_grad(set_to_none=True)
+            loss.backward()
+            params = self.space.weight_parameters()
+            average_gradients(params, self.ctx)
+            self._clip(params)
+            self.opt_w.step()
+        finally:
+            _requires_grad(arch, True)
+        meter.add("train_loss", float(loss.detach()), y.numel())
+        meter.add_acc("train_acc", logits, y)
+
+    # ----- evaluation network ------------------------------------------------------------------------
+
+    def derive(self) -> gt.Genotype:
+        # Averaged gradients keep alpha identical on every rank (the log records the spread);
+        # the broadcast makes the derived genotype identical even if a rank drifted by rounding.
+        self.alpha_spread = rank_spread(self.space.arch_parameters(), self.ctx)
+        broadcast_(self.space.arch_parameters(), self.ctx)
+        return self.space.derive()
+
+    def install_branch(self, genotype: gt.Genotype, build_id: int, lr: float) -> None:
+        """Write the outgoing network back to the pool, build the new one, rebuild its optimizer."""
+        if self.branch is not None:
+            self.space.write_back(self.opt_e)
+        self.branch = self.space.build_eval(genotype, build_id)
+        self.branch.train()
+        self.opt_e = self.space.eval_optimizer(self.extra, lr)
+        self.branch_genotype = genotype
+
+    def separate_learning(self, epoch: int, meter: Meter) -> None:
+        """Stage 1: discretize, rebuild with inheritance, train w_E on val for S_E."""
+        lr = self.lr_at(epoch)
+        self.install_branch(self.derive(), build_id=epoch, lr=lr)
+        meter.add("inherited_ops", float(self.space.inherited), 1)
+        for x, y in islice(self._cycle(self.eval_loader, epoch), self.eval_steps):
+            self.eval_step(x.to(self.device), y.to(self.device), meter)
+
+    def _cycle(self, loader: Any, epoch: int):
+        """Passes over ``loader`` (S_E may exceed one epoch), each in a fresh order."""
+        k = 0
+        while True:
+            loader.sampler.set_epoch(epoch * 1000 + k)
+            yield from loader
+            k += 1
+
+    # ----- epochs ------------------------------------------------------------------------------------------
+
+    def run_epoch(self, epoch: int, bar: Any) -> dict[str, Any]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 100_000 + epoch * 100 + self.ctx.rank)
+        lr = self.lr_at(epoch)
+        set_lr(self.opt_w, lr)
+        set_lr(self.opt_e, lr)
+        search_epoch = epoch - cfg.warmup_epochs
+        phase = "warmup" if search_epoch < 0 else "search"
+        reg = self.reg_at(search_epoch) if phase == "search" else 0.0
+        meter = Meter()
+        started = time.perf_counter()
+        self.space.search_net.train()
+        if self.rebuilds_at(epoch) or (phase == "search" and cfg.method == "cdarts" and self.branch is None):
+            self.separate_learning(epoch, meter)
+        self.train_loader.sampler.set_epoch(epoch)
+        self.val_loader.sampler.set_epoch(epoch)
+        steps = tqdm(total=self.steps, desc=f"epoch {epoch}", leave=False, disable=bar.disable, dynamic_ncols=True)
+        for (xt, yt), (xv, yv) in islice(zip(self.train_loader, self.val_loader), self.steps):
+            xt, yt, xv, yv = (t.to(self.device, non_blocking=True) for t in (xt, yt, xv, yv))
+            if phase == "search":
+                if cfg.method == "cdarts":
+                    self.joint_step(xv, yv, reg, meter)
+                else:
+                    self.darts_arch_step(xv, yv, meter)
+            self.weight_step(xt, yt, meter)
+            steps.update(1)
+        steps.close()
+        metrics = mean_over_ranks(meter.means(), self.ctx)
+        genotype = self.derive()
+        row: dict[str, Any] = {"epoch": epoch, "phase": phase, "method": cfg.method, "lr": round(lr, 6),
+                               "reg_coef": round(reg, 6)}
+        row.update({k: round(v, 5) for k, v in sorted(metrics.items())})
+        row["level_weights"] = [round(v, 4) for v in self.distiller.level_weights().tolist()]
+        row.update(self.space.stats(genotype))
+        row["alpha_rank_spread"] = self.alpha_spread
+        row["seconds"] = round(time.perf_counter() - started, 2)
+        row["genotype"] = gt.to_dict(genotype)
+        return {"row": row, "genotype": genotype}
+
+    def checkpoint_state(self, next_epoch: int) -> dict[str, Any]:
+        if self.branch is not None:
+            self.space.write_back(self.opt_e)  # the pool then holds every weight of the live network
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "epoch": next_epoch,
+            "config": dataclasses.asdict(self.cfg),
+            "world_size": self.ctx.world_size,
+            "space": self.space.state_dict(),
+            "opt_w": self.opt_w.state_dict(),
+            "opt_alpha": self.opt_alpha.state_dict(),
+            "distiller": self.distiller.state_dict(),
+            "branch_genotype": gt.dumps(self.branch_genotype) if self.branch_genotype is not None else None,
+            "rng": capture_rng(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.space.load_state_dict(state["space"])
+        self.opt_w.load_state_dict(state["opt_w"])
+        self.opt_alpha.load_state_dict(state["opt_alpha"])
+        self.distiller.load_state_dict(state["distiller"])
+        restore_rng(state["rng"])
+        self.start_epoch = int(state["epoch"])
+        if state["branch_genotype"] is not None and not self.rebuilds_at(self.start_epoch):
+            # The live evaluation network continues into the next epoch: rebuild it from the pool.
+            self.install_branch(gt.loads(state["branch_genotype"], "checkpoint"), build_id=-1,
+                                lr=self.lr_at(self.start_epoch))
+
+    def run(self) -> gt.Genotype:
+        main = self.ctx.is_main
+        if main:
+            self.log.truncate_to(self.start_epoch)
+        bar = tqdm(range(self.start_epoch, self.total_epochs), desc=f"{self.cfg.method} search", unit="epoch",
+                   disable=not (self.cfg.progress and main), dynamic_ncols=True)
+        genotype = None
+        for epoch in bar:
+            result = self.run_epoch(epoch, bar)
+            genotype, row = result["genotype"], result["row"]
+            state = self.checkpoint_state(epoch + 1)
+            if main:
+                self.log.append(row)
+                gt.save(genotype, self.out / "genotype.json")
+                save_checkpoint(state, self.out / "checkpoint.pt")
+                tqdm.write(_summary(row))
+        if genotype is None:
+            genotype = self.derive()
+        if main:
+            gt.save(genotype, self.out / "genotype.json")
+            self.space.draw(genotype, self.out / "cells.png")
+        return genotype
+
+
+def _summary(row: dict[str, Any]) -> str:
+    parts = [f"epoch {row['epoch']} [{row['phase']}]", f"lr {row['lr']:.4g}"]
+    for key in ("train_acc", "val_acc_search", "val_acc_eval", "distill_loss"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.3f}")
+    parts.append(f"skip(normal) {row.get('skip_normal')}")
+    parts.append(f"{row['seconds']:.1f}s")
+    return " | ".join(parts)

@@ -1,0 +1,112 @@
+"""FP16 and INT8 Q/DQ ONNX files: generation, ONNX Runtime parity, INT8 top-1 agreement, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from cdarts_deploy import precision as pr
+from cdarts_deploy.parity import TOLERANCES, compare_outputs, onnxruntime_outputs, onnxruntime_session, torch_outputs
+
+from tiny_deploy import HW, calibration_dir, tiny_network
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_network()
+
+
+def test_fp16_onnx_has_half_weights_float_io_and_passes_fp16_tolerance(tiny, tmp_path):
+    model, path, images = tiny
+    dst = tmp_path / "tiny.fp16.onnx"
+    kept = pr.to_fp16(path, dst)
+    proto = onnx.load(str(dst))
+    half = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert len(half) > 10
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # sensitive ops present in the graph stay FP32, each surrounded by casts
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert set(kept) == set(pr.SENSITIVE_OPS) & ops
+    assert sum(n.op_type == "Cast" for n in proto.graph.node) >= 2
+
+    ref = torch_outputs(model, images)
+    out = onnxruntime_outputs(onnxruntime_session(dst), images)
+    (result,) = compare_outputs(["logits"], ref, out, "fp16")
+    assert result.passed, result
+    assert result.cosine > 0.999
+    assert result.max_abs > 0  # really computed in half precision
+    assert pr.top1_agreement(ref[0], out[0]) == 1.0
+
+
+def test_pure_fp16_conversion_also_runs(tiny, tmp_path):
+    model, path, images = tiny
+    dst = tmp_path / "tiny.fp16pure.onnx"
+    assert pr.to_fp16(path, dst, mixed=False) == []
+    out = onnxruntime_outputs(onnxruntime_session(dst), images[:4])
+    (result,) = compare_outputs(["logits"], torch_outputs(model, images[:4]), out, "fp16")
+    assert result.passed, result
+
+
+def test_int8_qdq_onnx_is_symmetric_and_agrees_on_top1(tiny, tmp_path):
+    model, path, images = tiny
+    dst = tmp_path / "tiny.int8.onnx"
+    pr.quantize_int8(path, dst, images)
+    proto = onnx.load(str(dst))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") > 5 and ops.count("DequantizeLinear") > 5
+    # TensorRT takes symmetric signed INT8 only: every zero point is an int8 zero
+    inits = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zp = onnx.numpy_helper.to_array(inits[node.input[2]])
+            assert zp.dtype == np.int8 and not zp.any()
+    # stored quantized tensors are INT8 weights only: biases stay float (no INT32 dequantization)
+    stored = [inits[n.input[0]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert stored and all(t.data_type == onnx.TensorProto.INT8 for t in stored)
+
+    ref = torch_outputs(model, images)
+    out = onnxruntime_outputs(onnxruntime_session(dst), images)
+    agreement = pr.top1_agreement(ref[0], out[0])
+    assert agreement >= 0.8, f"INT8 top-1 agreement {agreement:.2f} on {len(images)} calibration images"
+    (result,) = compare_outputs(["logits"], ref, out, "fp32")
+    assert result.cosine > 0.97
+    assert result.max_abs > TOLERANCES["fp32"].atol  # quantized for real, not a float copy
+
+
+def test_top1_agreement_counts_matching_argmax():
+    ref = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]], np.float32)
+    cand = np.array([[0, 2, 1], [0, 1, 0], [0, 0, 3], [1, 2, 0]], np.float32)
+    assert pr.top1_agreement(ref, cand) == 0.75
+
+
+def test_load_image_resizes_crops_and_normalizes(tmp_path):
+    Image.new("RGB", (64, 40), (128, 64, 255)).save(tmp_path / "flat.png")
+    arr = pr.load_image(tmp_path / "flat.png", (24, 32))
+    assert arr.shape == (3, 24, 32) and arr.dtype == np.float32
+    for c, value in enumerate((128, 64, 255)):
+        expected = (value / 255 - pr.IMAGENET_MEAN[c]) / pr.IMAGENET_STD[c]
+        assert np.allclose(arr[c], expected, atol=1e-5)
+
+
+def test_calibration_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(pr.PrecisionError, match="does not exist"):
+        pr.image_files(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(pr.PrecisionError, match="holds no images"):
+        pr.image_files(tmp_path)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    with pytest.raises(pr.PrecisionError, match="broken.jpg"):
+        pr.load_images(tmp_path, HW)
+
+
+def test_failed_quantization_leaves_no_file(tiny, tmp_path):
+    _, path, _ = tiny
+    dst = tmp_path / "bad.int8.onnx"
+    with pytest.raises(pr.PrecisionError):
+        pr.quantize_int8(path, dst, np.zeros((0, 3, *HW), np.float32))
+    with pytest.raises(pr.PrecisionError, match="calibration method"):
+        pr.quantize_int8(path, dst, np.zeros((2, 3, *HW), np.float32), method="magic")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Multiply-adds and parameters of a whole detector or segmentor, per part.
+
+    python tools/get_flops.py CONFIG [--shape 800 1333] [--cfg-options key=value ...] [--json out.json]
+
+Counts the exported graph (detector: backbone + neck + head without NMS;
+segmentor: backbone + decoder, auxiliary heads excluded) with mmengine's
+fvcore-style analyzer, which counts one multiply-add as one "flop".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+
+    parser = argparse.ArgumentParser(description="Multiply-adds of a CDARTS detector/segmentor")
+    parser.add_argument("config", help="config file path")
+    parser.add_argument("--shape", type=int, nargs="+", default=[800, 1333], help="input H W (or one side)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
+    parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if len(args.shape) not in (1, 2) or min(args.shape) < 32:
+        print("get_flops.py: --shape takes H W (or one side), each at least 32", file=sys.stderr)
+        return 2
+    height, width = (args.shape * 2)[:2]
+
+    import torch
+    from mmengine.analysis import FlopAnalyzer, parameter_count
+
+    from cdarts_deploy.export_cli import UsageError
+    from cdarts_deploy.export_mm import build_from_config, graph_for
+    from cdarts_deploy.genotype import write_text_atomic
+
+    try:
+        model = build_from_config(args.config, args.cfg_options)
+        graph = graph_for(model)
+    except UsageError as exc:
+        print(f"get_flops.py: {exc}", file=sys.stderr)
+        return 2
+    inputs = (torch.zeros(1, 3, height, width),)
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(graph, inputs)
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        total = analyzer.total()
+        by_module = analyzer.by_module()
+    params = parameter_count(graph)
+    inner = "detector" if hasattr(graph, "detector") else "segmentor"
+    parts = [p for p in ("backbone", "neck", "bbox_head", "decode_head") if f"{inner}.{p}" in by_module]
+    result = {
+        "config": args.config,
+        "input_shape": [1, 3, height, width],
+        "multiply_adds": int(total),
+        "params": int(params[""]),
+        "parts": {p: {"multiply_adds": int(by_module[f"{inner}.{p}"]), "params": int(params.get(f"{inner}.{p}", 0))}
+                  for p in parts},
+    }
+    print(f"input shape: {height}x{width}")
+    for part, numbers in result["parts"].items():
+        print(f"  {part:12s} {numbers['multiply_adds'] / 1e9:8.3f} GMACs  {numbers['params'] / 1e6:7.3f} M params")
+    print(f"  {'total':12s} {total / 1e9:8.3f} GMACs  {params[''] / 1e6:7.3f} M params")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
