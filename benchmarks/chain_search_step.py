@@ -44,19 +44,20 @@ def main() -> None:
     rebuild = time.perf_counter() - t0
     search.arch_step(*batch())  # warm-up step, not timed
     search.weight_step(*batch())
-    times = []
+    times, cpu = [], []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         search.arch_step(*batch())
         search.weight_step(*batch())
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     choices = search.best_choices()
     child_madds = search.cost.child_madds(choices)
     print(f"preset {args.preset}: base {cfg.base}, {cfg.input_size}x{cfg.input_size}, batch {cfg.batch_size}, "
           f"{len(search.supernet.units)} searchable blocks, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"seconds per search step: median {sorted(times)[len(times) // 2]:.2f} (min {min(times):.2f}, "
-          f"max {max(times):.2f}); child rebuild with inheritance {rebuild:.2f}s")
+          f"max {max(times):.2f}); CPU seconds per step (all threads) {sum(cpu) / len(cpu):.2f}; child rebuild with inheritance {rebuild:.2f}s")
     print(f"child multiply-adds {child_madds / 1e6:.2f}M vs budget {cfg.budget_madds / 1e6:.2f}M "
           f"(ratio {child_madds / cfg.budget_madds:.3f}); space range {lo / 1e6:.2f}M .. {hi / 1e6:.2f}M")
     # the paper's published sizes (224x224, 1000 classes) against our build of the zoo genotypes

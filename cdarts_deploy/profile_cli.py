@@ -12,7 +12,6 @@ Exit status: 0 success, 2 usage or input error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -20,17 +19,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cdarts_deploy import genotype as gt
+from cdarts_deploy.cli_args import OneLineParser, non_negative_int, parse_size, positive_int
 from cdarts_deploy.profiling import BACKENDS, ProfileError
 
 #: The peers of the issue: timm models of similar cost, and the DARTS-family zoo.
 DEFAULT_PEERS = ("efficientnet_b0", "mobilenetv3_large_100", "mnasnet_100", "darts_v2", "pdarts", "pcdarts_cifar",
                  "cdarts_cifar")
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parse_batches(text: str) -> list[int]:
@@ -53,41 +48,8 @@ def parse_backends(text: str) -> list[str]:
     return names
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW, e.g. 224 or 192x256") from None
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or min(values) < 8:
-        raise argparse.ArgumentTypeError(f"input size {text!r} must be N or HxW with sides >= 8")
-    return values[0], values[1]
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="cdarts-profile", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="cdarts-profile", description=__doc__.split("\n\n")[0])
     p.add_argument("target", help="genotype JSON, zoo name (e.g. cdarts_cifar) or an .onnx file")
     p.add_argument("--backend", type=parse_backends, action="extend", help=f"comma list of {', '.join(BACKENDS)} "
                    "(repeatable; default torch,onnxruntime for a genotype, onnxruntime for an ONNX file)")

@@ -39,7 +39,7 @@ def require_tensorrt() -> Any:
     if not has_gpu:
         raise TensorRTUnavailable(
             "TensorRT needs an NVIDIA GPU with a working CUDA driver and none is visible on this machine; "
-            "run on a machine with one, or use --backend onnxruntime"
+            "run on a machine with one (ONNX Runtime needs no GPU)"
         )
     try:
         import tensorrt

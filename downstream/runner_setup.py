@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from mmengine.config import Config
 
+import downstream.mm_compat  # noqa: F401  (mmdet::/mmseg:: bases without pkg_resources)
+
 __all__ = ["UsageError", "load_config", "build_runner", "describe_load_error"]
 
 #: Modules that register this project's parts (backbone, decode head, checkpoint hook).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -40,14 +41,22 @@ def make_tiny_coco(
     size: tuple[int, int] = (64, 64),
     boxes_per_image: int = 2,
     seed: int = 0,
+    category_names: Sequence[str] | None = None,
 ) -> Path:
     """Write ``root/{split}2017/*.jpg`` and ``root/annotations/instances_{split}2017.json``.
 
     ``splits`` maps split name to image count (default ``{'train': 4, 'val': 2}``);
-    ``size`` is (height, width).  Returns ``root``.
+    ``size`` is (height, width).  ``category_names`` lists every category of the
+    file (ids 1..N), e.g. all 80 COCO classes so that a detector's label space
+    matches; boxes use the first three.  Default: :data:`COCO_SUBSET`.
+    Returns ``root``.
     """
     root = Path(root)
     splits = splits or {"train": 4, "val": 2}
+    categories = (
+        list(COCO_SUBSET) if category_names is None else [(i + 1, n) for i, n in enumerate(category_names)]
+    )
+    annotated = categories[:3]
     height, width = size
     rng = np.random.default_rng(seed)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
@@ -62,11 +71,11 @@ def make_tiny_coco(
             name = f"{image_id:012d}.jpg"
             for _ in range(boxes_per_image):
                 x, y, w, h = _random_box(rng, height, width)
-                cat_index = int(rng.integers(len(COCO_SUBSET)))
+                cat_index = int(rng.integers(len(annotated)))
                 pixels[y : y + h, x : x + w] = 80 + 60 * cat_index
                 annotations.append(
                     dict(
-                        id=ann_id, image_id=image_id, category_id=COCO_SUBSET[cat_index][0],
+                        id=ann_id, image_id=image_id, category_id=annotated[cat_index][0],
                         bbox=[x, y, w, h], area=float(w * h), iscrowd=0,
                         segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]],
                     )
@@ -80,7 +89,7 @@ def make_tiny_coco(
             licenses=[],
             images=images,
             annotations=annotations,
-            categories=[dict(id=i, name=n, supercategory="thing") for i, n in COCO_SUBSET],
+            categories=[dict(id=i, name=n, supercategory="thing") for i, n in categories],
         )
         (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(doc))
     return root

@@ -13,8 +13,8 @@ Space-agnostic machinery (reuse it for the chain-structured space, issue 5):
 * ``trainer``       -- :class:`CyclicSearch`: Algorithm 1's step order, warm-up, schedules, checkpoints;
                        it drives a *space* object whose protocol is documented at the top of that module.
 * ``cli``           -- argument parsing, output-folder ownership (``run.json``), ``--resume``, exit codes.
-                       ``--space chain`` is the plug-in point for the chain space: add a space class next to
-                       ``cell_space`` and construct it in ``cli._search``.
+                       ``--space chain`` is the plug-in point for the chain space (``cli.main`` hands such
+                       command lines to ``chain_search``).
 
 DARTS cell space:
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from backbones.darts_net import reduction_positions, stage_of_cell
 from cdarts_deploy.genotype import Cell, CellGenotype, CellNetwork, CellStage, SEARCH_OPS
 
 from .cell_supernet import NONE_INDEX, NUM_NODES, edge_weights, node_edge_slices
@@ -58,11 +57,6 @@ def discretize(
     if num == 3:
         stages[2] = CellStage(normal=stages[2].normal, reduce=stages[1].reduce)
     return CellGenotype(stages=tuple(stages), network=network or CellNetwork(), name=name, description=description)
-
-
-def used_reduce_stages(num_cells: int) -> list[int]:
-    """The stages whose reduction cell a network of ``num_cells`` cells actually uses."""
-    return sorted({stage_of_cell(r, num_cells) for r in reduction_positions(num_cells)})
 
 
 def count_op(genotype: CellGenotype, op: str = "skip_connect", which: str = "normal") -> int:

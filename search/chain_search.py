@@ -85,13 +85,15 @@ class ChainSearchConfig:
     seed: int = 0
     workers: int = 0
     alpha_init_std: float = 1e-3
+    head_mid: int = 128  # embedding heads: 1x1 conv width, then the 2x2 conv's width (notes: 128, 768)
+    head_embed: int = 768
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU smoke runs: small inputs, small batches, short schedule, a faster architecture lr.
     "smoke32": dict(base="tiny", input_size=32, stem_channels=8, head_channels=128, epochs=3, warmup_epochs=1,
-                    batch_size=8, w_lr=0.05, arch_lr=0.05, eval_train_steps=2),
+                    batch_size=8, w_lr=0.05, arch_lr=0.05, eval_train_steps=2, head_mid=16, head_embed=32),
     "smoke64": dict(base="cdarts_a_base", input_size=64, epochs=2, warmup_epochs=0, batch_size=8, w_lr=0.05,
                     arch_lr=0.05, eval_train_steps=2),
 }
@@ -138,8 +140,9 @@ class ChainSearch:
             stem_channels=cfg.stem_channels, head_channels=cfg.head_channels, alpha_init_std=cfg.alpha_init_std,
         ).to(dev)
         taps = self.supernet.tap_channels
-        self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes) for c in taps).to(dev)
-        self.teacher_heads = nn.ModuleList(EmbeddingHead(c, num_classes) for c in taps).to(dev)
+        heads = dict(mid=cfg.head_mid, embed=cfg.head_embed)
+        self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes, **heads) for c in taps).to(dev)
+        self.teacher_heads = nn.ModuleList(EmbeddingHead(c, num_classes, **heads) for c in taps).to(dev)
         self.distill = MultiLevelDistillation(len(taps) + 1, cfg.distill_kind, cfg.temperature).to(dev)
         broadcast_(self._all_state_tensors(), self.ctx)  # identical start on every rank
         self.cost = CostModel(self.supernet, cfg.input_size)

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Defaults are the paper's CIFAR settings (Table 1).",
         argument_default=argparse.SUPPRESS,  # so that only options actually given override presets and configs
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), help="a bundle of settings: paper (defaults), cpu-smoke, tiny")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a bundle of settings: paper (Table 1 CIFAR, the defaults), paper-imagenet, cpu-smoke, tiny")
     p.add_argument("--config", help="JSON file of option values (names as on the command line)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     for f in config_fields():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SearchInputError
+from .regularization import default_decay_epochs
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -85,6 +86,9 @@ RUNTIME_ONLY = {"workers", "device", "threads", "progress", "out", "data_root"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
+    # Table 1's ImageNet row: 8 GPUs x 128, 10 epochs of w_S pre-training with alpha fixed, S_E = 3 epochs.
+    "paper-imagenet": dict(batch_size=128, lr=0.8, weight_decay=3e-5, arch_weight_decay=3e-5, warmup_epochs=10,
+                           eval_epochs=3.0, input_size=224),
     # A few minutes on a laptop CPU: a real but small search on a CIFAR subset.
     "cpu-smoke": dict(width=8, cells=5, eval_cells=8, batch_size=16, epochs=3, warmup_epochs=1, subset=1024,
                       max_steps=20, threads=0),
@@ -137,5 +141,5 @@ def resolved_defaults(cfg: SearchConfig, layout: str) -> SearchConfig:
         eval_cells=cfg.eval_cells or (14 if imagenet else 20),
         export_width=cfg.export_width or (48 if imagenet else 36),
         export_cells=cfg.export_cells or (14 if imagenet else 20),
-        reg_decay_epochs=cfg.reg_decay_epochs or max(1, round(2 * cfg.epochs / 3)),
+        reg_decay_epochs=cfg.reg_decay_epochs or default_decay_epochs(cfg.epochs),
     )

@@ -10,6 +10,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import downstream.checkpoints  # noqa: F401  (registers the hook)
+import downstream.mm_compat  # noqa: F401  (mmdet:: bases without pkg_resources)
 import downstream.fasterseg_head  # noqa: F401
 from backbones.mm_backbones import CDARTSBackbone
 

@@ -58,6 +58,10 @@ def test_export_cell_genotype_writes_verified_onnx_and_report(tmp_path, capsys):
     assert "darts_v2.onnx" in out
     # dynamic batch: a batch size never seen at export runs
     assert _ort(onnx_path, np.zeros((5, 3, 32, 32), np.float32)).shape == (5, 10)
+    # random weights get calibrated BN statistics, so the logits depend on the input (else parity means nothing)
+    logits = _ort(onnx_path, np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    assert np.abs(logits[0] - logits[1]).max() > 1e-3 * np.abs(logits).max()
+    assert report["weights"].startswith("random init")
 
 
 def test_checkpoint_weights_reach_the_onnx_model(tmp_path, capsys):

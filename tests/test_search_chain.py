@@ -12,11 +12,10 @@ import torch
 from PIL import Image
 from timm.layers import make_divisible
 
-from backbones.chain_net import create_chain_model
 from backbones.complexity import count_macs
 from backbones.factory import create_model_from_genotype
 from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, load
-from search.chain_child import build_child, derive_genotype
+from search.chain_child import build_child
 from search.chain_cost import CostModel, budget_penalty
 from search.chain_search import TINY_BASE, main
 from search.chain_space import ChainSupernet, MixedInvertedResidual
@@ -196,7 +195,7 @@ def test_search_end_to_end_with_budget(tmp_path, tiny_cost):
 def test_resume_after_a_kill_reaches_the_same_architecture(tmp_path, monkeypatch):
     import search.chain_search as chain_search
 
-    data = _image_folder(tmp_path / "data", per_class=6)
+    data = _image_folder(tmp_path / "data", per_class=4)
     common = ["--data-root", str(data), "--preset", "smoke32", "--batch-size", "3", "--warmup-epochs", "0",
               "--eval-train-steps", "1", "--epochs", "2"]
     full, part = tmp_path / "full", tmp_path / "part"

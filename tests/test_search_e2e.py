@@ -101,8 +101,10 @@ def test_imagefolder_search_exports(tmp_path):
     root = make_imagefolder(tmp_path / "imgs", classes=3, per_class=8)
     out = tmp_path / "run"
     assert _search("--dataset", "imagefolder", "--data-root", str(root), "--out", str(out), "--train-fraction", "0.5",
-                   "--val-fraction", "0.5", "--batch-size", "4", "--input-size", "32", "--epochs", "1") == 0
+                   "--val-fraction", "0.5", "--batch-size", "4", "--input-size", "32", "--epochs", "1",
+                   "--per-stage-alpha", "--learn-beta") == 0
     g = gt.load(out / "genotype.json")
+    assert len(g.stages) == 3  # one cell pair per network stage
     assert g.network.layout == "imagenet" and g.network.num_classes == 3 and g.network.input_size == 32
     assert len(_rows(out)) == 2
     _export_and_check(out / "genotype.json", tmp_path)

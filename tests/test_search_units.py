@@ -257,3 +257,23 @@ def test_weight_inheritance_survives_a_genotype_change_and_returns():
     assert torch.equal(opt_a.state[first_param]["momentum_buffer"], momentum)
     assert pool.last_inherited == sum(len(c.edges) for c in branch_a.net.cells)
     assert edge_key(0, 2, 1, "dil_conv_5x5") in pool.ops
+
+
+# ----- options -------------------------------------------------------------------------------------------
+
+
+def test_option_precedence_defaults_preset_config_flags(tmp_path):
+    import json
+
+    from search.cli import build_parser, resolve_config
+
+    cfg_file = tmp_path / "opts.json"
+    cfg_file.write_text(json.dumps({"width": 10, "epochs": 5, "reg-ops": "skip_connect,max_pool_3x3"}))
+    args = build_parser().parse_args(["--preset", "tiny", "--config", str(cfg_file), "--width", "6", "--out", "o"])
+    cfg, explicit = resolve_config(args)
+    assert cfg.width == 6 and cfg.epochs == 5 and cfg.batch_size == 8  # flag > config file > preset
+    assert cfg.reg_ops == "skip_connect,max_pool_3x3" and cfg.distill_lambda == 4.0  # Table 1 default kept
+    assert "width" in explicit and "distill_lambda" not in explicit
+    cfg_file.write_text(json.dumps({"widht": 3}))
+    with pytest.raises(SearchInputError, match="unknown option 'widht'"):
+        resolve_config(build_parser().parse_args(["--config", str(cfg_file)]))

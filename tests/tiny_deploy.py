@@ -71,5 +71,5 @@ def tiny_network():
             model(torch.from_numpy(images))
     model.eval()
     path = _workdir() / "tiny.onnx"
-    ox.export_onnx(model, path, (2, 3, *HW))
+    ox.export_onnx(model, path, (2, 3, *HW), exporter="torchscript")  # the fast exporter; both are verified
     return model, path, images

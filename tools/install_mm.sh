@@ -20,7 +20,8 @@ set -euo pipefail
 
 PY=${1:-.venv/bin/python}
 MMCV_VERSION=2.1.0
-MM_SPECS=("mmengine>=0.10,<1.0" "mmdet==3.3.0" "mmsegmentation==1.2.2" "pycocotools")
+# ftfy and regex: mmseg.models imports its CLIP tokenizer unconditionally.
+MM_SPECS=("mmengine>=0.10,<1.0" "mmdet==3.3.0" "mmsegmentation==1.2.2" "pycocotools" "ftfy" "regex")
 
 if ! [ -x "$PY" ] && ! command -v "$PY" >/dev/null 2>&1; then
     echo "install_mm.sh: python '$PY' not found; pass the environment's interpreter, e.g. bash tools/install_mm.sh .venv/bin/python" >&2
@@ -33,6 +34,7 @@ stack_ok() {
     "$PY" - <<'EOF' 2>/dev/null
 import importlib.metadata as md
 import mmcv, mmcv.ops, mmdet, mmseg, mmengine, pycocotools  # noqa: F401
+import mmdet.models, mmseg.models  # noqa: F401  (their import-time dependencies)
 from mmcv.ops import nms  # the compiled extension, not just the Python side
 assert md.version("mmcv") == "2.1.0"
 assert md.version("mmdet") == "3.3.0" and md.version("mmsegmentation") == "1.2.2"

@@ -1,0 +1,44 @@
+"""Argument parsing shared by the commands: one-line usage errors (exit 2) and typed values."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``224`` or ``192x256`` (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW, e.g. 224 or 192x256") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 8:
+        raise argparse.ArgumentTypeError(f"input size {text!r} must be N or HxW with sides >= 8")
+    return values[0], values[1]
+
+
+def _int_at_least(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0, "0 or more")
