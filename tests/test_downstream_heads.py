@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from mmengine.registry import DefaultScope
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
@@ -21,7 +22,9 @@ def _head(**extra) -> FasterSegHead:
         type="FasterSegHead", in_channels=IN_CHANNELS, in_index=[0, 1, 2, 3], width_factor=2,
         channels=16, num_classes=5, norm_cfg=dict(type="BN", requires_grad=True), **extra,
     )
-    return MODELS.build(cfg)
+    # An earlier mmdet Runner in the same process leaves "mmdet" as mmengine's default scope.
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        return MODELS.build(cfg)
 
 
 def test_decoder_widths_follow_width_factor():
