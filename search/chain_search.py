@@ -27,6 +27,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.utils import distribute_bn
 from torch import nn
 from tqdm import tqdm
 
@@ -39,13 +40,17 @@ from .chain_space import ChainSupernet, forward_levels
 from .data import DATASETS, build_search_data, make_loader
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .distill import DISTILL_KINDS, EmbeddingHead, MultiLevelDistillation
-from .distributed import DistContext, average_gradients, broadcast_, init_distributed, mean_over_ranks, shutdown
+from .distributed import (DistContext, average_gradients, broadcast_, init_distributed, mean_over_ranks, rank_spread,
+                          shutdown)
 from .errors import SearchInputError
 from .runlog import EpochLog
 
 __all__ = ["ChainSearchConfig", "PRESETS", "TINY_BASE", "ChainSearch", "main"]
 
 CHECKPOINT_FORMAT = "cdarts-chain-search-v1"
+
+#: Options that may change between a run and its resume: they do not affect what is computed.
+RESUME_MAY_DIFFER = ("workers",)
 
 #: A 4-stage base small enough for CPU tests: 4 searchable blocks in 2 stages.
 TINY_BASE: list[list[str]] = [
@@ -172,9 +177,17 @@ class ChainSearch:
 
     # -- the evaluation network ----------------------------------------------------------------
     def best_choices(self) -> list[int]:
+        """The arg-max child (fitted to the budget if one is given); under DDP rank 0's, so that every rank
+        builds the same child even if the ranks drifted (the log's alpha_rank_spread would show such drift)."""
         if self.cfg.budget_madds:
-            return self.cost.fit_to_budget(self.supernet.alphas, self.cfg.budget_madds, self.cfg.budget_tolerance)
-        return self.supernet.argmax_choices()
+            choices = self.cost.fit_to_budget(self.supernet.alphas, self.cfg.budget_madds, self.cfg.budget_tolerance)
+        else:
+            choices = self.supernet.argmax_choices()
+        if self.ctx.distributed:
+            t = torch.tensor(choices, dtype=torch.int64, device=self.ctx.device)
+            broadcast_([t], self.ctx)
+            choices = [int(c) for c in t.tolist()]
+        return choices
 
     def set_child(self, choices: list[int], state: dict | None = None) -> None:
         if state is None:
@@ -187,6 +200,15 @@ class ChainSearch:
         params = list(self.child.parameters()) + list(self.student_heads.parameters()) + list(self.teacher_heads.parameters())
         self.e_opt = torch.optim.SGD(params, self.cfg.w_lr * self._lr_factor(), momentum=self.cfg.w_momentum,
                                      weight_decay=self.cfg.w_wd)
+
+    def sync_buffers(self) -> None:
+        """Average the BN running statistics over ranks: gradient averaging keeps the weights in step, but
+        each rank's statistics come from its own batches (and the checkpoint, the child and resume use them)."""
+        if not self.ctx.distributed:
+            return
+        for module in (self.supernet, self.student_heads, self.teacher_heads, self.child):
+            if module is not None:
+                distribute_bn(module, self.ctx.world_size, reduce=True)
 
     def _e_params(self) -> list[nn.Parameter]:
         return [p for g in self.e_opt.param_groups for p in g["params"]]
@@ -251,11 +273,13 @@ class ChainSearch:
             "w_opt": self.w_opt.state_dict(), "arch_opt": self.arch_opt.state_dict(),
             "child_choices": self.child_choices, "child": self.child.state_dict() if self.child else None,
             "e_opt": self.e_opt.state_dict() if self.e_opt else None, "rng": capture_rng(),
+            "world_size": self.ctx.world_size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> int:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise SearchInputError("the checkpoint is not from a chain search; point --out at a chain search run")
+        check_resume_options(state, self.cfg, self.ctx.world_size)
         self.supernet.load_state_dict(state["supernet"])
         self.student_heads.load_state_dict(state["student_heads"])
         self.teacher_heads.load_state_dict(state["teacher_heads"])
@@ -272,6 +296,23 @@ class ChainSearch:
 
 def _config_json(cfg: ChainSearchConfig) -> str:
     return json.dumps(asdict(cfg), sort_keys=True)
+
+
+def check_resume_options(state: dict[str, Any], cfg: ChainSearchConfig, world_size: int) -> None:
+    """Refuse to resume with options other than the checkpointed run's: the schedule, the data split and the
+    sampler order all depend on them, so a mixed run would match neither setting."""
+    saved = json.loads(state.get("config", "{}"))
+    now = json.loads(_config_json(cfg))
+    changed = [k for k in sorted(set(saved) | set(now)) if k not in RESUME_MAY_DIFFER and saved.get(k) != now.get(k)]
+    if changed:
+        shown = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise SearchInputError(f"--resume: options differ from the checkpointed run ({shown}{more}); "
+                               "resume with the run's original options or choose a new --out")
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != world_size:
+        raise SearchInputError(f"--resume: the checkpoint was written by {saved_world} processes, this run has "
+                               f"{world_size}; resume with the same --nproc_per_node")
 
 
 def alpha_entropy(alphas: torch.Tensor) -> float:
@@ -317,8 +358,11 @@ def run_search(cfg: ChainSearchConfig, train_loader, val_loader, num_classes: in
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
         row = mean_over_ranks({k: v / steps_per_epoch for k, v in sums.items()}, ctx)
+        search.sync_buffers()
         choices = search.best_choices()
         genotype = derive_genotype(search.supernet, choices)
+        # 0.0 when averaged gradients kept the ranks in step
+        row["alpha_rank_spread"] = rank_spread(search.supernet.arch_parameters(), ctx)
         row.update(epoch=epoch, warmup=warm, alpha_entropy=alpha_entropy(search.supernet.alphas),
                    child_madds=search.cost.child_madds(choices),
                    expected_madds=float(search.cost.expected_madds(search.supernet.choice_weights().detach())),
@@ -333,11 +377,12 @@ def run_search(cfg: ChainSearchConfig, train_loader, val_loader, num_classes: in
                 f"{row.get('val_acc_child', float('nan')):.3f} child {row['child_madds'] / 1e6:.1f}M MAdds"
                 + (f" (budget {cfg.budget_madds / 1e6:.1f}M)" if cfg.budget_madds else "")
             )
+    final = search.best_choices()  # on every rank: it is a collective under DDP
     if ctx.is_main:
         # the final child with inherited weights, loadable into create_model_from_genotype(genotype.json)
-        _, child = build_child(search.supernet, search.best_choices())
+        _, child = build_child(search.supernet, final)
         save_checkpoint(child.state_dict(), out / "child.pth")
-        draw_choice_weights(search.supernet, search.best_choices(), out / "choices.png")
+        draw_choice_weights(search.supernet, final, out / "choices.png")
     return genotype
 
 

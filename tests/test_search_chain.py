@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -225,3 +229,49 @@ def test_bad_data_root_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--data-root" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_torchrun_two_process_search_on_cpu(tmp_path, capsys):
+    data = _image_folder(tmp_path / "data", per_class=8)
+    out = tmp_path / "ddp"
+    argv = ["--data-root", str(data), "--out", str(out), "--preset", "smoke32", "--epochs", "2", "--batch-size", "4",
+            "--warmup-epochs", "0", "--device", "cpu"]
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "search",
+           "--space", "chain", *argv]
+    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    genotype = load(out / "genotype.json")
+    assert isinstance(genotype, ChainGenotype)
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]  # one writer: rank 0
+    # the architecture weights and the derived choices are the same on both ranks after every epoch
+    assert all(r["alpha_rank_spread"] == 0.0 for r in rows)
+    assert rows[-1]["genotype"] == genotype.arch_strings()
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "child.pth", "choices.png", "genotype.json",
+                                                     "log.jsonl"]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2
+    # resuming the 2-process run in one process is refused: the data each rank read would change
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--nproc_per_node" in err[0]
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_with_changed_options_is_refused(tmp_path, capsys):
+    data = _image_folder(tmp_path / "data", per_class=4)
+    out = tmp_path / "run"
+    argv = ["--data-root", str(data), "--out", str(out), "--preset", "smoke32", "--batch-size", "3", "--epochs", "1"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main([*argv, "--resume", "--epochs", "2", "--w-lr", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "--epochs" in err[0] and "--w-lr" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # the same options resume (here: the run is complete, so nothing is trained)
+    assert main([*argv, "--resume"]) == 0
