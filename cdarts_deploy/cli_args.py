@@ -3,6 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+def prepare_out_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder if needed; a file in the way or an unwritable folder is a usage error."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {out} ({exc.strerror}); pass a writable --out") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {out} is not writable; pass a writable --out")
+    return out
 
 
 class OneLineParser(argparse.ArgumentParser):

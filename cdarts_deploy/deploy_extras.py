@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-
-
 from cdarts_deploy.atomic_files import publish, temp_beside
 
 

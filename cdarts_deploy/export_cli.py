@@ -14,21 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.cli_args import OneLineParser, parse_size, positive_int
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported as one line, exit status 2."""
-
-
-_Parser = OneLineParser  # kept for the sibling commands that import it from here
+from cdarts_deploy.atomic_files import publish, temp_beside
+from cdarts_deploy.cli_args import OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,19 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _prepare_out_dir(path: str) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {out} ({exc.strerror}); pass a writable --out") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {out} is not writable; pass a writable --out")
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from cdarts_deploy import deploy_extras
 
@@ -99,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     genotype = gt.load(args.genotype)
-    out_dir = _prepare_out_dir(args.out)
+    out_dir = prepare_out_dir(args.out)
     if not deploy_extras.wants_onnx(args):
         for path in deploy_extras.plot_only(genotype, out_dir, args.name or genotype.name or "genotype"):
             print(path)
@@ -141,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
     }
 
     extras = deploy_extras.Extras()
-    onnx_tmp = ox.atomic_output(out_dir, f"{name}.onnx")
-    report_tmp = ox.atomic_output(out_dir, f"{name}.json")
+    onnx_path, report_path = out_dir / f"{name}.onnx", out_dir / f"{name}.json"
+    onnx_tmp, report_tmp = temp_beside(onnx_path), temp_beside(report_path)
     try:
         input_shape = (args.batch, 3, *spec.input_size)
         log(f"exporting ONNX ({args.exporter} exporter, opset {args.opset}, "
@@ -204,10 +183,9 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
         report_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        onnx_path, report_path = out_dir / f"{name}.onnx", out_dir / f"{name}.json"
         extra_files = extras.publish()
-        os.replace(onnx_tmp, onnx_path)
-        os.replace(report_tmp, report_path)
+        publish(onnx_tmp, onnx_path)
+        publish(report_tmp, report_path)
     finally:
         for tmp in (onnx_tmp, report_tmp):
             if tmp.exists():

@@ -26,7 +26,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from cdarts_deploy.export_cli import UsageError, _Parser, _prepare_out_dir, parse_size, positive_int
+from cdarts_deploy.atomic_files import atomic_path, publish, temp_beside
+from cdarts_deploy.cli_args import OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir
 
 
 class DetectorGraph(nn.Module):
@@ -114,7 +115,7 @@ def build_from_config(config: str, cfg_options: dict | None = None, checkpoint: 
 def build_parser() -> argparse.ArgumentParser:
     from mmengine.config import DictAction
 
-    p = _Parser(prog="cdarts-export-mm", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="cdarts-export-mm", description=__doc__.split("\n\n")[0])
     p.add_argument("config", help="mmdet/mmseg config, e.g. downstream/configs/retinanet_cdarts-b_fpn_1x_coco.py")
     p.add_argument("--checkpoint", help="checkpoint from tools/train.py (default: the config's initial weights)")
     p.add_argument("--input-size", type=parse_size, default=(512, 512), help="HxW of the exported input (default 512x512)")
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from cdarts_deploy import onnx_export as ox
     from cdarts_deploy.parity import compare_outputs, onnxruntime_outputs, onnxruntime_session, torch_outputs
 
-    out_dir = _prepare_out_dir(args.out)
+    out_dir = prepare_out_dir(args.out)
     name = args.name or Path(args.config).stem
     log = lambda msg: print(f"[cdarts-export-mm] {msg}", file=sys.stderr)  # noqa: E731
 
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     height, width = args.input_size
     log(f"exporting {type(model).__name__} of {args.config} at {height}x{width}")
 
-    onnx_tmp = ox.atomic_output(out_dir, f"{name}.onnx")
+    onnx_tmp = temp_beside(out_dir / f"{name}.onnx")
     try:
         ox.export_onnx(graph, onnx_tmp, (1, 3, height, width), opset=args.opset, dynamic_batch=False,
                        output_names=graph.output_names)
@@ -176,13 +177,12 @@ def run(args: argparse.Namespace) -> int:
             worst = max(failed, key=lambda p: p.max_abs)
             log(f"parity FAILED for {len(failed)} outputs (worst {worst.name}: max abs {worst.max_abs:.3g}); nothing written")
             return 1
-        os.replace(onnx_tmp, out_dir / f"{name}.onnx")
+        with atomic_path(out_dir / f"{name}.json") as json_tmp:
+            json_tmp.write_text(json.dumps(report, indent=2) + "\n")
+        publish(onnx_tmp, out_dir / f"{name}.onnx")
     finally:
         if onnx_tmp.exists():
             onnx_tmp.unlink()
-    json_tmp = ox.atomic_output(out_dir, f"{name}.json")
-    json_tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(json_tmp, out_dir / f"{name}.json")
     worst = max(p.max_abs for p in parity)
     log(f"wrote {out_dir / (name + '.onnx')} ({len(parity)} outputs, max abs diff vs PyTorch {worst:.2e})")
     return 0

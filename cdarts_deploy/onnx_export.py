@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,13 +228,6 @@ def _all_nodes(graph):
 def random_batch(batch: int, input_size: tuple[int, int], seed: int = 0, in_chans: int = 3) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((batch, in_chans, *input_size)).astype(np.float32)
-
-
-def atomic_output(folder: Path, name: str) -> Path:
-    """A temporary path inside ``folder`` that the caller renames to ``name`` when done."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    return Path(tmp)
 
 
 def library_versions() -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.cli_args import OneLineParser, non_negative_int, parse_size, positive_int
+from cdarts_deploy.cli_args import OneLineParser, UsageError, non_negative_int, parse_size, positive_int, prepare_out_dir
 from cdarts_deploy.profiling import BACKENDS, ProfileError
 
 #: The peers of the issue: timm models of similar cost, and the DARTS-family zoo.
@@ -276,13 +276,7 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or torch.get_num_threads()
     peers = resolve_peers(args.peers)
 
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ProfileError(f"--out {out_dir} is a file; pass a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ProfileError(f"cannot create output folder {out_dir} ({exc.strerror}); pass a writable --out") from None
+    out_dir = prepare_out_dir(args.out)
 
     with torch_threads(threads), tempfile.TemporaryDirectory(prefix="cdarts-profile-") as tmp:
         work = Path(tmp)
@@ -323,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run(args)
-    except (ProfileError, gt.GenotypeError, TensorRTUnavailable, PrecisionError) as exc:
+    except (ProfileError, UsageError, gt.GenotypeError, TensorRTUnavailable, PrecisionError) as exc:
         print(f"cdarts-profile: error: {exc}", file=sys.stderr)
         return 2
     except EngineBuildError as exc:
