@@ -92,10 +92,11 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> None:
         raise ExportError(f"checkpoint {path} not found; pass the path of a file saved with torch.save")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception:  # torch raises several types for corrupt or unsafe files
+        # torch's own message advises weights_only=False, which is exactly what must not be done here
         raise ExportError(
-            f"checkpoint {path} cannot be loaded safely ({first}); save it with torch.save(model.state_dict())"
+            f"checkpoint {path} cannot be loaded safely: it is not a torch file of tensors only "
+            "(torch.load with weights_only=True refused it); save it with torch.save(model.state_dict())"
         ) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
