@@ -20,7 +20,7 @@ from typing import Sequence
 
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.atomic_files import publish, temp_beside
-from cdarts_deploy.cli_args import OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir
+from cdarts_deploy.commands.args import OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from cdarts_deploy.atomic_files import atomic_path, publish, temp_beside
-from cdarts_deploy.cli_args import OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir
+from cdarts_deploy.commands.args import OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir
 
 
 class DetectorGraph(nn.Module):

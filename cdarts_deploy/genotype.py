@@ -26,6 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Union
 
+from cdarts_deploy.atomic_files import write_text
+from cdarts_deploy.errors import UserError
+
 FORMAT = "cdarts-genotype"
 VERSION = 1
 
@@ -49,7 +52,23 @@ BLOCK_TYPES = ("ds", "ir", "cn")
 LAYOUTS = ("cifar", "imagenet")
 
 
-class GenotypeError(ValueError):
+#: Width, number of cells, classes and input size of a cell network when neither the caller nor the genotype says
+#: (the paper's CIFAR and ImageNet evaluation networks, Sections 4.3-4.4).
+LAYOUT_DEFAULTS: dict[str, dict[str, int]] = {
+    "cifar": dict(width=36, cells=20, num_classes=10, input_size=32),
+    "imagenet": dict(width=48, cells=14, num_classes=1000, input_size=224),
+}
+
+#: Classes and input size of a chain network when neither the caller nor the genotype says (ImageNet).
+CHAIN_DEFAULTS: dict[str, int] = dict(num_classes=1000, input_size=224)
+
+
+def is_searchable_block(stage_index: int, num_stages: int, stage_len: int, block_type: str) -> bool:
+    """Chain space: a block's (kernel, expansion) is searched in the inner stages of more than one ir block."""
+    return 0 < stage_index < num_stages - 1 and stage_len > 1 and block_type == "ir"
+
+
+class GenotypeError(UserError, ValueError):
     """A genotype document that cannot be accepted.
 
     The message reads ``<source>: <location>: <problem>`` so that a user can
@@ -323,7 +342,7 @@ def apply_choices(
                     f"found {idx!r}, expected a choice index 0..{len(CHAIN_CHOICES) - 1}", f"{loc}[{j}]", source
                 )
             block = parse_arch_string(arch, f"base[{i}][{j}]", source)
-            searchable = 0 < i < len(base) - 1 and len(stage) > 1 and block.type == "ir"
+            searchable = is_searchable_block(i, len(base), len(stage), block.type)
             if searchable:
                 kernel, expansion = CHAIN_CHOICES[idx]
                 block = replace(block, kernel=kernel, expansion=expansion)
@@ -764,12 +783,4 @@ def load(path_or_name: str | os.PathLike) -> Genotype:
 
 def save(g: Genotype, path: str | os.PathLike) -> None:
     """Write the canonical JSON atomically (temporary file, then rename)."""
-    write_text_atomic(path, dumps(g))
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    from cdarts_deploy.atomic_files import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_text(path, dumps(g))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.cli_args import OneLineParser, UsageError, non_negative_int, parse_size, positive_int, prepare_out_dir
+from cdarts_deploy.commands.args import OneLineParser, UsageError, non_negative_int, parse_size, positive_int, prepare_out_dir
 from cdarts_deploy.profiling import BACKENDS, ProfileError
 
 #: The peers of the issue: timm models of similar cost, and the DARTS-family zoo.

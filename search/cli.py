@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import torch
 
-from cdarts_deploy.genotype import GenotypeError, write_text_atomic
+from cdarts_deploy.atomic_files import write_text
+from cdarts_deploy.genotype import GenotypeError
 
 from .checkpoint import load_checkpoint
 from .config import PRESETS, RUNTIME_ONLY, SearchConfig, apply_overrides, config_fields, read_config_file, \
@@ -147,7 +148,7 @@ def _search(cfg: SearchConfig, state: dict | None, ctx: DistContext) -> int:
     elif ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         stored = {k: v for k, v in dataclasses.asdict(cfg).items()}
-        write_text_atomic(out / RUN_FILE, json.dumps({"format": "cdarts-search-run", "version": 1,
+        write_text(out / RUN_FILE, json.dumps({"format": "cdarts-search-run", "version": 1,
                                                        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                        "config": stored}, indent=2) + "\n")
     barrier(ctx)

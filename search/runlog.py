@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cdarts_deploy.genotype import write_text_atomic
+from cdarts_deploy.atomic_files import write_text
 
 
 class EpochLog:
@@ -32,7 +32,7 @@ class EpochLog:
     def truncate_to(self, epoch: int) -> None:
         """Keep only the rows of epochs before ``epoch`` (a resumed run rewrites the later ones)."""
         rows = [r for r in self.read() if r.get("epoch", 0) < epoch]
-        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def append(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as fh:

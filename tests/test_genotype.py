@@ -292,14 +292,3 @@ def test_genotype_module_does_not_import_torch():
     code = "import sys; import cdarts_deploy.genotype as g; g.load('cdarts_b'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_save_is_atomic_on_failure(tmp_path):
-    path = tmp_path / "g.json"
-    gt.save(gt.load("darts_v2"), path)
-    before = path.read_bytes()
-
-    with pytest.raises(Exception):
-        gt.write_text_atomic(path, object())  # type: ignore[arg-type]  # write fails mid-way
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["g.json"]

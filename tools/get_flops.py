@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cdarts_deploy.export_cli import UsageError
     from cdarts_deploy.export_mm import build_from_config, graph_for
-    from cdarts_deploy.genotype import write_text_atomic
+    from cdarts_deploy.atomic_files import write_text
 
     try:
         model = build_from_config(args.config, args.cfg_options)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {part:12s} {numbers['multiply_adds'] / 1e9:8.3f} GMACs  {numbers['params'] / 1e6:7.3f} M params")
     print(f"  {'total':12s} {total / 1e9:8.3f} GMACs  {params[''] / 1e6:7.3f} M params")
     if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from cdarts_deploy.genotype import write_text_atomic
+    from cdarts_deploy.atomic_files import write_text
     from downstream.checkpoints import mmengine_safe_globals
     from downstream.runner_setup import UsageError, build_runner, describe_load_error, load_config
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     plain = {k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else v) for k, v in metrics.items()}
     print(json.dumps(plain, indent=2, default=str))
     if args.out_metrics:
-        write_text_atomic(args.out_metrics, json.dumps(plain, indent=2, default=str) + "\n")
+        write_text(args.out_metrics, json.dumps(plain, indent=2, default=str) + "\n")
     return 0
 
 

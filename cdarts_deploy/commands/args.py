@@ -1,14 +1,36 @@
-"""Argument parsing shared by the commands: one-line usage errors (exit 2) and typed values."""
+"""What every command shares: one-line usage errors (exit 2), typed option values, the output folder
+check, and the one ``main`` wrapper that turns a :class:`UserError` into one line on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
+from typing import Callable, Sequence
+
+from cdarts_deploy.errors import UserError
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad command-line input: reported as one line, exit status 2."""
+
+
+def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
+             argv: Sequence[str] | None = None, *, interrupted: str = "interrupted; no files written") -> int:
+    """Parse ``argv`` and call ``run``; a :class:`UserError` becomes ``<prog>: error: <message>``, exit 2.
+
+    Anything else is a bug and keeps its traceback.
+    """
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
 
 
 def prepare_out_dir(path: str | os.PathLike) -> Path:
