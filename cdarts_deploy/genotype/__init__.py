@@ -1,0 +1,91 @@
+"""The genotype format: pure data, no torch.
+
+A genotype is a versioned JSON document of one of two kinds:
+
+* ``cell`` -- DARTS cell space: one or more stages, each with a normal and a
+  reduction cell given per intermediate node as ``[operation, input_index]``
+  pairs, plus the concatenated node indices.
+* ``chain`` -- the chain-structured MBConv space: stages of blocks that map
+  one-to-one onto timm arch strings (``ir_r1_k5_s2_e6_c24_se0.25``).
+
+Legacy files of the reference code (``{"0": "Genotype(...)", ...}``), bare
+``Genotype(...)`` strings and the original DARTS flat form are parsed with
+:mod:`ast` as data, never evaluated.  Every input is bounded
+(:mod:`~cdarts_deploy.genotype.limits`), and every rejection raises one
+:class:`GenotypeError` naming the source, the location, what was found and
+what was expected.
+
+Modules, from the bottom up:
+
+* ``errors`` -- :class:`GenotypeError` and bounded previews of bad values;
+* ``limits`` -- the bounds on every input and the checks on raw text;
+* ``fields`` -- checks on one JSON field (known keys, bounded numbers, strings);
+* ``model`` -- the frozen dataclasses (:class:`CellGenotype`, :class:`ChainGenotype`, ...);
+* ``cell`` -- the cell kind: operations, layouts, cell validation;
+* ``chain`` -- the chain kind: blocks, arch strings, base networks and choices;
+* ``legacy`` -- the reference code's ``Genotype(...)`` forms, read with :mod:`ast`;
+* ``document`` -- the document header and :func:`from_dict` / :func:`to_dict`;
+* ``zoo`` -- the built-in genotypes;
+* ``files`` -- :func:`loads`, :func:`load`, :func:`dumps`, :func:`save`.
+"""
+
+from cdarts_deploy.genotype import limits
+from cdarts_deploy.genotype.cell import CELL_OPS, LAYOUT_DEFAULTS, LAYOUTS, SEARCH_OPS
+from cdarts_deploy.genotype.chain import (
+    BLOCK_TYPES,
+    CHAIN_CHOICES,
+    CHAIN_DEFAULTS,
+    apply_choices,
+    base_arch,
+    is_searchable_block,
+    parse_arch_string,
+)
+from cdarts_deploy.genotype.document import FORMAT, VERSION, from_dict, to_dict
+from cdarts_deploy.genotype.errors import GenotypeError
+from cdarts_deploy.genotype.files import dumps, load, loads, save
+from cdarts_deploy.genotype.model import (
+    Block,
+    Cell,
+    CellGenotype,
+    CellNetwork,
+    CellStage,
+    ChainGenotype,
+    ChainNetwork,
+    Edge,
+    Genotype,
+)
+from cdarts_deploy.genotype.zoo import zoo_names
+
+__all__ = [
+    "BLOCK_TYPES",
+    "CELL_OPS",
+    "CHAIN_CHOICES",
+    "CHAIN_DEFAULTS",
+    "FORMAT",
+    "LAYOUTS",
+    "LAYOUT_DEFAULTS",
+    "SEARCH_OPS",
+    "VERSION",
+    "Block",
+    "Cell",
+    "CellGenotype",
+    "CellNetwork",
+    "CellStage",
+    "ChainGenotype",
+    "ChainNetwork",
+    "Edge",
+    "Genotype",
+    "GenotypeError",
+    "apply_choices",
+    "base_arch",
+    "dumps",
+    "from_dict",
+    "is_searchable_block",
+    "limits",
+    "load",
+    "loads",
+    "parse_arch_string",
+    "save",
+    "to_dict",
+    "zoo_names",
+]

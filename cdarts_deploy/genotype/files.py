@@ -1,0 +1,154 @@
+"""Genotype text and files: parsing (:func:`loads`, :func:`load`) and canonical writing (:func:`dumps`, :func:`save`).
+
+Reading is bounded (:mod:`cdarts_deploy.genotype.limits`): whatever the bytes, the result is a
+genotype or one :class:`GenotypeError`.  Writing is canonical: saving, loading and saving again
+gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cdarts_deploy.atomic_files import write_text
+from cdarts_deploy.genotype import limits
+from cdarts_deploy.genotype.document import from_dict, to_dict
+from cdarts_deploy.genotype.errors import GenotypeError, repr_preview
+from cdarts_deploy.genotype.model import Genotype
+from cdarts_deploy.genotype.zoo import looks_like_zoo_name, zoo_text
+
+# ---------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------
+
+
+def loads(text: str, source: str = "<string>") -> Genotype:
+    """Parse genotype text: JSON (current or legacy) or a bare ``Genotype(...)``."""
+    limits.check_text_size(text, source)
+    stripped = text.strip()
+    if not stripped:
+        raise GenotypeError("found an empty document, expected a genotype JSON object", "", source)
+    if stripped[0] in '{"[':
+        doc = _parse_json(stripped, source)
+    else:
+        doc = stripped  # a bare Genotype(...) expression
+    try:
+        return from_dict(doc, source)
+    except RecursionError:  # not expected within the depth bound; a one-line error all the same
+        raise GenotypeError("found a document nested too deeply, expected a genotype", "", source) from None
+
+
+def _parse_json(text: str, source: str) -> Any:
+    limits.check_json_depth(text, source)
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+        # json keeps the last of repeated keys; a repeated key is more likely a mistake than an override.
+        doc: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in doc:
+                raise GenotypeError(
+                    f"found key {repr_preview(key)} twice in one object, expected each key once", "", source
+                )
+            doc[key] = value
+        return doc
+
+    def finite_float(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):  # 1e999 overflows to infinity
+            raise GenotypeError(f"found {repr_preview(literal)}, expected a finite number", "", source)
+        return value
+
+    def no_constant(name: str) -> Any:
+        raise GenotypeError(f"found {name}, expected a finite number (JSON has no {name})", "", source)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys, parse_float=finite_float, parse_constant=no_constant)
+    except GenotypeError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise GenotypeError(
+            f"found invalid JSON ({exc.msg}), expected a genotype JSON object",
+            f"line {exc.lineno} column {exc.colno}",
+            source,
+        ) from None
+    except ValueError:  # an integer longer than Python converts to int (4300 digits by default)
+        raise GenotypeError("found an integer with thousands of digits, expected a genotype", "", source) from None
+    except RecursionError:  # the depth check above keeps json.loads away from this; kept as a fallback
+        raise GenotypeError("found JSON nested too deeply, expected a genotype JSON object", "", source) from None
+
+
+def dumps(g: Genotype) -> str:
+    """Canonical JSON text: saving, loading and saving again is byte-identical."""
+    return _format(to_dict(g), 0) + "\n"
+
+
+def _format(value: Any, level: int) -> str:
+    # Short containers of scalars stay on one line so that cells read node by node.
+    flat = json.dumps(value)
+    if not isinstance(value, (list, dict)) or (len(flat) <= 120 and level >= 2):
+        return flat
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(k)}: {_format(v, level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if not value:
+        return "[]"
+    items = [inner + _format(v, level + 1) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def load(path_or_name: str | os.PathLike) -> Genotype:
+    """Load a genotype from a file path or a built-in zoo name."""
+    text_name = str(path_or_name)
+    path = Path(path_or_name)
+    exists, is_file = _probe(path)
+    if not exists and looks_like_zoo_name(text_name):
+        return loads(zoo_text(text_name), f"zoo:{text_name}")
+    if not is_file:
+        raise GenotypeError("file not found; expected a genotype JSON file or a zoo name", "", text_name)
+    g = loads(_read_text(path, text_name), text_name)
+    if g.name is None:
+        g = replace(g, name=path.stem)
+    return g
+
+
+def _probe(path: Path) -> tuple[bool, bool]:
+    """(exists, is a regular file); a path the system cannot even look up (too long, NUL byte) is neither."""
+    try:
+        return path.exists(), path.is_file()
+    except (OSError, ValueError):
+        return False, False
+
+
+def _read_text(path: Path, source: str) -> str:
+    # Read one byte past the bound: a larger file is refused without reading it all.
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limits.MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise GenotypeError(f"cannot read the file ({exc}); expected a UTF-8 genotype JSON file", "", source) from None
+    if len(data) > limits.MAX_FILE_BYTES:
+        raise GenotypeError(
+            f"found a file larger than {limits.MAX_FILE_BYTES} bytes, expected a genotype of at most "
+            f"{limits.MAX_FILE_BYTES} bytes",
+            "",
+            source,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GenotypeError(f"cannot read the file ({exc}); expected a UTF-8 genotype JSON file", "", source) from None
+
+
+def save(g: Genotype, path: str | os.PathLike) -> None:
+    """Write the canonical JSON atomically (temporary file, then rename)."""
+    write_text(path, dumps(g))

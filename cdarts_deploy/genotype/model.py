@@ -1,0 +1,157 @@
+"""The in-memory genotype: frozen dataclasses that compare with ``==`` and print readably.
+
+Two kinds share the fields ``stages``, ``network`` (hints for building the network), ``name`` and
+``description``:
+
+* :class:`CellGenotype` -- DARTS cell space: per stage a normal and a reduction :class:`Cell`.
+* :class:`ChainGenotype` -- chain-structured MBConv space: stages of :class:`Block` s, each one
+  timm arch string.
+
+Construction does not validate; :func:`cdarts_deploy.genotype.from_dict` and the parsers do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Union
+
+from cdarts_deploy.genotype.errors import GenotypeError
+
+#: One edge into a cell node: (operation, index of the input node).
+Edge = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A DARTS cell: ``nodes[i]`` lists the edges into node ``i + 2`` (nodes 0 and 1 are the cell inputs)."""
+
+    nodes: tuple[tuple[Edge, ...], ...]
+    concat: tuple[int, ...]
+
+    def __str__(self) -> str:
+        parts = []
+        for i, edges in enumerate(self.nodes):
+            parts.append(f"n{i + 2}=" + "+".join(f"{op}({src})" for op, src in edges))
+        return " ".join(parts) + f" concat={list(self.concat)}"
+
+
+@dataclass(frozen=True)
+class CellStage:
+    normal: Cell
+    reduce: Cell
+
+
+@dataclass(frozen=True)
+class CellNetwork:
+    """Optional hints that let a genotype export without extra flags."""
+
+    layout: str | None = None
+    width: int | None = None
+    cells: int | None = None
+    num_classes: int | None = None
+    input_size: int | None = None
+
+
+@dataclass(frozen=True)
+class CellGenotype:
+    stages: tuple[CellStage, ...]
+    network: CellNetwork = field(default_factory=CellNetwork)
+    name: str | None = None
+    description: str | None = None
+    kind: str = field(default="cell", init=False)
+
+    def stage(self, index: int, num_stages: int = 3) -> CellStage:
+        """The cells used in network stage ``index`` (one stage means shared)."""
+        if len(self.stages) == 1:
+            return self.stages[0]
+        if len(self.stages) != num_stages:
+            raise GenotypeError(
+                f"genotype has {len(self.stages)} stages but the network has {num_stages}; "
+                f"give 1 stage (shared) or {num_stages}",
+                "stages",
+                self.name or "<genotype>",
+            )
+        return self.stages[index]
+
+    def __str__(self) -> str:
+        lines = [f"cell genotype {self.name or ''}".rstrip()]
+        for i, st in enumerate(self.stages):
+            lines.append(f"  stage {i} normal: {st.normal}")
+            lines.append(f"  stage {i} reduce: {st.reduce}")
+        hints = {k: v for k, v in self.network.__dict__.items() if v is not None}
+        if hints:
+            lines.append(f"  network: {hints}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One timm arch-string entry: ``{type}_r{repeats}_k{kernel}_s{stride}_e{expansion}_c{out}[_se{ratio}]``."""
+
+    type: str
+    kernel: int
+    expansion: float
+    stride: int
+    out_channels: int
+    se_ratio: float = 0.0
+    repeats: int = 1
+
+    def to_arch_string(self) -> str:
+        if self.type == "cn":
+            s = f"cn_r{self.repeats}_k{self.kernel}_s{self.stride}_c{self.out_channels}"
+        else:
+            s = (
+                f"{self.type}_r{self.repeats}_k{self.kernel}_s{self.stride}"
+                f"_e{_num(self.expansion)}_c{self.out_channels}"
+            )
+        if self.se_ratio:
+            s += f"_se{_num(self.se_ratio)}"
+        return s
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+@dataclass(frozen=True)
+class ChainNetwork:
+    num_classes: int | None = None
+    input_size: int | None = None
+    stem_channels: int = 16
+    head_channels: int = 1280
+
+
+@dataclass(frozen=True)
+class ChainGenotype:
+    stages: tuple[tuple[Block, ...], ...]
+    network: ChainNetwork = field(default_factory=ChainNetwork)
+    name: str | None = None
+    description: str | None = None
+    kind: str = field(default="chain", init=False)
+
+    def arch_strings(self) -> list[list[str]]:
+        """The timm EfficientNet-builder arch definition."""
+        return [[b.to_arch_string() for b in stage] for stage in self.stages]
+
+    @classmethod
+    def from_arch_strings(
+        cls,
+        arch: Iterable[Iterable[str]],
+        name: str | None = None,
+        network: ChainNetwork | None = None,
+        source: str = "<arch>",
+    ) -> "ChainGenotype":
+        """Parse and validate a timm arch definition (a list of stages of arch strings)."""
+        # The chain module parses arch strings into these classes, so it is imported on use.
+        from cdarts_deploy.genotype.chain import chain_from_arch_strings
+
+        return chain_from_arch_strings(arch, name=name, network=network, source=source)
+
+    def __str__(self) -> str:
+        lines = [f"chain genotype {self.name or ''}".rstrip()]
+        for i, stage in enumerate(self.arch_strings()):
+            lines.append(f"  stage {i}: " + ", ".join(stage))
+        return "\n".join(lines)
+
+
+Genotype = Union[CellGenotype, ChainGenotype]
