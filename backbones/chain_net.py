@@ -3,7 +3,7 @@
 The blocks come from timm's EfficientNet builder fed with the genotype's arch
 strings; the network is timm's :class:`~timm.models.mobilenetv3.MobileNetV3`
 (MobileNetV3-style head: global pool, 1x1 conv with bias, activation, linear).
-Block details follow implementation-notes section 3: Swish everywhere except
+Block details follow the CDARTS reference code: Swish everywhere except
 inside squeeze-excite, which uses ReLU and a hard-sigmoid gate and is sized
 from the expanded width (``se_from_exp``) rounded to a multiple of 8.
 
@@ -19,7 +19,7 @@ architectures this gives five levels::
     4          6           960       32   (320 with last_stage_channels=320)
 
 ``out_indices=(1, 2, 3, 4)`` (:data:`DETECTION_OUT_INDICES`) gives exactly the
-four detection features of the notes: 24, 40, 96, 960 channels at strides
+four detection features: 24, 40, 96, 960 channels at strides
 4, 8, 16, 32.
 """
 
@@ -35,10 +35,12 @@ from timm.models import build_model_with_cfg, register_model
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models._efficientnet_blocks import SqueezeExcite
 from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
-from timm.models._registry import generate_default_cfgs, is_model
+from timm.models._registry import generate_default_cfgs
 from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
 
-from cdarts_deploy.genotype import ChainGenotype, load
+from cdarts_deploy.genotype import CHAIN_DEFAULTS, ChainGenotype, load
+
+from .pretrained import drop_loaded_state, resolve_weight_source
 
 __all__ = [
     "DETECTION_OUT_INDICES",
@@ -50,14 +52,12 @@ __all__ = [
 
 #: ``out_indices`` selecting the stride 4, 8, 16, 32 features (24, 40, 96, 960 channels).
 DETECTION_OUT_INDICES: tuple[int, ...] = (1, 2, 3, 4)
-#: Width of the last stage in the segmentation variant (notes section 4).
+#: Width of the last stage in the segmentation variant (segmentation transfer, paper Sec. 4.6).
 SEGMENTATION_LAST_STAGE_CHANNELS = 320
 
-# Keys that name a weight source; pretrained=True without one would silently keep random weights.
-_WEIGHT_SOURCE_KEYS = ("file", "url", "hf_hub_id", "state_dict")
-
-
-def chain_pretrained_cfg(num_classes: int = 1000, input_size: int = 224, **overrides: Any) -> dict:
+def chain_pretrained_cfg(
+    num_classes: int = CHAIN_DEFAULTS["num_classes"], input_size: int = CHAIN_DEFAULTS["input_size"], **overrides: Any
+) -> dict:
     """A timm pretrained_cfg for a chain network (no downloadable weights)."""
     stride = 32
     cfg = {
@@ -80,7 +80,7 @@ def chain_pretrained_cfg(num_classes: int = 1000, input_size: int = 224, **overr
 def with_last_stage_channels(genotype: ChainGenotype, channels: int) -> ChainGenotype:
     """The genotype with its last stage's final block widened/narrowed to ``channels``.
 
-    With ``channels=320`` this is the segmentation variant of the notes (the
+    With ``channels=320`` this is the segmentation variant (the
     closing 1x1 conv outputs 320 instead of 960 channels).
     """
     if channels < 1:
@@ -105,22 +105,9 @@ def _model_kwargs(genotype: ChainGenotype, kwargs: dict) -> dict:
     )
 
 
-def _check_weight_source(variant: str, pretrained: bool, kwargs: dict) -> None:
-    if not pretrained:
-        return
-    overlay = kwargs.get("pretrained_cfg_overlay") or {}
-    cfg = kwargs.get("pretrained_cfg")
-    cfg_has_source = isinstance(cfg, dict) and any(cfg.get(k) for k in _WEIGHT_SOURCE_KEYS)
-    if not any(overlay.get(k) for k in _WEIGHT_SOURCE_KEYS) and not cfg_has_source:
-        raise ValueError(
-            f"{variant}: no published weights are bundled; pass pretrained_cfg_overlay=dict(file=PATH) "
-            "to load a local checkpoint, or pretrained=False"
-        )
-
-
 def _create_chain(variant: str, genotype: ChainGenotype, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Build ``genotype`` as timm model ``variant`` (mirrors timm's ``_create_mnv3``)."""
-    _check_weight_source(variant, pretrained, kwargs)
+    resolve_weight_source(variant, pretrained, kwargs)
     last_channels = kwargs.pop("last_stage_channels", None)
     if last_channels is not None:
         genotype = with_last_stage_channels(genotype, last_channels)
@@ -149,7 +136,7 @@ def _create_chain(variant: str, genotype: ChainGenotype, pretrained: bool = Fals
     )
     if features_mode == "cls":
         model.default_cfg = model.pretrained_cfg = pretrained_cfg_for_features(model.default_cfg)
-    return model
+    return drop_loaded_state(model)
 
 
 def create_chain_model(genotype: ChainGenotype, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -168,8 +155,8 @@ def create_chain_model(genotype: ChainGenotype, pretrained: bool = False, **kwar
     if kwargs.get("pretrained_cfg") is None:
         net = genotype.network
         kwargs["pretrained_cfg"] = chain_pretrained_cfg(
-            num_classes=net.num_classes if net.num_classes is not None else 1000,
-            input_size=net.input_size or 224,
+            num_classes=net.num_classes if net.num_classes is not None else CHAIN_DEFAULTS["num_classes"],
+            input_size=net.input_size or CHAIN_DEFAULTS["input_size"],
             architecture=variant,
         )
     return _create_chain(variant, genotype, pretrained, **kwargs)
@@ -183,18 +170,13 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-def _register_if_new(fn):
-    # Re-importing this module (e.g. by a reload in tests) must not trip timm's duplicate-name warning.
-    return fn if is_model(fn.__name__) else register_model(fn)
-
-
-@_register_if_new
+@register_model
 def cdarts_a(pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
     """CDARTS-a (ImageNet, chain-structured MBConv space; paper: 7.0M params, 294M MAdds)."""
     return _create_chain("cdarts_a", load("cdarts_a"), pretrained, **kwargs)
 
 
-@_register_if_new
+@register_model
 def cdarts_b(pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
     """CDARTS-b (ImageNet, chain-structured MBConv space; paper: 6.4M params, 394M MAdds)."""
     return _create_chain("cdarts_b", load("cdarts_b"), pretrained, **kwargs)

@@ -1,4 +1,4 @@
-"""Model size: parameters and multiply-adds for one image (implementation notes, section 5).
+"""Model size: parameters and multiply-adds for one image (the counting convention of the papers).
 
 * :func:`count_params` -- trainable and frozen parameters, auxiliary head excluded (as papers report).
 * :func:`count_macs` -- multiply-adds of convolutions, linear layers and matrix products, taken from
@@ -162,7 +162,7 @@ def _main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backbones.complexity", description=_main.__doc__)
     parser.add_argument("names", nargs="*", help="timm model names (default: every CDARTS-deploy model)")
     args = parser.parse_args(argv)
-    names = args.names or sorted(timm.list_models(module="darts_net") + timm.list_models(module="chain_net"))
+    names = args.names or sorted(timm.list_models(module="darts_models") + timm.list_models(module="chain_net"))
     unknown = [n for n in names if not timm.is_model(n)]
     if unknown:
         print(f"error: unknown model {unknown[0]!r}; see timm.list_models('*darts*')", file=sys.stderr)

@@ -1,6 +1,6 @@
-"""DARTS-space evaluation networks (implementation notes, section 1) as timm models.
+"""DARTS-space evaluation networks (the retrain networks of DARTS and CDARTS) in timm's model conventions.
 
-Two layouts:
+Two layouts (stems: :mod:`backbones.darts_stem`):
 
 * ``cifar``: stem 3x3 conv (3 -> 3C) + BN, then ``cells`` cells; the cells at
   ``cells // 3`` and ``2 * cells // 3`` are reduction cells.
@@ -12,13 +12,14 @@ Network stages: stage 0 runs up to and including the first reduction cell,
 stage 1 up to and including the second, stage 2 is the rest (7/7/6 cells on
 CIFAR-20, 5/5/4 on ImageNet-14).  Cell ``i`` uses ``genotype.stage(stage_of_cell(i))``.
 
-Registered timm models (sizes from the zoo genotypes' network hints):
-``cdarts_cifar``, ``cdarts_imagenet``, ``pcdarts_cifar``, ``pcdarts_imagenet``,
-``darts_v1_cifar``, ``darts_v1_imagenet``, ``darts_v2_cifar``, ``darts_v2_imagenet``,
-``pdarts_cifar``, ``pdarts_imagenet``.
+The forward passes are free of branches on tensor shapes and of modules picked by a
+runtime index, so the networks script (``torch.jit.script``), trace symbolically
+(``torch.fx``) and export to ONNX with dynamic height and width.  The registered timm
+models (``cdarts_cifar``, ``darts_v2_imagenet``, ...) live in :mod:`backbones.darts_models`.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: torch.fx copies forward() annotations into generated
+# code that TorchScript compiles, and it cannot resolve them as strings.
 
 import os
 from typing import Any, Optional, Union
@@ -28,16 +29,14 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._registry import is_model
 from timm.models._features import feature_take_indices
 
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.genotype import Cell, CellGenotype, GenotypeError
+from cdarts_deploy.genotype import LAYOUT_DEFAULTS, Cell, CellGenotype, GenotypeError
 
 from .darts_ops import OPERATIONS, FactorizedReduce, Identity, ReLUConvBN, drop_path
+from .darts_stem import build_darts_stem
 
 __all__ = [
     "DartsCell",
@@ -45,21 +44,8 @@ __all__ = [
     "AuxiliaryHead",
     "reduction_positions",
     "stage_of_cell",
-    "darts_pretrained_cfg",
-    "create_darts_net",
-    "LAYOUT_DEFAULTS",
-    "CIFAR_MEAN",
-    "CIFAR_STD",
+    "resolve_genotype",
 ]
-
-CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
-CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
-
-#: Width, number of cells, classes and input size used when neither the caller nor the genotype says.
-LAYOUT_DEFAULTS: dict[str, dict[str, int]] = {
-    "cifar": dict(width=36, cells=20, num_classes=10, input_size=32),
-    "imagenet": dict(width=48, cells=14, num_classes=1000, input_size=224),
-}
 
 
 def reduction_positions(num_cells: int) -> tuple[int, int]:
@@ -119,28 +105,31 @@ class DartsCell(nn.Module):
                 self.edges.append((node_offset + 2, src, op_name))
         self.ops = nn.ModuleList(ops)
         self.num_nodes = len(cell.nodes)
-        # Edge indices grouped by node, in node order (edges are listed node by node).
-        self.node_edges: list[list[int]] = [
-            [k for k, edge in enumerate(self.edges) if edge[0] == node] for node in range(2, self.num_nodes + 2)
-        ]
-        self.concat = tuple(cell.concat)
+        # The forward plan, one entry per edge aligned with ``ops`` and iterated together with it
+        # (never indexing ``ops`` by a runtime value): input state, whether the edge opens or closes
+        # its node's sum, and whether drop path applies (never to the identity).
+        # Tuples, not lists: TorchScript zips a ModuleList only with values of static length.
+        nodes = [node for node, _, _ in self.edges]
+        self.edge_sources: tuple[int, ...] = tuple(src for _, src, _ in self.edges)
+        self.edge_opens: tuple[bool, ...] = tuple(k == 0 or nodes[k - 1] != n for k, n in enumerate(nodes))
+        self.edge_closes: tuple[bool, ...] = tuple(k == len(nodes) - 1 or nodes[k + 1] != n for k, n in enumerate(nodes))
+        self.edge_droppable: tuple[bool, ...] = tuple(not isinstance(op, Identity) for op in ops)
+        self.concat: list[int] = list(cell.concat)
         self.out_channels = len(self.concat) * channels
         self.drop_prob = 0.0
 
-    def _edge(self, k: int, states: list[torch.Tensor]) -> torch.Tensor:
-        op = self.ops[k]
-        h = op(states[self.edges[k][1]])
-        if self.training and self.drop_prob > 0.0 and not isinstance(op, Identity):
-            h = drop_path(h, self.drop_prob, True)
-        return h
-
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for edge_ids in self.node_edges:
-            node = self._edge(edge_ids[0], states)
-            for k in edge_ids[1:]:
-                node = node + self._edge(k, states)
-            states.append(node)
+        node = states[1]  # overwritten by the first edge of every node
+        for op, src, opens, closes, droppable in zip(
+            self.ops, self.edge_sources, self.edge_opens, self.edge_closes, self.edge_droppable
+        ):
+            h = op(states[src])
+            if droppable and self.training and self.drop_prob > 0.0:
+                h = drop_path(h, self.drop_prob, True)
+            node = h if opens else node + h
+            if closes:
+                states.append(node)
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
@@ -166,18 +155,19 @@ class AuxiliaryHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(x)
-        if min(x.shape[-2:]) >= 5:
+        if min(x.shape[-2], x.shape[-1]) >= 5:
             x = F.avg_pool2d(x, 5, stride=self.pool_stride, count_include_pad=False)
         else:
             x = F.adaptive_avg_pool2d(x, 2)
-        if min(x.shape[-2:]) < 2:
+        if min(x.shape[-2], x.shape[-1]) < 2:
             x = F.interpolate(x, size=(2, 2), mode="nearest")
         x = self.features(x)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.classifier(x)
 
 
-def _resolve_genotype(genotype: Union[CellGenotype, str, os.PathLike]) -> CellGenotype:
+def resolve_genotype(genotype: Union[CellGenotype, str, os.PathLike]) -> CellGenotype:
+    """``genotype`` itself, or the cell genotype loaded from a path or zoo name."""
     if not isinstance(genotype, CellGenotype):
         genotype = gt.load(genotype)
     if not isinstance(genotype, CellGenotype):
@@ -191,15 +181,17 @@ class DartsNet(nn.Module):
     ``forward`` returns logits; in training mode with ``auxiliary=True`` it returns ``(logits, aux_logits)``.
     Feature levels (``feature_info``): CIFAR -- the last cell before each reduction and the last cell
     (reductions 1, 2, 4); ImageNet -- ``stem0`` and the same three cells (reductions 4, 8, 16, 32).
+    ``width``, ``cells`` and ``num_classes`` left at ``None`` take the layout's defaults
+    (:data:`cdarts_deploy.genotype.LAYOUT_DEFAULTS`).
     """
 
     def __init__(
         self,
         genotype: Union[CellGenotype, str, os.PathLike],
         layout: str = "cifar",
-        width: int = 36,
-        cells: int = 20,
-        num_classes: int = 10,
+        width: Optional[int] = None,
+        cells: Optional[int] = None,
+        num_classes: Optional[int] = None,
         in_chans: int = 3,
         global_pool: str = "avg",
         drop_rate: float = 0.0,
@@ -211,11 +203,15 @@ class DartsNet(nn.Module):
         super().__init__()
         if layout not in gt.LAYOUTS:
             raise ValueError(f"layout {layout!r} is not one of {', '.join(gt.LAYOUTS)}")
+        defaults = LAYOUT_DEFAULTS[layout]
+        width = defaults["width"] if width is None else width
+        cells = defaults["cells"] if cells is None else cells
+        num_classes = defaults["num_classes"] if num_classes is None else num_classes
         if cells < 3:
             raise ValueError(f"a DARTS network needs at least 3 cells (two are reduction cells), got {cells}")
         if width < 2 or width % 2:
             raise ValueError(f"width C must be a positive even number (FactorizedReduce halves it), got {width}")
-        self.genotype = _resolve_genotype(genotype)
+        self.genotype = resolve_genotype(genotype)
         self.genotype.stage(0, 3)  # fail early on a genotype with a stage count other than 1 or 3
         self.layout = layout
         self.width = width
@@ -226,30 +222,12 @@ class DartsNet(nn.Module):
         self.drop_path_rate = drop_path_rate
         self.grad_checkpointing = False
 
-        c = width
-        if layout == "cifar":
-            c_stem = 3 * c
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
-            c_prev_prev, c_prev, reduction_prev = c_stem, c_stem, False
-            stem_info = dict(num_chs=c_stem, reduction=1, module="stem")
-        else:
-            self.stem0 = nn.Sequential(
-                nn.Conv2d(in_chans, c // 2, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c // 2),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c),
-            )
-            self.stem1 = nn.Sequential(
-                nn.ReLU(inplace=False),
-                nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c),
-            )
-            c_prev_prev, c_prev, reduction_prev = c, c, True
-            stem_info = dict(num_chs=c, reduction=4, module="stem0")
+        stem = build_darts_stem(layout, width, in_chans)
+        self.stem, self.stem0, self.stem1 = stem.stem, stem.stem0, stem.stem1
+        c_prev_prev, c_prev, reduction_prev = stem.c_prev_prev, stem.c_prev, stem.reduction_prev
 
         reductions = reduction_positions(cells)
-        c_cur = c
+        c_cur = width
         stride = 1 if layout == "cifar" else 8
         cell_list = []
         cell_strides = []
@@ -267,10 +245,9 @@ class DartsNet(nn.Module):
         self.cells = nn.ModuleList(cell_list)
 
         # Feature taps: the last cell at each resolution (plus stem0 on ImageNet, the only 1/4 map).
-        tap_cells = [r - 1 for r in reductions if r - 1 >= 0] + [cells - 1]
-        tap_cells = sorted(set(tap_cells))
-        self.feature_info: list[dict[str, Any]] = [stem_info] if layout == "imagenet" else []
-        self.feature_cells: list[int] = [-1] if layout == "imagenet" else []
+        tap_cells = sorted(set([r - 1 for r in reductions if r - 1 >= 0] + [cells - 1]))
+        self.feature_info = [stem.feature_info] if stem.feature_info else []
+        self.feature_cells = [-1] if stem.feature_info else []
         for i in tap_cells:
             self.feature_info.append(
                 dict(num_chs=self.cells[i].out_channels, reduction=cell_strides[i], module=f"cells.{i}")
@@ -293,6 +270,7 @@ class DartsNet(nn.Module):
 
     # ----- timm model interface -------------------------------------------------------------
 
+    @torch.jit.ignore
     def set_drop_path(self, rate: float) -> None:
         """Set the drop-path probability of every cell (the reference ramps it up over training)."""
         self.drop_path_rate = rate
@@ -320,23 +298,20 @@ class DartsNet(nn.Module):
         self.classifier.train(self.training)
 
     def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.layout == "cifar":
-            s = self.stem(x)
-            return s, s
-        s0 = self.stem0(x)
+        # Every layout fills all three slots (unused ones are identities): one straight line.
+        s0 = self.stem0(self.stem(x))
         return s0, self.stem1(s0)
-
-    def _run_cell(self, cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
-            return torch.utils.checkpoint.checkpoint(cell, s0, s1, use_reentrant=False)
-        return cell(s0, s1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         s0, s1 = self._stem(x)
         for cell in self.cells:
-            s0, s1 = s1, self._run_cell(cell, s0, s1)
+            if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+                s0, s1 = s1, torch.utils.checkpoint.checkpoint(cell, s0, s1, use_reentrant=False)
+            else:
+                s0, s1 = s1, cell(s0, s1)
         return s1
 
+    @torch.jit.ignore
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -350,7 +325,7 @@ class DartsNet(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r} is not supported, expected 'NCHW'")
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
-        wanted = {self.feature_cells[i]: i for i in take_indices}
+        wanted = {self.feature_cells[i] for i in take_indices}
         intermediates: list[torch.Tensor] = []
         s0, s1 = self._stem(x)
         if -1 in wanted:
@@ -366,6 +341,13 @@ class DartsNet(nn.Module):
             return intermediates
         return s1, intermediates
 
+    @torch.jit.ignore
+    def _run_cell(self, cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training:
+            return torch.utils.checkpoint.checkpoint(cell, s0, s1, use_reentrant=False)
+        return cell(s0, s1)
+
+    @torch.jit.ignore
     def prune_intermediate_layers(
         self,
         indices: Union[int, list[int]] = 1,
@@ -391,151 +373,16 @@ class DartsNet(nn.Module):
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        use_aux = self.training and self.aux_head is not None
-        if not use_aux:
-            return self.forward_head(self.forward_features(x))
-        s0, s1 = self._stem(x)
-        aux_logits = None
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, self._run_cell(cell, s0, s1)
-            if i == self.aux_index:
-                aux_logits = self.aux_head(s1)
-        return self.forward_head(s1), aux_logits
-
-
-# ----- pretrained configs and registration -------------------------------------------------------
-
-
-def darts_pretrained_cfg(layout: str, num_classes: int, input_size: int | None = None, **extra: Any) -> dict[str, Any]:
-    """The timm ``pretrained_cfg`` of a DARTS network in ``layout`` (no weights are hosted anywhere)."""
-    size = input_size or LAYOUT_DEFAULTS[layout]["input_size"]
-    if layout == "cifar":
-        cfg = dict(
-            input_size=(3, size, size),
-            pool_size=(size // 4, size // 4),
-            crop_pct=1.0,
-            interpolation="bilinear",
-            mean=CIFAR_MEAN,
-            std=CIFAR_STD,
-            first_conv="stem.0",
-        )
-    else:
-        cfg = dict(
-            input_size=(3, size, size),
-            pool_size=(size // 32, size // 32),
-            crop_pct=0.875,
-            interpolation="bilinear",
-            mean=IMAGENET_DEFAULT_MEAN,
-            std=IMAGENET_DEFAULT_STD,
-            first_conv="stem0.0",
-        )
-    cfg.update(url="", num_classes=num_classes, classifier="classifier", license="apache-2.0")
-    cfg.update(extra)
-    return cfg
-
-
-# Keys that name a weight source; pretrained=True without one would silently keep random weights.
-_WEIGHT_SOURCE_KEYS = ("file", "url", "hf_hub_id", "state_dict")
-
-
-def _check_weight_source(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> None:
-    if not pretrained:
-        return
-    overlay = kwargs.get("pretrained_cfg_overlay") or {}
-    cfg = kwargs.get("pretrained_cfg")
-    if any(overlay.get(k) for k in _WEIGHT_SOURCE_KEYS):
-        return
-    if isinstance(cfg, dict) and any(cfg.get(k) for k in _WEIGHT_SOURCE_KEYS):
-        return
-    raise ValueError(
-        f"{variant}: no published weights are bundled; pass pretrained_cfg_overlay=dict(file=PATH) "
-        "to load a local checkpoint, or pretrained=False"
-    )
-
-
-def create_darts_net(
-    variant: str,
-    genotype: Union[CellGenotype, str, os.PathLike],
-    pretrained: bool = False,
-    **kwargs: Any,
-) -> DartsNet:
-    """Build a :class:`DartsNet` through timm's ``build_model_with_cfg``.
-
-    Features use timm's getter wrapper (``forward_intermediates``); pass ``feature_cls='hook'`` to use
-    forward hooks on the ``feature_info`` modules instead.
-    """
-    _check_weight_source(variant, pretrained, kwargs)
-    layout = kwargs.get("layout", "cifar")
-    num_levels = 4 if layout == "imagenet" else 3  # see DartsNet.feature_info
-    feature_cfg = dict(out_indices=tuple(range(num_levels)), feature_cls="getter")
-    if kwargs.get("feature_cls") == "hook":
-        feature_cfg["no_rewrite"] = True
-    return build_model_with_cfg(
-        DartsNet,
-        variant,
-        pretrained,
-        genotype=genotype,
-        feature_cfg=feature_cfg,
-        **kwargs,
-    )
-
-
-def _zoo_registrations() -> dict[str, tuple[str, str]]:
-    """timm model name -> (zoo genotype name, layout)."""
-    names: dict[str, tuple[str, str]] = {}
-    for zoo_name in ("cdarts_cifar", "cdarts_imagenet", "pcdarts_cifar", "pcdarts_imagenet"):
-        names[zoo_name] = (zoo_name, zoo_name.rsplit("_", 1)[1])
-    for zoo_name in ("darts_v1", "darts_v2", "pdarts"):
-        for layout in gt.LAYOUTS:
-            names[f"{zoo_name}_{layout}"] = (zoo_name, layout)
-    return names
-
-
-_REGISTRATIONS = _zoo_registrations()
-
-
-def _network_args(zoo_name: str, layout: str) -> dict[str, int]:
-    """Width, cells and classes of a registered model: the zoo hints when their layout matches, else defaults."""
-    hints = gt.load(zoo_name).network
-    defaults = LAYOUT_DEFAULTS[layout]
-    if hints.layout == layout:
-        return dict(
-            width=hints.width or defaults["width"],
-            cells=hints.cells or defaults["cells"],
-            num_classes=hints.num_classes or defaults["num_classes"],
-            input_size=hints.input_size or defaults["input_size"],
-        )
-    return dict(defaults)
-
-
-def _registered_args(model_name: str) -> tuple[str, dict[str, Any]]:
-    zoo_name, layout = _REGISTRATIONS[model_name]
-    args = _network_args(zoo_name, layout)
-    args.pop("input_size")
-    return zoo_name, dict(layout=layout, **args)
-
-
-def _default_cfg(model_name: str) -> dict[str, Any]:
-    zoo_name, layout = _REGISTRATIONS[model_name]
-    args = _network_args(zoo_name, layout)
-    return darts_pretrained_cfg(layout, args["num_classes"], args["input_size"])
-
-
-default_cfgs = generate_default_cfgs({name: _default_cfg(name) for name in _REGISTRATIONS})
-
-
-def _make_entrypoint(model_name: str):
-    def entrypoint(pretrained: bool = False, **kwargs: Any) -> DartsNet:
-        zoo_name, model_args = _registered_args(model_name)
-        return create_darts_net(model_name, zoo_name, pretrained, **dict(model_args, **kwargs))
-
-    entrypoint.__name__ = entrypoint.__qualname__ = model_name
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = f"DARTS-space network {model_name!r}: zoo genotype {_REGISTRATIONS[model_name][0]!r}."
-    return entrypoint
-
-
-for _name in _REGISTRATIONS:
-    _fn = _make_entrypoint(_name)
-    # Re-importing this module (a reload in tests) must not trip timm's duplicate-name warning.
-    globals()[_name] = _fn if is_model(_name) else register_model(_fn)
+        aux_head = self.aux_head
+        if aux_head is not None and self.training:
+            s0, s1 = self._stem(x)
+            aux_logits = torch.zeros(0)  # set at cell aux_index (always reached: it is a reduction cell)
+            for i, cell in enumerate(self.cells):
+                if self.grad_checkpointing and not torch.jit.is_scripting():
+                    s0, s1 = s1, torch.utils.checkpoint.checkpoint(cell, s0, s1, use_reentrant=False)
+                else:
+                    s0, s1 = s1, cell(s0, s1)
+                if i == self.aux_index:
+                    aux_logits = aux_head(s1)
+            return self.forward_head(s1), aux_logits
+        return self.forward_head(self.forward_features(x))

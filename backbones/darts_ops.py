@@ -1,15 +1,17 @@
-"""Operations of the DARTS cell search space (implementation notes, section 1).
+"""Operations of the DARTS cell search space (Liu et al., 2019), the cell space CDARTS searches.
 
 ``OPERATIONS[name](C, stride, affine)`` builds one edge operation that maps C
 channels to C channels; at stride 2 it halves the spatial size.  The names and
 their order follow :data:`cdarts_deploy.genotype.SEARCH_OPS`.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: torch.fx copies forward() annotations into generated
+# code that TorchScript compiles, and it cannot resolve them as strings.
 
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cdarts_deploy.genotype import SEARCH_OPS
@@ -92,13 +94,13 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        # For odd sizes the shifted branch is one pixel smaller; pad it back at the far edge
-        # (static shape arithmetic, so ONNX export stays free of data-dependent control flow).
-        a = self.conv_1(x)
-        b = self.conv_2(x[:, :, 1:, 1:])
-        if b.shape[-1] != a.shape[-1] or b.shape[-2] != a.shape[-2]:
-            b = nn.functional.pad(b, (0, a.shape[-1] - b.shape[-1], 0, a.shape[-2] - b.shape[-2]))
-        return self.bn(torch.cat([a, b], dim=1))
+        # The shifted branch pads one zero row/column at the far edge before its stride-2 conv, so
+        # both halves have ceil(H/2) x ceil(W/2) outputs for any H, W without a branch on shapes
+        # (a shape test would be frozen by tracing exporters and break symbolic tracing).  For even
+        # sizes the padded row is never sampled; for odd sizes it yields the zero border the
+        # bias-free 1x1 conv of a zero pixel gives.
+        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
 class Identity(nn.Module):
@@ -146,5 +148,6 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
     if not training or drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
-    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype).bernoulli_(keep)
+    shape = [x.shape[0]] + [1] * (x.dim() - 1)  # a list, not a tuple: TorchScript multiplies lists only
+    mask = torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x * mask / keep

@@ -5,10 +5,9 @@ models (:func:`backbones.chain_net.create_chain_model`); both through timm's ``b
 so timm keyword arguments (``features_only``, ``out_indices``, ``drop_path_rate``,
 ``pretrained_cfg_overlay=dict(file=...)``, ...) work as for ``timm.create_model``.
 
-Network size of a cell genotype, most specific first: the explicit arguments, then the genotype's
-network hints (only when they describe the chosen layout -- a CIFAR genotype's "10 classes, C=36" say
-nothing about its ImageNet network), then the layout defaults (CIFAR: C=36, 20 cells, 10 classes;
-ImageNet: C=48, 14 cells, 1000 classes).
+Network size of a cell genotype: :func:`backbones.darts_models.resolve_cell_network` (the explicit
+arguments, then the genotype's network hints when they describe the chosen layout -- a CIFAR genotype's
+"10 classes, C=36" say nothing about its ImageNet network -- then the layout defaults).
 """
 
 from __future__ import annotations
@@ -19,32 +18,12 @@ from typing import Any, Optional, Union
 from torch import nn
 
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.genotype import CellGenotype, ChainGenotype, Genotype
+from cdarts_deploy.genotype import CHAIN_DEFAULTS, CellGenotype, ChainGenotype, Genotype
 
-from .darts_net import LAYOUT_DEFAULTS, create_darts_net, darts_pretrained_cfg
+from .chain_net import chain_pretrained_cfg, create_chain_model
+from .darts_models import create_darts_net, darts_pretrained_cfg, resolve_cell_network
 
 __all__ = ["create_model_from_genotype", "resolve_cell_network"]
-
-
-def resolve_cell_network(
-    genotype: CellGenotype,
-    layout: Optional[str] = None,
-    width: Optional[int] = None,
-    cells: Optional[int] = None,
-    num_classes: Optional[int] = None,
-    input_size: Optional[int] = None,
-) -> dict[str, Any]:
-    """The layout, width, cells, classes and input size a cell genotype is built with."""
-    hints = genotype.network
-    layout = layout or hints.layout or "cifar"
-    if layout not in LAYOUT_DEFAULTS:
-        raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUT_DEFAULTS)}")
-    usable_hints = hints.layout in (None, layout)
-    resolved: dict[str, Any] = dict(layout=layout)
-    for key, explicit in (("width", width), ("cells", cells), ("num_classes", num_classes), ("input_size", input_size)):
-        hint = getattr(hints, key) if usable_hints else None
-        resolved[key] = explicit if explicit is not None else hint if hint is not None else LAYOUT_DEFAULTS[layout][key]
-    return resolved
 
 
 def _variant_name(genotype: CellGenotype, layout: str) -> str:
@@ -79,14 +58,12 @@ def create_model_from_genotype(
                 f"{', '.join(given)} can only be set for cell (DARTS) genotypes; "
                 f"{genotype.name or 'this genotype'} is a chain genotype"
             )
-        from .chain_net import chain_pretrained_cfg, create_chain_model  # built by another module; keep import local
-
         if num_classes is not None:
             kwargs["num_classes"] = num_classes
         if input_size is not None and kwargs.get("pretrained_cfg") is None:
             net = genotype.network
             kwargs["pretrained_cfg"] = chain_pretrained_cfg(
-                num_classes=num_classes if num_classes is not None else net.num_classes or 1000,
+                num_classes=next(n for n in (num_classes, net.num_classes, CHAIN_DEFAULTS["num_classes"]) if n is not None),
                 input_size=input_size,
                 architecture=genotype.name or "cdarts_chain",
             )

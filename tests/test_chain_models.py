@@ -1,7 +1,7 @@
 """Chain-structured MBConv models (CDARTS-a / CDARTS-b) built with timm.
 
-Expected structure is derived from the genotype and implementation-notes
-section 3, never from the model under test.
+Expected structure is derived from the genotype and the CDARTS chain-space block definition
+(MBConv with Swish, squeeze-excite sized from the expanded width), never from the model under test.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, from_dict, load
 NAMES = ("cdarts_a", "cdarts_b")
 SIZE = 64
 
-# Notes section 3, transcribed here on purpose (not read from the package).
+# The published CDARTS-a / CDARTS-b choices, transcribed here on purpose (not read from the package).
 CDARTS_A_CHOICES = [[0], [3], [3, 3], [3, 1, 3], [3, 3, 3, 3], [3, 3, 3], [0]]
 CDARTS_B_CHOICES = [[0], [3, 4, 2, 0], [5, 2, 4, 0], [4, 3, 2, 2], [1, 3, 0, 1], [2, 4, 4, 2], [0]]
 
@@ -107,7 +107,7 @@ def test_pool_size_matches_input_size(name: str, models) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_block_structure_follows_notes(name: str, models) -> None:
+def test_block_structure_follows_the_chain_space(name: str, models) -> None:
     model = models[name]
     g = load(name)
     # Stem: 3x3 stride-2 conv 3 -> 16, BN, Swish.
@@ -151,7 +151,7 @@ def test_block_structure_follows_notes(name: str, models) -> None:
     assert model.classifier.in_features == 1280 and model.classifier.out_features == 1000
 
 
-def test_inverted_residual_computes_notes_formula(models) -> None:
+def test_inverted_residual_computes_the_mbconv_formula(models) -> None:
     """One stride-1 residual block, recomputed by hand from its weights."""
     blk = models["cdarts_b"].blocks[1][1]  # ir k7 e4 c24, stride 1: has the residual
     x = torch.randn(2, 24, 9, 9)
@@ -305,7 +305,7 @@ def test_forward_intermediates_match_features_only(models) -> None:
             torch.testing.assert_close(a, b)
 
 
-# Published ImageNet sizes (paper / notes section 3): parameters, multiply-adds at 224x224.
+# Published ImageNet sizes (paper): parameters, multiply-adds at 224x224.
 PUBLISHED = {"cdarts_a": (7.0e6, 294e6), "cdarts_b": (6.4e6, 394e6)}
 
 

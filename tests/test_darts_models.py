@@ -1,7 +1,7 @@
-"""DARTS-cell operations and evaluation networks as timm models.
+"""The zoo's DARTS-space networks as registered timm models.
 
-Expected shapes, channels and strides are derived from implementation-notes
-section 1 (written out here), never read back from the model under test.
+Expected shapes, channels and strides follow the DARTS evaluation-network definition
+(written out here), never read back from the model under test.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 import backbones  # noqa: F401  (registers the timm models)
-from backbones.darts_net import DartsCell, DartsNet, stage_of_cell
-from backbones.darts_ops import OPERATIONS, FactorizedReduce, Identity, Zero, drop_path
-from cdarts_deploy.genotype import SEARCH_OPS, Cell, CellGenotype, CellStage, GenotypeError, load
+from backbones.checkpoint_io import CheckpointError
+from cdarts_deploy.genotype import load
 
 CELL_MODELS = {
     # timm name: (zoo genotype, layout, classes of the full-size model)
@@ -42,79 +41,8 @@ def batch(layout: str, n: int = 2) -> torch.Tensor:
     return torch.randn(n, 3, SIZE[layout], SIZE[layout])
 
 
-# ----- operations -------------------------------------------------------------------------------
-
-
-def test_operations_follow_search_vocabulary_order():
-    assert tuple(OPERATIONS) == SEARCH_OPS
-
-
-@pytest.mark.parametrize("name", SEARCH_OPS)
-@pytest.mark.parametrize("stride", [1, 2])
-def test_operation_shapes(name, stride):
-    op = OPERATIONS[name](6, stride, True)
-    y = op(torch.randn(2, 6, 10, 10))
-    assert y.shape == (2, 6, 10 // stride, 10 // stride)
-
-
-def test_operation_structure():
-    sep = OPERATIONS["sep_conv_5x5"](4, 2, True)
-    convs = [m for m in sep.modules() if isinstance(m, nn.Conv2d)]
-    # two units of (depthwise KxK, pointwise 1x1); only the first depthwise conv strides
-    assert [(c.kernel_size, c.stride, c.groups) for c in convs] == [
-        ((5, 5), (2, 2), 4), ((1, 1), (1, 1), 1), ((5, 5), (1, 1), 4), ((1, 1), (1, 1), 1)
-    ]
-    dil = OPERATIONS["dil_conv_5x5"](4, 1, True)
-    depthwise = [m for m in dil.modules() if isinstance(m, nn.Conv2d)][0]
-    assert depthwise.dilation == (2, 2) and depthwise.padding == (4, 4)
-    assert isinstance(OPERATIONS["skip_connect"](4, 1, True), Identity)
-    assert isinstance(OPERATIONS["skip_connect"](4, 2, True), FactorizedReduce)
-    for pool in ("max_pool_3x3", "avg_pool_3x3"):  # no BN after pools
-        assert not any(isinstance(m, nn.BatchNorm2d) for m in OPERATIONS[pool](4, 2, True).modules())
-    assert not OPERATIONS["sep_conv_3x3"](4, 1, False)[0][3].affine
-
-
-def test_avg_pool_excludes_padding():
-    y = OPERATIONS["avg_pool_3x3"](1, 1, True)(torch.ones(1, 1, 4, 4))
-    assert torch.allclose(y, torch.ones_like(y))  # corners would be 4/9 if padding were counted
-
-
-def test_none_is_zero_and_honours_stride():
-    y = OPERATIONS["none"](3, 2, True)(torch.randn(1, 3, 8, 8))
-    assert isinstance(OPERATIONS["none"](3, 1, True), Zero)
-    assert y.shape == (1, 3, 4, 4) and not y.any()
-
-
-def test_factorized_reduce_uses_shifted_pixels_and_odd_sizes():
-    fr = FactorizedReduce(2, 4).eval()
-    assert fr(torch.randn(1, 2, 7, 7)).shape == (1, 4, 4, 4)
-    with torch.no_grad():
-        fr.conv_1.weight.fill_(1.0)
-        fr.conv_2.weight.fill_(1.0)
-    x = torch.zeros(1, 2, 4, 4)
-    x[:, :, 1, 1] = 1.0  # odd pixel: only the branch shifted by one pixel samples it
-    with torch.no_grad():
-        y = fr(x)  # fresh BN in eval is (nearly) the identity
-    assert y[:, :2].abs().sum() == 0 and y[:, 2:].abs().sum() > 0
-
-
-def test_drop_path_training_only_and_whole_samples():
-    x = torch.ones(64, 3, 4, 4)
-    assert drop_path(x, 0.5, training=False) is x
-    torch.manual_seed(0)
-    y = drop_path(x, 0.5, training=True)
-    per_sample = y.flatten(1)
-    # each sample is either dropped entirely or kept and scaled by 1 / keep
-    assert set(per_sample.unique().tolist()) <= {0.0, 2.0}
-    assert ((per_sample == 0).all(1) | (per_sample == 2).all(1)).all()
-    assert 0 < (per_sample[:, 0] == 0).sum() < 64
-
-
-# ----- networks ---------------------------------------------------------------------------------
-
-
 def test_every_cell_zoo_model_is_registered():
-    assert set(CELL_MODELS) <= set(timm.list_models("*darts*"))
+    assert set(timm.list_models(module="darts_models")) == set(CELL_MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(CELL_MODELS))
@@ -143,67 +71,6 @@ def test_registered_model_uses_zoo_genotype_and_hints(name):
     assert cfg["input_size"] == ((3, 32, 32) if layout == "cifar" else (3, 224, 224))
 
 
-def test_layouts_channels_and_reductions():
-    c = 4
-    cifar = DartsNet(load("darts_v2"), layout="cifar", width=c, cells=8, num_classes=3)
-    # reductions at 8 // 3 = 2 and 2 * 8 // 3 = 5; channels double at each
-    assert [cell.reduction for cell in cifar.cells] == [False, False, True, False, False, True, False, False]
-    assert [cell.channels for cell in cifar.cells] == [c, c, 2 * c, 2 * c, 2 * c, 4 * c, 4 * c, 4 * c]
-    assert cifar.stem[0].out_channels == 3 * c
-    assert cifar.num_features == 16 * c
-    # a cell after a reduction cell reduces its input 0 with FactorizedReduce
-    assert [isinstance(cell.preprocess0, FactorizedReduce) for cell in cifar.cells] == [
-        False, False, False, True, False, False, True, False
-    ]
-    imagenet = DartsNet(load("darts_v2"), layout="imagenet", width=c, cells=8, num_classes=3)
-    assert isinstance(imagenet.cells[0].preprocess0, FactorizedReduce)  # fed by stem0 at 1/4
-    assert imagenet.stem0[0].out_channels == c // 2 and imagenet.stem1[1].stride == (2, 2)
-    assert imagenet.forward_features(torch.randn(1, 3, 64, 64)).shape == (1, 16 * c, 2, 2)
-    assert cifar.forward_features(torch.randn(1, 3, 16, 16)).shape == (1, 16 * c, 4, 4)
-
-
-def test_stage_split():
-    assert [sum(stage_of_cell(i, 20) == s for i in range(20)) for s in range(3)] == [7, 7, 6]
-    assert [sum(stage_of_cell(i, 14) == s for i in range(14)) for s in range(3)] == [5, 5, 4]
-
-
-def _uniform_cell(op: str) -> Cell:
-    return Cell(nodes=(((op, 0), (op, 1)), ((op, 1), (op, 2)), ((op, 0), (op, 3)), ((op, 2), (op, 4))), concat=(2, 3, 4, 5))
-
-
-def test_different_cell_per_stage():
-    ops = ("sep_conv_3x3", "dil_conv_5x5", "avg_pool_3x3")
-    reduce_ops = ("max_pool_3x3", "sep_conv_5x5", "dil_conv_3x3")
-    g = CellGenotype(
-        stages=tuple(CellStage(normal=_uniform_cell(n), reduce=_uniform_cell(r)) for n, r in zip(ops, reduce_ops))
-    )
-    model = DartsNet(g, layout="cifar", width=4, cells=8, num_classes=3)
-    # stage 0 = cells 0..2 (cell 2 reduces), stage 1 = cells 3..5 (cell 5 reduces), stage 2 = cells 6..7
-    expected = ["sep_conv_3x3", "sep_conv_3x3", "max_pool_3x3", "dil_conv_5x5", "dil_conv_5x5", "sep_conv_5x5",
-                "avg_pool_3x3", "avg_pool_3x3"]
-    assert [{op for _, _, op in cell.edges} for cell in model.cells] == [{e} for e in expected]
-    model(torch.randn(2, 3, 8, 8)).sum().backward()
-
-    two_stages = CellGenotype(stages=g.stages[:2])
-    with pytest.raises(GenotypeError, match="2 stages"):
-        DartsNet(two_stages, width=4, cells=8)
-
-
-def test_cell_edges_address_ops():
-    cell_def = load("cdarts_cifar").stages[0].reduce
-    cell = DartsCell(cell_def, 24, 24, 8, reduction=True, reduction_prev=False)
-    expected = [(i + 2, src, op) for i, node in enumerate(cell_def.nodes) for op, src in node]
-    assert cell.edges == expected
-    for (node, src, op_name), op in zip(cell.edges, cell.ops):
-        stride = 2 if src < 2 else 1
-        # same structure as a fresh operation, so search code can copy state_dicts in and out
-        fresh = OPERATIONS[op_name](8, stride, True)
-        assert type(op) is type(fresh)
-        assert {k: v.shape for k, v in op.state_dict().items()} == {k: v.shape for k, v in fresh.state_dict().items()}
-        op.load_state_dict(fresh.state_dict())
-    assert cell(torch.randn(1, 24, 8, 8), torch.randn(1, 24, 8, 8)).shape == (1, 32, 4, 4)
-
-
 def test_drop_path_only_in_training():
     torch.manual_seed(0)
     model = small("darts_v2_cifar", drop_path_rate=0.5)
@@ -223,17 +90,6 @@ def test_drop_path_only_in_training():
     assert torch.equal(e1, e2) and torch.allclose(e1, e3)
 
 
-def test_identity_edges_are_never_dropped():
-    skip = Cell(nodes=((("skip_connect", 0), ("skip_connect", 1)),), concat=(2,))
-    cell = DartsCell(skip, 4, 4, 4, reduction=False, reduction_prev=False).train()
-    cell.drop_prob = 0.9
-    s0, s1 = torch.randn(8, 4, 5, 5), torch.randn(8, 4, 5, 5)
-    torch.manual_seed(0)
-    dropped = cell(s0, s1)
-    cell.drop_prob = 0.0
-    assert torch.allclose(dropped, cell(s0, s1))
-
-
 def test_auxiliary_head_only_in_training():
     model = small("cdarts_cifar", auxiliary=True)
     x = batch("cifar")
@@ -244,9 +100,6 @@ def test_auxiliary_head_only_in_training():
     out = model(x)
     assert isinstance(out, torch.Tensor) and out.shape == (2, SMALL["num_classes"])
     assert isinstance(small("cdarts_cifar").train()(x), torch.Tensor)  # no aux head unless asked for
-
-
-# ----- timm conventions -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["darts_v2_cifar", "cdarts_imagenet"])
@@ -353,3 +206,19 @@ def test_eval_mode_exports_without_training_nodes():
     targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
     assert not [t for t in targets if "bernoulli" in t or "rand" in t]  # no drop path
     assert sum("linear" in t or "addmm" in t for t in targets) == 1  # the classifier; no auxiliary head
+
+
+def test_local_checkpoint_is_read_safely_and_not_kept_in_the_config(tmp_path):
+    torch.manual_seed(0)
+    source = small("darts_v2_cifar")
+    path = tmp_path / "weights.pth"
+    torch.save({"state_dict": source.state_dict()}, path)
+    overlay = dict(file=str(path), num_classes=SMALL["num_classes"])
+    loaded = small("darts_v2_cifar", pretrained=True, pretrained_cfg_overlay=overlay)
+    assert torch.equal(loaded.state_dict()["stem.0.weight"], source.state_dict()["stem.0.weight"])
+    assert "state_dict" not in loaded.pretrained_cfg and loaded.pretrained_cfg["file"] == str(path)
+
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"model": source.state_dict(), "note": object()}, unsafe)
+    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+        small("darts_v2_cifar", pretrained=True, pretrained_cfg_overlay=dict(file=str(unsafe)))
