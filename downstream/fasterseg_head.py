@@ -1,4 +1,4 @@
-"""The FasterSeg-style real-time decoder of the CDARTS segmentation transfer (notes section 4).
+"""The FasterSeg-style real-time decoder of the CDARTS segmentation transfer (paper Section 4.6.4).
 
 Inputs are four backbone features at strides 4, 8, 16 and 32.  With width
 factor F:
@@ -58,7 +58,7 @@ class FasterSegHead(BaseDecodeHead):
     """FasterSeg-style decoder (CDARTS paper, Section 4.6.4).
 
     Args:
-        width_factor: F of the notes (6 for Cityscapes, 16 for ADE20K).
+        width_factor: FasterSeg's width factor F (6 for Cityscapes, 16 for ADE20K).
         low_level_channels: width the stride-4 feature is projected to (48).
         in_channels / in_index: the four backbone features, strides 4, 8, 16, 32 in that order.
         channels: width of the last 3x3 conv before the classifier.

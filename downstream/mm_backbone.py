@@ -2,7 +2,7 @@
 
 Enable in any mmdet 3.x / mmseg 1.x config with::
 
-    custom_imports = dict(imports=['backbones.mm_backbones'], allow_failed_imports=False)
+    custom_imports = dict(imports=['downstream.mm_backbone'], allow_failed_imports=False)
     model = dict(backbone=dict(type='CDARTSBackbone', genotype='cdarts_b', out_indices=(1, 2, 3, 4)))
 
 ``genotype`` is a zoo name or a genotype file (cell or chain kind).  The
@@ -33,30 +33,20 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from backbones.checkpoint_io import CheckpointError, extract_state_dict, read_checkpoint
 from cdarts_deploy.genotype import CellGenotype, ChainGenotype, Genotype, load
 
 __all__ = ["CDARTSBackbone", "read_state_dict"]
 
-_NESTED_STATE_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
-
 
 def read_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
-    """A tensor state dict from a local checkpoint, loaded without unrestricted unpickling.
+    """A tensor state dict from a local checkpoint, loaded with ``weights_only=True``.
 
     Accepts a bare state dict or one nested under the usual keys (mmengine's
     ``state_dict``, timm's ``state_dict_ema`` / ``model``); strips ``module.``.
+    A missing, unsafe or tensor-less file is a one-line :class:`CheckpointError`.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} not found; init_cfg.checkpoint must be a local file")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict):
-        for key in _NESTED_STATE_KEYS:
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"checkpoint {path} holds no tensor state dict (looked at the top level and {_NESTED_STATE_KEYS})")
-    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return extract_state_dict(read_checkpoint(path, what="init_cfg.checkpoint"), path)
 
 
 def _normalized(key: str) -> str:
@@ -76,7 +66,8 @@ class CDARTSBackbone(BaseModule):
         out_indices: feature levels to return; ``None`` returns every level.
         frozen_stages: freeze everything feature level ``frozen_stages`` depends on; -1 freezes nothing.
         norm_eval: keep every BatchNorm in eval mode while training (frozen statistics).
-        last_stage_channels: chain genotypes only; 320 gives the segmentation variant (notes section 4).
+        last_stage_channels: chain genotypes only; 320 gives the segmentation variant
+            (the last stage becomes a 1x1 conv to 320 channels, as in FasterSeg).
         model_kwargs: further arguments for ``create_model_from_genotype`` (e.g. ``layout``, ``width``,
             ``cells`` for cell genotypes, ``drop_path_rate``).
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH, prefix=None)``.
@@ -202,7 +193,8 @@ class CDARTSBackbone(BaseModule):
             prefix = prefix if prefix.endswith(".") else prefix + "."
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             if not state:
-                raise ValueError(f"checkpoint {checkpoint} has no keys starting with prefix '{prefix}'")
+                raise CheckpointError(f"checkpoint {checkpoint} has no keys starting with prefix '{prefix}'; "
+                                      "check init_cfg.prefix")
         by_name = {_normalized(k): v for k, v in state.items()}
         own = self.body.state_dict()
         loaded, mismatched, missing = {}, [], []
@@ -215,7 +207,7 @@ class CDARTSBackbone(BaseModule):
             else:
                 loaded[key] = src
         if not loaded:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {checkpoint} shares no weights with this {type(self.body).__name__} "
                 f"(prefix={prefix!r}); check the genotype and init_cfg.prefix"
             )

@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from cdarts_deploy.atomic_files import atomic_path, write_text
+
 __all__ = ["make_tiny_coco", "make_tiny_cityscapes", "COCO_SUBSET", "CITYSCAPES_SUBSET_LABEL_IDS"]
 
 #: A few real COCO categories (id, name) the tiny detection set uses.
@@ -25,6 +27,12 @@ CITYSCAPES_SUBSET_LABEL_IDS: tuple[int, ...] = (7, 11, 21, 23, 26)
 
 def _noise(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+
+
+def _save_image(pixels: np.ndarray, path: Path, **options) -> None:
+    """Write an image by write-then-rename (the temporary name keeps the suffix PIL reads the format from)."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, **options)
 
 
 def _random_box(rng: np.random.Generator, height: int, width: int) -> tuple[int, int, int, int]:
@@ -81,7 +89,7 @@ def make_tiny_coco(
                     )
                 )
                 ann_id += 1
-            Image.fromarray(pixels).save(folder / name, quality=95)
+            _save_image(pixels, folder / name, quality=95)
             images.append(dict(id=image_id, file_name=name, height=height, width=width))
             image_id += 1
         doc = dict(
@@ -91,7 +99,7 @@ def make_tiny_coco(
             annotations=annotations,
             categories=[dict(id=i, name=n, supercategory="thing") for i, n in categories],
         )
-        (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(doc))
+        write_text(root / "annotations" / f"instances_{split}2017.json", json.dumps(doc))
     return root
 
 
@@ -129,6 +137,6 @@ def make_tiny_cityscapes(
                 labels[y : y + h, x : x + w] = label_id
             for k, label_id in enumerate(CITYSCAPES_SUBSET_LABEL_IDS):
                 pixels[labels == label_id] = (40 * k + 50, 200 - 30 * k, 25 * k)
-            Image.fromarray(pixels).save(img_dir / f"{stem}_leftImg8bit.png")
-            Image.fromarray(labels).save(gt_dir / f"{stem}_gtFine_labelIds.png")
+            _save_image(pixels, img_dir / f"{stem}_leftImg8bit.png")
+            _save_image(labels, gt_dir / f"{stem}_gtFine_labelIds.png")
     return root

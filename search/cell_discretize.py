@@ -1,4 +1,4 @@
-"""Top-k discretization of architecture weights into a :class:`CellGenotype` (implementation notes, section 1).
+"""Top-k discretization of architecture weights into a :class:`CellGenotype` (as in DARTS and CDARTS).
 
 For each node: score each incoming edge by its largest weight excluding ``none``,
 keep the two best edges, and give each the arg-max operation excluding ``none``.

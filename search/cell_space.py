@@ -120,6 +120,6 @@ class CellSpace:
         self.pool.load_state_dict(state["pool"])
 
     def draw(self, genotype: CellGenotype, path: Path) -> None:
-        from .visualize import draw_genotype
+        from cdarts_deploy.drawing.cells import draw_genotype
 
         draw_genotype(genotype, path)

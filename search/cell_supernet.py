@@ -8,8 +8,8 @@ or 3 (one per network stage, using the stage convention of
 :func:`backbones.darts_net.stage_of_cell`).  Optional edge weights ``beta`` of
 shape ``[stages, 14]`` are normalised per node.
 
-The stem mirrors :class:`backbones.darts_net.DartsNet` module for module, so the
-evaluation network can share it.
+The stem is built by :func:`backbones.darts_stem.build_darts_stem`, as in
+:class:`backbones.darts_net.DartsNet`, so the evaluation network can share it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 
 from backbones.darts_net import reduction_positions, stage_of_cell
 from backbones.darts_ops import OPERATIONS, FactorizedReduce, ReLUConvBN
+from backbones.darts_stem import build_darts_stem
 from cdarts_deploy.genotype import SEARCH_OPS
 
 NUM_NODES = 4
@@ -110,21 +111,9 @@ class SearchNetwork(nn.Module):
         self.num_cells = cells
         self.num_stages = 3 if per_stage_alpha else 1
         c = width
-        if layout == "cifar":
-            self.stem = nn.Sequential(nn.Conv2d(3, 3 * c, 3, padding=1, bias=False), nn.BatchNorm2d(3 * c))
-            c_pp, c_p, red_prev = 3 * c, 3 * c, False
-        else:
-            self.stem0 = nn.Sequential(
-                nn.Conv2d(3, c // 2, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c // 2),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c),
-            )
-            self.stem1 = nn.Sequential(
-                nn.ReLU(inplace=False), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c)
-            )
-            c_pp, c_p, red_prev = c, c, True
+        stem = build_darts_stem(layout, c)
+        self.stem, self.stem0, self.stem1 = stem.stem, stem.stem0, stem.stem1
+        c_pp, c_p, red_prev = stem.c_prev_prev, stem.c_prev, stem.reduction_prev
         reductions = reduction_positions(cells)
         self.reductions = reductions
         self.cells = nn.ModuleList()
@@ -176,11 +165,8 @@ class SearchNetwork(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if self.layout == "cifar":
-            s0 = s1 = self.stem(x)
-        else:
-            s0 = self.stem0(x)
-            s1 = self.stem1(s0)
+        s0 = self.stem0(self.stem(x))  # unused stem slots are identities (backbones.darts_stem)
+        s1 = self.stem1(s0)
         cache: dict[tuple[bool, int], torch.Tensor] = {}
         feats = []
         for i, cell in enumerate(self.cells):

@@ -1,6 +1,6 @@
 """Multiply-adds of the chain space: per-candidate cost table, expected cost, budget penalty.
 
-Counting convention (implementation notes, section 5): multiply-adds of convolutions and
+Counting convention (the one NAS papers report): multiply-adds of convolutions and
 linear layers for one image, BN/activation/pooling excluded.  The candidate costs are
 analytic (the formula of one inverted-residual block); the fixed rest of the network is
 measured once on a built child with ``backbones.complexity.count_macs``, so stem, head and fixed stages are

@@ -1,4 +1,4 @@
-"""CDARTS search in the chain-structured MBConv space (paper Section 4.6.1; issue 5).
+"""CDARTS search in the chain-structured MBConv space (paper Section 4.6.1).
 
 One search step after the w_S warm-up (Algorithm 1 applied to the chain supernet):
 
@@ -17,13 +17,11 @@ epoch), child.pth (the final child's inherited weights, a timm state_dict), choi
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -32,20 +30,18 @@ from torch import nn
 from tqdm import tqdm
 
 from backbones.chain_net import create_chain_model
-from cdarts_deploy.genotype import ChainGenotype, GenotypeError, dumps, save
+from cdarts_deploy.genotype import CHAIN_DEFAULTS, ChainGenotype, save
 
 from .chain_child import build_child, derive_genotype
 from .chain_cost import CostModel, budget_penalty
 from .chain_space import ChainSupernet, forward_levels
-from .data import DATASETS, build_search_data, make_loader
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .distill import DISTILL_KINDS, EmbeddingHead, MultiLevelDistillation
-from .distributed import (DistContext, average_gradients, broadcast_, init_distributed, mean_over_ranks, rank_spread,
-                          shutdown)
+from .distributed import DistContext, average_gradients, broadcast_, mean_over_ranks, rank_spread
 from .errors import SearchInputError
 from .runlog import EpochLog
 
-__all__ = ["ChainSearchConfig", "PRESETS", "TINY_BASE", "ChainSearch", "main"]
+__all__ = ["ChainSearchConfig", "PRESETS", "TINY_BASE", "ChainSearch", "check_config", "run_search"]
 
 CHECKPOINT_FORMAT = "cdarts-chain-search-v1"
 
@@ -64,7 +60,7 @@ TINY_BASE: list[list[str]] = [
 @dataclass
 class ChainSearchConfig:
     base: str = "cdarts_b_base"  # cdarts_a_base | cdarts_b_base | tiny | path to a JSON list of arch-string stages
-    input_size: int = 224
+    input_size: int = CHAIN_DEFAULTS["input_size"]
     stem_channels: int = 16
     head_channels: int = 1280
     epochs: int = 30
@@ -90,7 +86,7 @@ class ChainSearchConfig:
     seed: int = 0
     workers: int = 0
     alpha_init_std: float = 1e-3
-    head_mid: int = 128  # embedding heads: 1x1 conv width, then the 2x2 conv's width (notes: 128, 768)
+    head_mid: int = 128  # embedding heads: 1x1 conv width, then the 2x2 conv's width (the reference code's 128, 768)
     head_embed: int = 768
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -294,6 +290,17 @@ class ChainSearch:
         return state["epoch"]
 
 
+def check_config(cfg: ChainSearchConfig) -> ChainSearchConfig:
+    """``cfg`` if its values can run; otherwise a one-line :class:`SearchInputError` naming the option."""
+    if cfg.distill_kind not in DISTILL_KINDS:
+        raise SearchInputError(f"--distill-kind {cfg.distill_kind!r}: expected one of {', '.join(DISTILL_KINDS)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.input_size < 8:
+        raise SearchInputError("--epochs and --batch-size must be positive and --input-size at least 8")
+    if cfg.budget_madds is not None and cfg.budget_madds <= 0:
+        raise SearchInputError("--budget must be a positive number of multiply-adds, e.g. 300e6")
+    return cfg
+
+
 def _config_json(cfg: ChainSearchConfig) -> str:
     return json.dumps(asdict(cfg), sort_keys=True)
 
@@ -388,13 +395,10 @@ def run_search(cfg: ChainSearchConfig, train_loader, val_loader, num_classes: in
 
 def draw_choice_weights(supernet: ChainSupernet, choices: list[int], path: Path) -> None:
     """A heatmap of the softmax choice weights per searchable block, the derived choice boxed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from cdarts_deploy.drawing.figures import pyplot, save_figure
     from cdarts_deploy.genotype import CHAIN_CHOICES
 
+    plt = pyplot()
     probs = supernet.choice_weights().detach().cpu().numpy()
     fig, ax = plt.subplots(figsize=(4 + 0.1 * len(choices), 1 + 0.3 * len(choices)))
     im = ax.imshow(probs, cmap="viridis", aspect="auto")
@@ -405,93 +409,7 @@ def draw_choice_weights(supernet: ChainSupernet, choices: list[int], path: Path)
     fig.colorbar(im, ax=ax, label="choice weight")
     ax.set_title("chain search: choice weights (red: derived child)")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: `cdarts-search --space chain ...` dispatches here (or `python -m search.chain_search`)
-# ---------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cdarts-search --space chain",
-                                description="CDARTS search in the chain-structured MBConv space (CDARTS-a/b family).")
-    p.add_argument("--dataset", default="imagefolder", choices=DATASETS)
-    p.add_argument("--data-root", required=True, help="CIFAR python-batch folder or ImageFolder tree <root>/<class>/<image>")
-    p.add_argument("--out", required=True, help="output folder (genotype.json, log.jsonl, checkpoint.pt)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="small CPU smoke-run settings (options override them)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--budget", type=float, dest="budget_madds", help="target multiply-adds, e.g. 300e6")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    defaults = ChainSearchConfig()
-    for f in fields(ChainSearchConfig):
-        if f.name in ("budget_madds", "extra"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        value = getattr(defaults, f.name)
-        if isinstance(value, tuple):
-            p.add_argument(flag, type=float, nargs=len(value), default=None, help=f"default {value}")
-        else:
-            p.add_argument(flag, type=type(value), default=None, help=f"default {value}")
-    p.add_argument("--space", default="chain", choices=["chain"], help="search space (this command: chain)")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> ChainSearchConfig:
-    values: dict[str, Any] = dict(PRESETS.get(args.preset, {})) if args.preset else {}
-    for f in fields(ChainSearchConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = tuple(v) if isinstance(v, list) else v
-    cfg = ChainSearchConfig(**values)
-    if cfg.distill_kind not in DISTILL_KINDS:
-        raise SearchInputError(f"--distill-kind {cfg.distill_kind!r}: expected one of {', '.join(DISTILL_KINDS)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.input_size < 8:
-        raise SearchInputError("--epochs and --batch-size must be positive and --input-size at least 8")
-    if cfg.budget_madds is not None and cfg.budget_madds <= 0:
-        raise SearchInputError("--budget must be a positive number of multiply-adds, e.g. 300e6")
-    return cfg
-
-
-def _check_out(out: Path, resume: bool) -> None:
-    if resume:
-        return
-    taken = [n for n in ("checkpoint.pt", "genotype.json", "log.jsonl") if (out / n).exists()]
-    if taken:
-        raise SearchInputError(
-            f"{out} already holds a search run ({', '.join(taken)}); pass --resume to continue it or choose a new --out"
-        )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    ctx = None
     try:
-        cfg = config_from_args(args)
-        out = Path(args.out)
-        _check_out(out, args.resume)
-        ctx = init_distributed(args.device)
-        data = build_search_data(args.dataset, args.data_root, train_fraction=cfg.train_fraction,
-                                 val_fraction=cfg.val_fraction, input_size=cfg.input_size, seed=cfg.seed)
-        num_classes = data.num_classes
-        train_loader = make_loader(data.train, cfg.batch_size, ctx, cfg.seed, cfg.workers)
-        val_loader = make_loader(data.val, cfg.batch_size, ctx, cfg.seed + 1, cfg.workers)
-        if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-        genotype = run_search(cfg, train_loader, val_loader, num_classes, out, ctx, args.resume)
-    except (SearchInputError, GenotypeError) as exc:
-        print(f"cdarts-search: error: {exc}", file=sys.stderr)
-        return 2
+        save_figure(fig, path, dpi=100)
     finally:
-        if ctx is not None:
-            shutdown(ctx)
-    if ctx.is_main:
-        print(dumps(genotype))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        plt.close(fig)

@@ -1,4 +1,4 @@
-"""The supernet of the chain-structured MBConv space (implementation notes, section 3).
+"""The supernet of the chain-structured MBConv space (paper Section 4.6.1).
 
 Every searchable block of the base architecture becomes a :class:`MixedInvertedResidual`
 holding all six (kernel, expansion) candidates of ``CHAIN_CHOICES``; its output is the
@@ -37,10 +37,12 @@ from torch import nn
 from backbones.chain_net import create_chain_model
 from cdarts_deploy.genotype import (
     CHAIN_CHOICES,
+    CHAIN_DEFAULTS,
     Block,
     ChainGenotype,
     ChainNetwork,
     base_arch,
+    is_searchable_block,
     parse_arch_string,
 )
 
@@ -55,11 +57,6 @@ def resolve_base(base: str | list[list[str]]) -> list[list[str]]:
     if isinstance(base, str):
         return base_arch(base)
     return [list(stage) for stage in base]
-
-
-def is_searchable(stage_index: int, num_stages: int, stage_len: int, block: Block) -> bool:
-    """The same rule as ``genotype.apply_choices``: inner stages of more than one ir block."""
-    return 0 < stage_index < num_stages - 1 and stage_len > 1 and block.type == "ir"
 
 
 @dataclass(frozen=True)
@@ -170,8 +167,8 @@ class ChainSupernet(nn.Module):
     def __init__(
         self,
         base: str | list[list[str]] = "cdarts_b_base",
-        num_classes: int = 1000,
-        input_size: int = 224,
+        num_classes: int = CHAIN_DEFAULTS["num_classes"],
+        input_size: int = CHAIN_DEFAULTS["input_size"],
         stem_channels: int = 16,
         head_channels: int = 1280,
         alpha_init_std: float = 1e-3,
@@ -200,7 +197,7 @@ class ChainSupernet(nn.Module):
                 block = parse_arch_string(arch, f"base[{i}][{j}]")
                 mods = tuple(range(module, module + block.repeats))
                 module += block.repeats
-                if not is_searchable(i, n, len(stage), block):
+                if not is_searchable_block(i, n, len(stage), block.type):
                     continue
                 for m in mods:
                     old = self.net.blocks[i][m]

@@ -1,4 +1,4 @@
-"""Atomic checkpoints loaded with ``weights_only=True``, and RNG state capture.
+"""Search checkpoints: written atomically, read with ``weights_only=True``, plus RNG state capture.
 
 Everything stored is a tensor, a number, a string or a container of those, so the
 safe loader accepts it; numpy's RNG state is converted to a tensor for that reason.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from backbones.checkpoint_io import CheckpointError, read_checkpoint
+from cdarts_deploy.atomic_files import write_with
 
 from .errors import SearchInputError
 
@@ -42,33 +44,26 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to a temporary file beside ``path``, flush it to disk, then rename over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` with ``state`` atomically: an interrupted save leaves the previous checkpoint."""
+    write_with(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint safely; any unreadable file becomes a one-line :class:`SearchInputError`."""
+    """A search checkpoint read safely; a missing, unreadable or foreign file is a :class:`SearchInputError`."""
     path = Path(path)
     if not path.is_file():
         raise SearchInputError(f"{path}: no checkpoint to resume from; run without --resume to start a new search")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for damaged archives
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        state = read_checkpoint(path, what="search checkpoint")
+    except CheckpointError as exc:
+        # Keep the reader's reason but not its advice to re-save weights: a resume file is
+        # replaced or deleted, never re-saved by hand.
+        text = str(exc)
+        reason = text.partition("cannot be loaded safely: ")[2].partition("; ")[0] or text
         raise SearchInputError(
-            f"{path}: corrupt or unreadable checkpoint ({first[:160]}); delete it to start over or restore a good copy"
+            f"{path}: corrupt or unreadable checkpoint ({reason}); delete it to start over or restore a good copy"
         ) from None
     if not isinstance(state, dict) or "epoch" not in state or "format" not in state:
-        raise SearchInputError(f"{path}: not a cdarts-search checkpoint; point --out at the folder of the run to resume")
+        raise SearchInputError(f"{path}: not a cdarts-search checkpoint; "
+                               "point --out at the folder of the run to resume")
     return state

@@ -4,6 +4,9 @@
     cdarts-search --dataset imagefolder --data-root DATA/imagenet --out runs/in --warmup-epochs 10
     torchrun --nproc_per_node=2 -m search.cli --preset cpu-smoke --dataset cifar10 ...
     cdarts-search --out runs/c10 --resume          # continue a run after an interruption
+    cdarts-search --space chain --preset smoke32 --dataset cifar10 --data-root DATA/... --out runs/chain
+
+User errors (bad options, data, output folder or checkpoint) are one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,22 +22,24 @@ from typing import Any, Sequence
 import torch
 
 from cdarts_deploy.atomic_files import write_text
-from cdarts_deploy.genotype import GenotypeError
+from cdarts_deploy.commands.args import OneLineParser, run_main
 
 from .checkpoint import load_checkpoint
 from .config import PRESETS, RUNTIME_ONLY, SearchConfig, apply_overrides, config_fields, read_config_file, \
     resolved_defaults
-from .data import build_search_data
+from .data import DATASETS, build_search_data, make_loader
 from .distributed import DistContext, barrier, init_distributed, shutdown
 from .errors import SearchInputError
 
+PROG = "cdarts-search"
+INTERRUPTED = "interrupted; continue with --resume"
 RUN_FILE = "run.json"
 RUN_FILES = (RUN_FILE, "checkpoint.pt", "genotype.json", "log.jsonl", "cells.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cdarts-search",
+    p = OneLineParser(
+        prog=PROG,
         description="Cyclic Differentiable Architecture Search (CDARTS) in the DARTS cell space. "
         "Defaults are the paper's CIFAR settings (Table 1).",
         argument_default=argparse.SUPPRESS,  # so that only options actually given override presets and configs
@@ -105,8 +110,7 @@ def prepare_out(cfg: SearchConfig, explicit: dict[str, Any], resume: bool) -> tu
     return cfg, state
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     cfg, explicit = resolve_config(args)
     resume = bool(getattr(args, "resume", False))
     if not cfg.out:
@@ -158,20 +162,94 @@ def _search(cfg: SearchConfig, state: dict | None, ctx: DistContext) -> int:
     return 0
 
 
+# ----- the chain-structured space (paper Section 4.6.1): its own options ----------------------------------
+
+
+def build_chain_parser() -> argparse.ArgumentParser:
+    from .chain_search import PRESETS as CHAIN_PRESETS, ChainSearchConfig
+
+    p = OneLineParser(prog=f"{PROG} --space chain",
+                      description="CDARTS search in the chain-structured MBConv space (CDARTS-a/b family).")
+    p.add_argument("--dataset", default="imagefolder", choices=DATASETS)
+    p.add_argument("--data-root", required=True, help="CIFAR python-batch folder or ImageFolder tree <root>/<class>/<image>")
+    p.add_argument("--out", required=True, help="output folder (genotype.json, log.jsonl, checkpoint.pt)")
+    p.add_argument("--preset", choices=sorted(CHAIN_PRESETS), help="small CPU smoke-run settings (options override them)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--budget", type=float, dest="budget_madds", help="target multiply-adds, e.g. 300e6")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    defaults = ChainSearchConfig()
+    for f in dataclasses.fields(ChainSearchConfig):
+        if f.name in ("budget_madds", "extra"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        if isinstance(value, tuple):
+            p.add_argument(flag, type=float, nargs=len(value), default=None, help=f"default {value}")
+        else:
+            p.add_argument(flag, type=type(value), default=None, help=f"default {value}")
+    p.add_argument("--space", default="chain", choices=["chain"], help="search space (this command: chain)")
+    return p
+
+
+def chain_config_from_args(args: argparse.Namespace):
+    """Preset values, then the options given; checked by ``chain_search.check_config``."""
+    from .chain_search import PRESETS as CHAIN_PRESETS, ChainSearchConfig, check_config
+
+    values: dict[str, Any] = dict(CHAIN_PRESETS.get(args.preset, {})) if args.preset else {}
+    for f in dataclasses.fields(ChainSearchConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = tuple(v) if isinstance(v, list) else v
+    return check_config(ChainSearchConfig(**values))
+
+
+def _check_chain_out(out: Path, resume: bool) -> None:
+    if resume:
+        return
+    taken = [n for n in ("checkpoint.pt", "genotype.json", "log.jsonl") if (out / n).exists()]
+    if taken:
+        raise SearchInputError(
+            f"{out} already holds a search run ({', '.join(taken)}); pass --resume to continue it or choose a new --out"
+        )
+
+
+def run_chain(args: argparse.Namespace) -> int:
+    from cdarts_deploy.genotype import dumps
+
+    from .chain_search import run_search
+
+    cfg = chain_config_from_args(args)
+    out = Path(args.out)
+    _check_chain_out(out, args.resume)
+    ctx = init_distributed(args.device)
+    try:
+        data = build_search_data(args.dataset, args.data_root, train_fraction=cfg.train_fraction,
+                                 val_fraction=cfg.val_fraction, input_size=cfg.input_size, seed=cfg.seed)
+        train_loader = make_loader(data.train, cfg.batch_size, ctx, cfg.seed, cfg.workers)
+        val_loader = make_loader(data.val, cfg.batch_size, ctx, cfg.seed + 1, cfg.workers)
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        genotype = run_search(cfg, train_loader, val_loader, data.num_classes, out, ctx, args.resume)
+    finally:
+        shutdown(ctx)
+    if ctx.is_main:
+        print(dumps(genotype))
+    return 0
+
+
+# ----- entry point ------------------------------------------------------------------------------------------
+
+
+def wants_chain_space(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for the chain space, whose options differ from the cell space's."""
+    return "--space=chain" in argv or any(a == "--space" and b == "chain" for a, b in zip(argv, argv[1:]))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if "--space=chain" in args or any(a == "--space" and b == "chain" for a, b in zip(args, args[1:])):
-        from .chain_search import main as chain_main  # the chain space has its own options (issue 5)
-
-        return chain_main(args)
-    try:
-        return run(argv)
-    except (SearchInputError, GenotypeError) as exc:
-        print(f"cdarts-search: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cdarts-search: interrupted; continue with --resume", file=sys.stderr)
-        return 130
+    if wants_chain_space(args):
+        return run_main(PROG, build_chain_parser(), run_chain, args, interrupted=INTERRUPTED)
+    return run_main(PROG, build_parser(), run, args, interrupted=INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cdarts_deploy.genotype import LAYOUT_DEFAULTS
+
 from .errors import SearchInputError
 from .regularization import default_decay_epochs
+
+
+_C, _I = LAYOUT_DEFAULTS["cifar"], LAYOUT_DEFAULTS["imagenet"]  # for the help texts
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -60,19 +65,22 @@ class SearchConfig:
     width: int = _opt(16, "search network width C")
     cells: int = _opt(8, "search network cells")
     eval_width: int = _opt(0, "evaluation network width during search (0: same as --width)")
-    eval_cells: int = _opt(0, "evaluation network cells (0: 20 for CIFAR, 14 for ImageNet layouts)")
+    eval_cells: int = _opt(0, f"evaluation network cells (0: {_C['cells']} for CIFAR, "
+                           f"{_I['cells']} for ImageNet layouts)")
     share_stem: bool = _opt(True, "the evaluation network shares the search network's stem (equal widths only)")
     per_stage_alpha: bool = _opt(False, "one alpha per network stage (3-stage genotype)")
     learn_beta: bool = _opt(False, "learn per-node edge weights beta")
-    export_width: int = _opt(0, "network hint written into genotype.json (0: 36 CIFAR, 48 ImageNet)")
-    export_cells: int = _opt(0, "network hint written into genotype.json (0: 20 CIFAR, 14 ImageNet)")
+    export_width: int = _opt(0, f"network hint written into genotype.json "
+                             f"(0: {_C['width']} CIFAR, {_I['width']} ImageNet)")
+    export_cells: int = _opt(0, f"network hint written into genotype.json "
+                             f"(0: {_C['cells']} CIFAR, {_I['cells']} ImageNet)")
     # data
     train_portion: float = _opt(0.5, "CIFAR: fraction of the training set used as train (the rest is val)")
     subset: int = _opt(0, "CIFAR: use only the first N training images (0: all)")
     num_classes: int = _opt(0, "ImageFolder: use the first N classes (0: all)")
     train_fraction: float = _opt(0.1, "ImageFolder: fraction of each class for train")
     val_fraction: float = _opt(0.1, "ImageFolder: another fraction of each class for val")
-    input_size: int = _opt(0, "input resolution (0: 32 for CIFAR, 224 for ImageFolder)")
+    input_size: int = _opt(0, f"input resolution (0: {_C['input_size']} for CIFAR, {_I['input_size']} for ImageFolder)")
     # running
     workers: int = _opt(0, "data-loader worker processes")
     device: str = _opt("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
@@ -134,12 +142,12 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 def resolved_defaults(cfg: SearchConfig, layout: str) -> SearchConfig:
     """Fill the 0 = 'depends on the data' options."""
-    imagenet = layout == "imagenet"
+    network = LAYOUT_DEFAULTS[layout]  # the evaluation network of the paper for this layout
     return dataclasses.replace(
         cfg,
         eval_width=cfg.eval_width or cfg.width,
-        eval_cells=cfg.eval_cells or (14 if imagenet else 20),
-        export_width=cfg.export_width or (48 if imagenet else 36),
-        export_cells=cfg.export_cells or (14 if imagenet else 20),
+        eval_cells=cfg.eval_cells or network["cells"],
+        export_width=cfg.export_width or network["width"],
+        export_cells=cfg.export_cells or network["cells"],
         reg_decay_epochs=cfg.reg_decay_epochs or default_decay_epochs(cfg.epochs),
     )

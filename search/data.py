@@ -26,6 +26,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
 from torchvision.transforms import v2
 
+from cdarts_deploy.genotype import LAYOUT_DEFAULTS
+
 from .distributed import DistContext
 from .errors import SearchInputError
 
@@ -232,12 +234,13 @@ def build_search_data(
         if split < 1 or split >= len(labels):
             raise SearchInputError(f"--train-portion {train_portion} leaves no images for train or val "
                                    f"({len(labels)} images); use a value between 0 and 1")
-        size = input_size or 32
+        size = input_size or LAYOUT_DEFAULTS["cifar"]["input_size"]
         tf = cifar_transform(size)
         full = ArrayImages(images, labels, tf)
         return SearchData(Subset(full, range(split)), Subset(full, range(split, len(labels))),
                           _CIFAR_LAYOUT[dataset][3], "cifar", size)
-    return _imagefolder(root, num_classes, train_fraction, val_fraction, input_size or 224, seed)
+    return _imagefolder(root, num_classes, train_fraction, val_fraction,
+                        input_size or LAYOUT_DEFAULTS["imagenet"]["input_size"], seed)
 
 
 def _imagefolder(root: Path, num_classes: int | None, train_fraction: float, val_fraction: float,

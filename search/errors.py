@@ -1,7 +1,9 @@
-"""The one exception type the search command turns into a clean exit-2 message."""
+"""The search's user-error type: one line naming the problem and the fix, exit status 2."""
 
 from __future__ import annotations
 
+from cdarts_deploy.errors import UserError
 
-class SearchInputError(Exception):
-    """Bad user input (data, options, output folder, checkpoint): one line naming the problem and the fix."""
+
+class SearchInputError(UserError):
+    """Bad user input to a search (data, options, output folder, checkpoint)."""

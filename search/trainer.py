@@ -26,7 +26,8 @@ import math
 import time
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +53,17 @@ def set_lr(optimizer: torch.optim.Optimizer | None, lr: float) -> None:
             group["lr"] = lr
 
 
-def _requires_grad(params: Iterable[nn.Parameter], flag: bool) -> None:
+@contextmanager
+def _frozen(params: Iterable[nn.Parameter]) -> Iterator[None]:
+    """``params`` get no gradient inside the block (the other player of the step stays fixed)."""
+    params = list(params)
     for p in params:
-        p.requires_grad_(flag)
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
@@ -152,8 +161,7 @@ class CyclicSearch:
     def joint_step(self, x: torch.Tensor, y: torch.Tensor, reg: float, meter: Meter) -> None:
         """Stage 2 (Eq. 8): alpha and w_E together on a val batch; w_S stays fixed."""
         assert self.branch is not None and self.opt_e is not None
-        _requires_grad(self.search_only, False)
-        try:
+        with _frozen(self.search_only):
             s_logits, s_levels = self.space.student(x)
             e_logits, e_levels = self.branch(x)
             ce_s = F.cross_entropy(s_logits, y)
@@ -173,45 +181,38 @@ class CyclicSearch:
             self._clip(params_e)
             self.opt_alpha.step()
             self.opt_e.step()
-        finally:
-            _requires_grad(self.search_only, True)
         meter.add("val_loss_search", float(ce_s.detach()), y.numel())
         meter.add("val_loss_eval", float(ce_e.detach()), y.numel())
         meter.add("distill_loss", float(distill.detach()), y.numel())
         meter.add_acc("val_acc_search", s_logits, y)
         meter.add_acc("val_acc_eval", e_logits, y)
 
-    def darts_arch_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
-        """First-order DARTS: alpha alone on a val batch with the search network's cross-entropy."""
-        weights = self.space.weight_parameters()
-        _requires_grad(weights, False)
-        try:
+    def _search_net_step(self, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+                         params: list[nn.Parameter], fixed: list[nn.Parameter],
+                         clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One cross-entropy update of the search network's ``params``; ``fixed`` gets no gradient."""
+        with _frozen(fixed):
             logits, _ = self.space.search_net(x)
             loss = F.cross_entropy(logits, y)
-            self.opt_alpha.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            average_gradients(self.space.arch_parameters(), self.ctx)
-            self.opt_alpha.step()
-        finally:
-            _requires_grad(weights, True)
+            average_gradients(params, self.ctx)
+            if clip:
+                self._clip(params)
+            optimizer.step()
+        return logits, loss
+
+    def darts_arch_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
+        """First-order DARTS: alpha alone on a val batch with the search network's cross-entropy."""
+        logits, loss = self._search_net_step(x, y, self.opt_alpha, self.space.arch_parameters(),
+                                             fixed=self.space.weight_parameters(), clip=False)
         meter.add("val_loss_search", float(loss.detach()), y.numel())
         meter.add_acc("val_acc_search", logits, y)
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
         """Eq. 6: w_S on a train batch with cross-entropy; alpha stays fixed."""
-        arch = self.space.arch_parameters()
-        _requires_grad(arch, False)
-        try:
-            logits, _ = self.space.search_net(x)
-            loss = F.cross_entropy(logits, y)
-            self.opt_w.zero_grad(set_to_none=True)
-            loss.backward()
-            params = self.space.weight_parameters()
-            average_gradients(params, self.ctx)
-            self._clip(params)
-            self.opt_w.step()
-        finally:
-            _requires_grad(arch, True)
+        logits, loss = self._search_net_step(x, y, self.opt_w, self.space.weight_parameters(),
+                                             fixed=self.space.arch_parameters(), clip=True)
         meter.add("train_loss", float(loss.detach()), y.numel())
         meter.add_acc("train_acc", logits, y)
 

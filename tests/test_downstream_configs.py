@@ -12,7 +12,7 @@ from mmengine.registry import init_default_scope
 import downstream.checkpoints  # noqa: F401  (registers the hook)
 import downstream.mm_compat  # noqa: F401  (mmdet:: bases without pkg_resources)
 import downstream.fasterseg_head  # noqa: F401
-from backbones.mm_backbones import CDARTSBackbone
+from downstream.mm_backbone import CDARTSBackbone
 
 CONFIGS = Path(__file__).resolve().parents[1] / "downstream" / "configs"
 DETECTION = ["retinanet_cdarts-a_fpn_1x_coco.py", "retinanet_cdarts-b_fpn_1x_coco.py", "retinanet_cdarts-imagenet_fpn_1x_coco.py"]
@@ -40,7 +40,7 @@ def test_detection_config_builds_and_matches_the_paper(name):
     # The neck is wired to what the backbone really outputs.
     assert list(cfg.model.neck.in_channels) == model.backbone.out_channels
     assert model.backbone.out_strides == [4, 8, 16, 32]
-    # Notes section 4: batch 16, SGD 0.02 / 0.9 / 1e-4, 12 epochs, steps at 8 and 11.
+    # Paper Section 4.6.3: batch 16, SGD 0.02 / 0.9 / 1e-4, 12 epochs, steps at 8 and 11.
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.momentum, opt.weight_decay) == ("SGD", 0.02, 0.9, 1e-4)
     assert cfg.train_cfg.max_epochs == 12
@@ -56,7 +56,7 @@ def test_detection_config_builds_and_matches_the_paper(name):
 
 
 @pytest.mark.parametrize("name,classes,factor", [(SEGMENTATION[0], 19, 6), (SEGMENTATION[1], 150, 16)])
-def test_segmentation_config_builds_and_matches_the_notes(name, classes, factor):
+def test_segmentation_config_builds_and_matches_the_paper(name, classes, factor):
     cfg, model = _build(name)
     assert type(model).__name__ == "EncoderDecoder"
     assert model.backbone.out_channels == [24, 40, 96, 320]  # 1x1 conv to 320 as last stage
@@ -85,6 +85,6 @@ def test_cityscapes_evaluates_full_resolution():
 def test_configs_need_only_custom_imports():
     for name in DETECTION + SEGMENTATION:
         cfg = Config.fromfile(str(CONFIGS / name))
-        assert "backbones.mm_backbones" in cfg.custom_imports.imports
+        assert "downstream.mm_backbone" in cfg.custom_imports.imports
         assert cfg.model.backbone.type == "CDARTSBackbone"
         assert any(h.type == "PlainCheckpointHook" for h in cfg.custom_hooks)

@@ -1,4 +1,4 @@
-"""The FasterSeg-style decode head: wiring of notes section 4, losses with OHEM, attention block."""
+"""The FasterSeg-style decode head: FasterSeg wiring (paper Section 4.6.4), losses with OHEM, attention block."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -21,10 +22,16 @@ from backbones.factory import create_model_from_genotype
 from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, load
 from search.chain_child import build_child
 from search.chain_cost import CostModel, budget_penalty
-from search.chain_search import TINY_BASE, main
+from search.chain_search import TINY_BASE
 from search.chain_space import ChainSupernet, MixedInvertedResidual
+from search.cli import main as search_main
 
 INPUT = 32
+
+
+def main(argv: list[str]) -> int:
+    """``cdarts-search --space chain ARGV``."""
+    return search_main(["--space", "chain", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -90,18 +97,14 @@ def test_child_inherits_the_chosen_candidates(tiny_supernet, seed):
 
 
 def test_inherited_weights_follow_supernet_training(tiny_supernet):
+    supernet = copy.deepcopy(tiny_supernet)  # the shared fixture stays untouched
     choices = [5, 0, 3, 2]
-    _, before = build_child(tiny_supernet, choices)
-    mixed = tiny_supernet.net.blocks[1][0]
+    _, before = build_child(supernet, choices)
     with torch.no_grad():
-        mixed.conv_pw.weight.add_(1.0)  # stands in for a w_S update
-    try:
-        _, after = build_child(tiny_supernet, choices)
-        delta = after.blocks[1][0].conv_pw.weight - before.blocks[1][0].conv_pw.weight
-        assert torch.allclose(delta, torch.ones_like(delta))
-    finally:
-        with torch.no_grad():
-            mixed.conv_pw.weight.sub_(1.0)
+        supernet.net.blocks[1][0].conv_pw.weight.add_(1.0)  # stands in for a w_S update
+    _, after = build_child(supernet, choices)
+    delta = after.blocks[1][0].conv_pw.weight - before.blocks[1][0].conv_pw.weight
+    assert torch.allclose(delta, torch.ones_like(delta))
 
 
 def test_cost_table_matches_counted_child(tiny_supernet, tiny_cost):
@@ -212,8 +215,7 @@ def test_resume_after_a_kill_reaches_the_same_architecture(tmp_path, monkeypatch
         raise KeyboardInterrupt  # the process dies right after epoch 0's checkpoint
 
     monkeypatch.setattr(chain_search, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        main(common + ["--out", str(part)])
+    assert main(common + ["--out", str(part)]) == 130  # interrupted: "continue with --resume"
     monkeypatch.setattr(chain_search, "save_checkpoint", real_save)
     assert main(common + ["--out", str(part), "--resume"]) == 0
 

@@ -17,38 +17,34 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from cdarts_deploy.atomic_files import write_text  # noqa: E402
+from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from mmengine.config import DictAction
+PROG = "get_flops.py"
 
-    parser = argparse.ArgumentParser(description="Multiply-adds of a CDARTS detector/segmentor")
+
+def build_parser() -> argparse.ArgumentParser:
+    from downstream.runner_setup import CfgOptionsAction
+
+    parser = OneLineParser(prog=PROG, description="Multiply-adds of a CDARTS detector/segmentor")
     parser.add_argument("config", help="config file path")
     parser.add_argument("--shape", type=int, nargs="+", default=[800, 1333], help="input H W (or one side)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, help="override config entries: key=value")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     if len(args.shape) not in (1, 2) or min(args.shape) < 32:
-        print("get_flops.py: --shape takes H W (or one side), each at least 32", file=sys.stderr)
-        return 2
+        raise UsageError("--shape takes H W (or one side), each at least 32")
     height, width = (args.shape * 2)[:2]
 
     import torch
     from mmengine.analysis import FlopAnalyzer, parameter_count
 
-    from cdarts_deploy.export_cli import UsageError
-    from cdarts_deploy.export_mm import build_from_config, graph_for
-    from cdarts_deploy.atomic_files import write_text
+    from downstream.export_graphs import build_from_config, graph_for
 
-    try:
-        model = build_from_config(args.config, args.cfg_options)
-        graph = graph_for(model)
-    except UsageError as exc:
-        print(f"get_flops.py: {exc}", file=sys.stderr)
-        return 2
+    graph = graph_for(build_from_config(args.config, args.cfg_options))
     inputs = (torch.zeros(1, 3, height, width),)
     with torch.no_grad():
         analyzer = FlopAnalyzer(graph, inputs)
@@ -73,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Expects the official layout (``leftImg8bit/{train,val,test}/<city>/`` and
 ``gtFine/{train,val,test}/<city>/*_gtFine_labelIds.png``) and maps the 34
 Cityscapes label ids to the 19 training ids (others to 255, ignored).
 Each map is written to a temporary file and renamed, so an interrupted run
-leaves no half-written labels.
+leaves no half-written labels.  Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,12 +15,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from cdarts_deploy.atomic_files import atomic_path  # noqa: E402
+from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
+
+PROG = "prepare_cityscapes"
 
 IGNORE = 255
 #: Cityscapes label id -> train id (the 19 evaluated classes; everything else is ignored).
@@ -39,46 +45,50 @@ def lookup_table() -> np.ndarray:
     return table
 
 
+def train_id_path(src: Path) -> Path:
+    """The ``*_gtFine_labelTrainIds.png`` beside a ``*_gtFine_labelIds.png``."""
+    return src.with_name(src.name[: -len(LABEL_SUFFIX)] + TRAIN_ID_SUFFIX)
+
+
 def convert_one(src: Path, table: np.ndarray) -> Path:
     """Write the train-id map beside ``src`` atomically; returns its path."""
     labels = np.asarray(Image.open(src))
     if labels.ndim != 2:
-        raise ValueError(f"{src} is not a single-channel label image")
-    dst = src.with_name(src.name[: -len(LABEL_SUFFIX)] + TRAIN_ID_SUFFIX)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".png", dir=src.parent)
-    os.close(fd)
-    try:
+        raise UsageError(f"{src} is not a single-channel label image; expected the official gtFine labelIds maps")
+    dst = train_id_path(src)
+    with atomic_path(dst) as tmp:
         Image.fromarray(table[labels]).save(tmp, format="PNG")
-        os.replace(tmp, dst)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     return dst
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[1])
     parser.add_argument("root", help="Cityscapes root holding leftImg8bit/ and gtFine/")
     parser.add_argument("--overwrite", action="store_true", help="rewrite maps that already exist")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     gt_root = Path(args.root) / "gtFine"
     if not gt_root.is_dir():
-        print(f"prepare_cityscapes: {gt_root} not found; pass the folder that holds gtFine/ and leftImg8bit/", file=sys.stderr)
-        return 2
+        raise UsageError(f"{gt_root} not found; pass the folder that holds gtFine/ and leftImg8bit/")
     sources = sorted(gt_root.rglob(f"*{LABEL_SUFFIX}"))
     if not sources:
-        print(f"prepare_cityscapes: no *{LABEL_SUFFIX} under {gt_root}; unpack gtFine_trainvaltest.zip there", file=sys.stderr)
-        return 2
+        raise UsageError(f"no *{LABEL_SUFFIX} under {gt_root}; unpack gtFine_trainvaltest.zip there")
     table = lookup_table()
     written = 0
     for src in tqdm(sources, desc="labelTrainIds", unit="map"):
-        dst = src.with_name(src.name[: -len(LABEL_SUFFIX)] + TRAIN_ID_SUFFIX)
-        if dst.exists() and not args.overwrite:
+        if train_id_path(src).exists() and not args.overwrite:
             continue
         convert_one(src, table)
         written += 1
-    print(f"prepare_cityscapes: wrote {written} of {len(sources)} train-id maps under {gt_root}")
+    print(f"{PROG}: wrote {written} of {len(sources)} train-id maps under {gt_root}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(PROG, build_parser(), run, argv,
+                    interrupted="interrupted; the maps written so far are whole, run again to add the rest")
 
 
 if __name__ == "__main__":

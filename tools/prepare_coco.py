@@ -18,11 +18,16 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from cdarts_deploy.atomic_files import write_text  # noqa: E402
+from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, run_main  # noqa: E402
+
+PROG = "prepare_coco"
 SPLITS = ("train2017", "val2017")
 
 
@@ -56,34 +61,36 @@ def write_subset(root: Path, out: Path, count: int) -> None:
         (out / split).mkdir(exist_ok=True)
         for im in tqdm(images, desc=split, unit="img"):
             shutil.copy2(root / split / im["file_name"], out / split / im["file_name"])
-        dst = out / "annotations" / f"instances_{split}.json"
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, dst)
+        write_text(out / "annotations" / f"instances_{split}.json", json.dumps(doc))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[1])
+    parser.add_argument("root", help="COCO root holding annotations/, train2017/, val2017/")
+    parser.add_argument("--subset", type=positive_int, metavar="N",
+                        help="also write the first N images per split to --out")
+    parser.add_argument("--out", help="destination root for --subset")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    if args.subset is not None and not args.out:
+        raise UsageError("--subset needs --out DIR")
+    problems = check(root)
+    if problems:
+        raise UsageError(f"{root} is not ready: {'; '.join(problems)}; download COCO 2017 train/val images and "
+                         "annotations into that layout")
+    print(f"{PROG}: {root} has the layout the configs expect")
+    if args.subset is not None:
+        write_subset(root, Path(args.out), args.subset)
+        print(f"{PROG}: wrote a {args.subset}-image-per-split subset to {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("root", help="COCO root holding annotations/, train2017/, val2017/")
-    parser.add_argument("--subset", type=int, metavar="N", help="also write the first N images per split to --out")
-    parser.add_argument("--out", help="destination root for --subset")
-    args = parser.parse_args(argv)
-    root = Path(args.root)
-    if args.subset is not None and (args.subset < 1 or not args.out):
-        print("prepare_coco: --subset needs a positive N and --out DIR", file=sys.stderr)
-        return 2
-    problems = check(root)
-    if problems:
-        for p in problems:
-            print(f"prepare_coco: {p}", file=sys.stderr)
-        print("prepare_coco: download COCO 2017 train/val images and annotations into that layout", file=sys.stderr)
-        return 2
-    print(f"prepare_coco: {root} has the layout the configs expect")
-    if args.subset is not None:
-        write_subset(root, Path(args.out), args.subset)
-        print(f"prepare_coco: wrote a {args.subset}-image-per-split subset to {args.out}")
-    return 0
+    return run_main(PROG, build_parser(), run, argv,
+                    interrupted="interrupted; the subset may lack images, run again into a fresh --out")
 
 
 if __name__ == "__main__":

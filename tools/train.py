@@ -6,6 +6,7 @@
 
 Multi-GPU: ``bash tools/dist_train.sh CONFIG GPUS [options]`` (torchrun).
 Checkpoints are written in a form ``torch.load(weights_only=True)`` accepts.
+Bad input (config, checkpoint, options) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -16,56 +17,45 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from mmengine.config import DictAction
+PROG = "train.py"
 
-    parser = argparse.ArgumentParser(description="Train a CDARTS detector/segmentor")
-    parser.add_argument("config", help="config file path")
-    parser.add_argument("--work-dir", help="folder for logs and checkpoints (default work_dirs/<config name>)")
-    parser.add_argument(
-        "--resume", nargs="?", const="auto", metavar="CHECKPOINT",
-        help="resume from CHECKPOINT, or from the latest checkpoint in the work dir when given alone",
-    )
+
+def build_parser() -> argparse.ArgumentParser:
+    from downstream.runner_setup import add_runner_options
+
+    parser = add_runner_options(OneLineParser(prog=PROG, description="Train a CDARTS detector/segmentor"),
+                                work_dir_help="folder for logs and checkpoints (default work_dirs/<config name>)")
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
+                        help="resume from CHECKPOINT, or from the latest checkpoint in the work dir when given alone")
     parser.add_argument("--amp", action="store_true", help="mixed precision training")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="job launcher")
-    parser.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from downstream.runner_setup import apply_launcher_env, build_runner, load_config, loading_checkpoints_safely
+
+    apply_launcher_env(args)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        if not os.path.isfile(args.resume):
+            raise UsageError(f"checkpoint {args.resume} not found; pass an existing file to --resume or none for the latest")
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    runner = build_runner(cfg)
+    with loading_checkpoints_safely(cfg.get("load_from")):
+        runner.train()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from downstream.checkpoints import mmengine_safe_globals
-    from downstream.runner_setup import UsageError, build_runner, describe_load_error, load_config
-
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-        if args.resume == "auto":
-            cfg.resume, cfg.load_from = True, None
-        elif args.resume:
-            if not os.path.isfile(args.resume):
-                raise UsageError(f"checkpoint {args.resume} not found; pass an existing file to --resume or none for the latest")
-            cfg.resume, cfg.load_from = True, args.resume
-        if args.amp:
-            cfg.optim_wrapper.type = "AmpOptimWrapper"
-            cfg.optim_wrapper.loss_scale = "dynamic"
-    except UsageError as exc:
-        print(f"train.py: {exc}", file=sys.stderr)
-        return 2
-    runner = build_runner(cfg)
-    try:
-        with mmengine_safe_globals():  # weights_only loads, numpy values allowed
-            runner.train()
-    except Exception as exc:
-        message = describe_load_error(exc, cfg.get("load_from"))
-        if message is None:
-            raise
-        print(f"train.py: {message}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(PROG, build_parser(), run, argv,
+                    interrupted="interrupted; continue from the latest checkpoint with --resume")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-# FasterSeg-style real-time segmentation network on CDARTS-b (notes section 4).
+# FasterSeg-style real-time segmentation network on CDARTS-b (paper Section 4.6.4).
 # The dataset configs set width_factor (F) and num_classes.
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 ohem = dict(type='OHEMPixelSampler', thresh=0.7, min_kept=100000)

@@ -1,22 +1,7 @@
 # RetinaNet + FPN on CDARTS-b, COCO 1x (paper Section 4.6.3: 36.2 AP).
-# Everything not stated here comes from mmdet's own RetinaNet config.
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_cdarts_imports.py']
+_base_ = ['./_retinanet_cdarts_fpn_1x_coco.py']
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='CDARTSBackbone',
-        genotype='cdarts_b',
-        out_indices=(1, 2, 3, 4),  # strides 4, 8, 16, 32
-        frozen_stages=1,  # stem and the stride-4 stage, as mmdet's ResNet recipe
-        norm_eval=True,
-        # ImageNet weights of the timm model `cdarts_b` (no published file is bundled);
-        # set model.backbone.init_cfg=None to train from scratch.
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cdarts_b_imagenet.pth')),
-    neck=dict(in_channels=[24, 40, 96, 960]))
-
-# Paper schedule: batch 16 (8 GPUs x 2), SGD lr 0.02, momentum 0.9, wd 1e-4,
-# 12 epochs with lr x0.1 at epochs 8 and 11 (the 1x schedule of the base).
-train_dataloader = dict(batch_size=2)
-optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4))
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+# ImageNet weights of the timm model `cdarts_b` (no published file is bundled);
+# set model.backbone.init_cfg=None to train from scratch.
+model = dict(backbone=dict(
+    genotype='cdarts_b', init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cdarts_b_imagenet.pth')))

@@ -1,0 +1,110 @@
+"""The floors of the code base: no module imports one on a floor above it.
+
+Every import statement (module level or inside a function) of every project module is read with
+``ast``, so a lazy import cannot hide a dependency.  The table is the one in README.md ("Layout").
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("cdarts_deploy", "backbones", "search", "downstream", "tools", "benchmarks")
+MM_PACKAGES = ("mmengine", "mmcv", "mmdet", "mmseg")
+COMMANDS = ("search.cli", "search.__main__", "downstream.export_cli")
+
+
+def floor_of(module: str) -> tuple[int, str]:
+    """(floor, wing) of a project module; the wing separates the libraries on floor 2."""
+    top = module.split(".")[0]
+    if module.startswith("cdarts_deploy.commands") or module in COMMANDS or top in ("tools", "benchmarks"):
+        return 3, "commands"
+    if module.startswith("cdarts_deploy.deploy"):
+        return 2, "deploy"
+    if top in ("search", "downstream"):
+        return 2, top
+    if top == "backbones" or module.startswith("cdarts_deploy.drawing"):
+        return 1, top
+    if top == "cdarts_deploy":
+        return 0, "format"
+    raise AssertionError(f"module {module} has no floor; add it to README's layout table and this test")
+
+
+# Floor-2 wings that must not see each other: (importer, imported).
+FORBIDDEN_WINGS = {("deploy", "downstream"), ("search", "downstream"), ("deploy", "search"), ("search", "deploy")}
+
+
+def project_modules() -> dict[str, Path]:
+    modules = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            rel = path.relative_to(ROOT)
+            if "configs" in rel.parts:  # mmengine config files are data read by mmengine, not imported modules
+                continue
+            parts = list(rel.with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def imports_of(module: str, path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.add(name)
+            # `from package import submodule` imports the submodule
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+    return found
+
+
+MODULES = project_modules()
+
+
+def _project_target(name: str) -> str | None:
+    """The longest project module that ``name`` names, or None for a third-party import."""
+    while name:
+        if name in MODULES:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_module_imports_no_higher_floor(module):
+    floor, wing = floor_of(module)
+    for name in sorted(imports_of(module, MODULES[module])):
+        target = _project_target(name)
+        if target is None:
+            top = name.split(".")[0]
+            if top in MM_PACKAGES:
+                assert wing in ("downstream",) or floor == 3, f"{module} imports {name}: only downstream/ may use OpenMMLab"
+            if floor == 0:
+                assert top not in ("torch", "numpy", "matplotlib", "timm", "onnx", "onnxruntime"), (
+                    f"{module} is on the format floor and must stay pure Python, but imports {name}")
+            continue
+        target_floor, target_wing = floor_of(target)
+        assert target_floor <= floor, f"{module} (floor {floor}) imports {target} (floor {target_floor})"
+        assert (wing, target_wing) not in FORBIDDEN_WINGS, f"{module} ({wing}) must not import {target} ({target_wing})"
+
+
+def test_the_check_sees_a_violation(tmp_path):
+    # the check is only real if it fails on a wrong input
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from cdarts_deploy.commands import args\n")
+    names = imports_of("cdarts_deploy.genotype.bad", bad)
+    assert "cdarts_deploy.commands.args" in names
+    assert floor_of(_project_target("cdarts_deploy.commands.args"))[0] > floor_of("cdarts_deploy.genotype")[0]
