@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""ONNX Runtime vs PyTorch eager latency on this CPU, side by side, against the issue-3 targets.
+"""ONNX Runtime vs PyTorch eager latency on this CPU, side by side, against the deployment targets.
 
     python benchmarks/latency.py            # zoo models + timm peers, batch 1 and 32, 2 threads
     python benchmarks/latency.py --quick    # fewer models and runs, batch 1 and 8
 
 For every model: median latency under PyTorch eager and ONNX Runtime (same
-input, same thread count, exported through cdarts-export's path), the ratio
-ORT / eager, achieved GFLOP/s and its fraction of the GEMM rate measured in the
-same run.  Targets (issue 3):
+input, same thread count, exported and checked through cdarts-export's pipeline),
+the ratio ORT / eager, achieved GFLOP/s and its fraction of the GEMM rate
+measured in the same run.  Targets:
 
 * ONNX Runtime at most 0.5x PyTorch eager for every zoo model;
 * CDARTS-b within 1.2x of efficientnet_b0's latency at batch 32;
@@ -45,13 +45,13 @@ def build(kind: str, name: str, side: int):
 
     from backbones.complexity import count_macs
     from cdarts_deploy import genotype as gt
-    from cdarts_deploy import onnx_export as ox
+    from cdarts_deploy.deploy.model_spec import build_model, resolve_spec
 
     if kind == "timm":
         model = timm.create_model(name, pretrained=False).eval()
     else:
         g = gt.load(name)
-        model = ox.build_model(g, ox.resolve_spec(g, input_size=(side, side)))
+        model = build_model(g, resolve_spec(g, input_size=(side, side)))
     return model, count_macs(model, (side, side))
 
 
@@ -70,13 +70,15 @@ def main() -> int:
 
     import torch
 
-    from cdarts_deploy import onnx_export as ox
-    from cdarts_deploy import profiling as prof
-    from cdarts_deploy.gemm import measure_gemm_rate
+    from cdarts_deploy.deploy import profiling as prof
+    from cdarts_deploy.deploy.gemm import measure_gemm_rate
+    from cdarts_deploy.deploy.model_spec import random_batch
+    from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
+    from cdarts_deploy.deploy.versions import cpu_model
 
     torch.set_num_threads(args.threads)
     gemm = measure_gemm_rate(threads=args.threads)
-    print(f"CPU: {prof.cpu_model()}, {args.threads} threads; measured GEMM rate {gemm.gflops:.1f} GFLOP/s "
+    print(f"CPU: {cpu_model()}, {args.threads} threads; measured GEMM rate {gemm.gflops:.1f} GFLOP/s "
           f"(fp32 {gemm.size}x{gemm.size}); torch {torch.__version__}; exporter {args.exporter}", flush=True)
     header = (f"{'model':24s} {'batch':>5s} {'MACs/img':>9s} {'eager ms':>9s} {'ORT ms':>9s} {'ORT/eager':>9s} "
               f"{'eager GF/s':>10s} {'ORT GF/s':>9s} {'ORT %GEMM':>9s}")
@@ -89,7 +91,11 @@ def main() -> int:
                 continue
             model, macs = build(kind, name, side)
             onnx_path = Path(tmp) / f"{label}.onnx"
-            ox.export_onnx(model, onnx_path, (1, 3, side, side), dynamic_batch=True, exporter=args.exporter)
+            exported = export_verified(model, tmp, label, OnnxExport((1, 3, side, side), exporter=args.exporter),
+                                       {"random b1": random_batch(1, (side, side))}, {"name": label})
+            if not exported.passed:
+                print(f"{label:24s} skipped: {exported.failures[0]}", flush=True)
+                continue
             for batch in batches:
                 shape = (batch, 3, side, side)
                 warmup = 2 if batch > 8 else 5
@@ -103,7 +109,7 @@ def main() -> int:
                       f"{row['eager_gflops']:10.1f} {row['ort_gflops']:9.1f} {row['ort_gflops'] / gemm.gflops:9.0%}",
                       flush=True)
 
-    print("\nTargets (issue 3):")
+    print("\nTargets:")
     big = max(batches)
     zoo = [label for label, kind, _, _ in MODELS if kind == "zoo"]
     for label in zoo:

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from cdarts_deploy import bounded_json
 from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import OneLineParser, run_main
 
@@ -92,9 +93,9 @@ def prepare_out(cfg: SearchConfig, explicit: dict[str, Any], resume: bool) -> tu
     if not run_path.is_file():
         raise SearchInputError(f"--out {out}: no {RUN_FILE} to resume; start the run without --resume")
     try:
-        stored = json.loads(run_path.read_text(encoding="utf-8"))["config"]
+        stored = bounded_json.load(run_path, expected="a cdarts-search run description")["config"]
         stored_cfg = SearchConfig(**apply_overrides(dataclasses.asdict(SearchConfig()), stored, str(run_path)))
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+    except (bounded_json.JSONInputError, KeyError, TypeError):
         raise SearchInputError(f"{run_path}: unreadable run description; restore it or start a new --out") from None
     for key, value in explicit.items():
         if key not in RUNTIME_ONLY and getattr(stored_cfg, key) != value:

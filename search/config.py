@@ -7,11 +7,11 @@ names) < options given on the command line.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cdarts_deploy import bounded_json
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS
 
 from .errors import SearchInputError
@@ -128,13 +128,13 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any], source: str
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    p = Path(path)
+    """The options in a ``--config`` JSON file (bounded: size, nesting, unique keys, finite numbers)."""
+    if not Path(path).is_file():
+        raise SearchInputError(f"{path}: config file not found; pass an existing JSON file to --config")
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SearchInputError(f"{path}: config file not found; pass an existing JSON file to --config") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SearchInputError(f"{path}: not a readable JSON config ({exc}); write a JSON object of options") from None
+        doc = bounded_json.load(path, expected="a JSON object of option names")
+    except bounded_json.JSONInputError as exc:
+        raise SearchInputError(f"{exc}; write a JSON object of options") from None
     if not isinstance(doc, dict):
         raise SearchInputError(f"{path}: found a JSON {type(doc).__name__}, expected an object of option names")
     return doc

@@ -1,4 +1,4 @@
-"""`cdarts-export --onnx` end to end, including its failure cases."""
+"""`cdarts-export` end to end (ONNX, deployment options, pictures), including its failure cases."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from backbones.factory import create_model_from_genotype
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.export_cli import main
+from cdarts_deploy.commands.export import main
 
 SMALL_CELL = ["--width", "8", "--cells", "5", "--input-size", "32", "--latency-iters", "2"]
 # The tracing exporter is several times faster; the default (dynamo) exporter is covered by the first test.
@@ -77,15 +77,6 @@ def test_checkpoint_weights_reach_the_onnx_model(tmp_path, capsys):
     code, _, err = _run(["darts_v2", "--onnx", "--out", tmp_path, "--checkpoint", ckpt, *SMALL_CELL, *FAST], capsys)
     assert code == 0, err
     np.testing.assert_allclose(_ort(tmp_path / "darts_v2.onnx", x), expected, atol=1e-4, rtol=1e-3)
-    # the other accepted layouts: a bare state_dict and one under "model" (with a DDP "module." prefix)
-    from cdarts_deploy.onnx_export import load_checkpoint
-
-    for i, obj in enumerate([model.state_dict(), {"model": {f"module.{k}": v for k, v in model.state_dict().items()}}]):
-        torch.save(obj, tmp_path / f"c{i}.pth")
-        fresh = _small_darts()
-        load_checkpoint(fresh, tmp_path / f"c{i}.pth")
-        with torch.no_grad():
-            np.testing.assert_allclose(fresh(torch.from_numpy(x)).numpy(), expected, atol=1e-6)
 
 
 def test_export_chain_genotype(tmp_path, capsys):
@@ -100,31 +91,13 @@ def test_export_chain_genotype(tmp_path, capsys):
 
 
 def test_export_legacy_reference_file(tmp_path, capsys):
-    from test_genotype import DARTS_V2_LEGACY
+    from genotype_samples import DARTS_V2_LEGACY
 
     legacy = tmp_path / "best.json"
     legacy.write_text(json.dumps({"0": DARTS_V2_LEGACY, "1": DARTS_V2_LEGACY, "2": DARTS_V2_LEGACY}))
     code, _, err = _run([legacy, "--onnx", "--out", tmp_path / "o", *SMALL_CELL, *FAST], capsys)
     assert code == 0, err
     assert (tmp_path / "o" / "best.onnx").is_file()
-
-
-def test_zoo_hints_give_the_timm_model():
-    import timm
-
-    import backbones  # noqa: F401  (registers the timm models)
-    from cdarts_deploy.onnx_export import build_model, resolve_spec
-
-    g = gt.load("cdarts_cifar")
-    spec = resolve_spec(g)
-    assert (spec.layout, spec.width, spec.cells, spec.num_classes, spec.input_size) == ("cifar", 36, 20, 10, (32, 32))
-    ours = build_model(g, spec)
-    theirs = timm.create_model("cdarts_cifar")
-    assert [tuple(t.shape) for t in ours.state_dict().values()] == [tuple(t.shape) for t in theirs.state_dict().values()]
-    assert list(ours.state_dict()) == list(theirs.state_dict())
-    spec_in = resolve_spec(gt.load("cdarts_imagenet"))
-    assert (spec_in.layout, spec_in.width, spec_in.cells, spec_in.num_classes, spec_in.input_size) == (
-        "imagenet", 48, 14, 1000, (224, 224))
 
 
 def _assert_clean_failure(code, err, out_dir: Path, fragment: str):
@@ -170,6 +143,7 @@ def test_failure_checkpoint_that_does_not_fit(tmp_path, capsys):
     out_dir = tmp_path / "o"
     code, _, err = _run(["darts_v2", "--onnx", "--out", out_dir, "--checkpoint", ckpt, *SMALL_CELL], capsys)
     _assert_clean_failure(code, err, out_dir, "does not fit this network")
+    assert "--layout/--width" in err
 
 
 def test_failure_unsafe_or_corrupt_checkpoint(tmp_path, capsys):
@@ -202,3 +176,98 @@ def test_console_script_is_installed(tmp_path):
     proc = subprocess.run([exe, "nothing_here", "--onnx", "--out", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "nothing_here" in proc.stderr
+
+
+# --------------------------------------------------------------------------- deployment options
+
+
+def export(capsys, *args: str) -> tuple[int, str]:
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [(["--int8"], "--int8 needs --calib-dir"), (["--fp16", "--int8"], "exclude each other"),
+     (["--check", "--calib-dir", "/no/such/folder"], "does not exist")],
+)
+def test_export_option_errors(tmp_path, capsys, args, needle):
+    code, err = export(capsys, "darts_v2", *args, "--out", str(tmp_path / "out"))
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_plot_alone_writes_only_pictures(tmp_path, capsys):
+    code, _ = export(capsys, "cdarts_b", "--plot", "--out", str(tmp_path))
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cdarts_b_chain.png", "cdarts_b_chain.svg"]
+
+
+def test_export_int8_check_features_plot(tmp_path, capsys, calibration_dir):
+    genotype = tmp_path / "tinynet.json"
+    doc = json.loads((Path(__file__).parents[1] / "cdarts_deploy" / "zoo" / "cdarts_cifar.json").read_text())
+    doc.update(name="tinynet", network={"layout": "cifar", "width": 8, "cells": 5, "num_classes": 10,
+                                         "input_size": 32})
+    genotype.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    code, err = export(capsys, str(genotype), "--exporter", "torchscript", "--int8", "--calib-dir",
+                       str(calibration_dir), "--check", "--features", "--plot", "--latency-iters", "0",
+                       "--out", str(out))
+    report_path = out / "tinynet.json"
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["tinynet.features.onnx", "tinynet.int8.onnx", "tinynet.json", "tinynet.onnx",
+                     "tinynet_normal.png", "tinynet_normal.svg", "tinynet_reduce.png", "tinynet_reduce.svg"]
+    report = json.loads(report_path.read_text())
+    rows = report["check"]["results"]
+    fp32 = [r for r in rows if r["precision"] == "fp32"]
+    assert {r["input"] for r in fp32} == {"random b1", "random b2", "images"}
+    assert all(r["passed"] and r["cosine"] > 0.9999 for r in fp32)
+    # the one rule: every float row carries the float32 noise its tolerance was widened by
+    assert all(r["torch_fp32_noise"] >= 0 for r in fp32)
+    int8 = [r for r in rows if r["precision"] == "int8"]
+    assert {r["input"] for r in int8} == {"random b1", "random b2", "images"}
+    assert report["int8"]["top1_agreement_onnxruntime"] >= report["check"]["tolerances"]["int8"]["min_top1_agreement"]
+    feats = report["features"]
+    assert feats["reductions"] == [1, 2, 4] and len(feats["outputs"]) == 3
+    assert all(p["passed"] for p in feats["parity"])
+    assert all("torch_fp32_noise" in p for p in feats["parity"])
+    session = ort.InferenceSession(str(out / "tinynet.features.onnx"), providers=["CPUExecutionProvider"])
+    shapes = [o.shape[1:] for o in session.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})]
+    assert [list(s) for s in shapes] == [[c, 32 // r, 32 // r] for c, r in zip(feats["channels"], feats["reductions"])]
+
+
+def test_export_fp16_is_checked_at_the_fp16_tolerance(tmp_path, capsys):
+    code, err = export(capsys, "darts_v2", "--fp16", *SMALL_CELL, *FAST, "--out", str(tmp_path))
+    assert code == 0, err
+    report = json.loads((tmp_path / "darts_v2.json").read_text())
+    fp16 = [r for r in report["check"]["results"] if r["precision"] == "fp16"]
+    assert fp16 and all(r["passed"] for r in fp16)
+    assert {r["input"] for r in fp16} == {"random b1", "random b2"}
+    assert (tmp_path / "darts_v2.fp16.onnx").is_file()
+
+
+def test_written_files_get_the_umask_mode(tmp_path, capsys):
+    import os
+
+    code, err = export(capsys, "darts_v2", "--onnx", "--plot", *SMALL_CELL, *FAST, "--out", str(tmp_path))
+    assert code == 0, err
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in tmp_path.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+
+
+HAS_TRT = torch.cuda.is_available() and __import__("importlib").util.find_spec("tensorrt") is not None
+
+
+@pytest.mark.skipif(HAS_TRT, reason="this machine can run TensorRT")
+def test_export_trt_without_gpu_is_one_line_exit_2(tmp_path, capsys):
+    reason = "NVIDIA GPU" if not torch.cuda.is_available() else "'tensorrt' Python package"
+    code, err = export(capsys, "darts_v2", "--trt", "--fp16", "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and reason in err
+    assert not (tmp_path / "out").exists()

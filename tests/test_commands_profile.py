@@ -1,78 +1,33 @@
-"""cdarts-profile: statistics, timing loops, ONNX multiply-adds, reports, and bad input."""
+"""cdarts-profile end to end: reports of genotypes and ONNX files, TensorRT without a GPU, and bad input."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
-import time
 
-import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from cdarts_deploy import profile_cli, profiling
-from cdarts_deploy.gemm import achieved_gflops, compute_floor_ms, measure_gemm_rate, onnx_macs
+from cdarts_deploy.commands import profile as profile_cmd
+from cdarts_deploy.deploy import profiling
+from cdarts_deploy.deploy.gemm import onnx_macs
 
-from tiny_deploy import HW, tiny_network
+from tiny_deploy import HW
+
+HAS_TRT = torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return tiny_network()
+def tiny(tiny_network):
+    return tiny_network
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cdarts_deploy.profile_cli", *args], capture_output=True, text=True,
-                          timeout=300)
-
-
-# --------------------------------------------------------------------------- statistics and timing
-
-
-def test_summarize_matches_hand_computed_percentiles():
-    times = [float(v) for v in range(1, 101)]  # 1..100 ms
-    s = profiling.summarize(times, batch=4, warmup=3)
-    assert s.mean_ms == 50.5 and s.median_ms == 50.5
-    # numpy's linear interpolation: position q*(n-1) in the sorted list
-    assert s.p90_ms == pytest.approx(1 + 0.90 * 99)
-    assert s.p95_ms == pytest.approx(1 + 0.95 * 99)
-    assert s.p99_ms == pytest.approx(1 + 0.99 * 99)
-    assert s.std_ms == pytest.approx(np.sqrt(sum((t - 50.5) ** 2 for t in times) / 99))
-    assert (s.min_ms, s.max_ms, s.iters, s.warmup) == (1.0, 100.0, 100, 3)
-    assert s.throughput_ips == pytest.approx(4 / 0.0505)
-
-
-def test_time_host_runs_warmup_untimed_and_times_each_call():
-    calls = []
-
-    def step():
-        calls.append(time.perf_counter())
-        time.sleep(0.002)
-
-    times = profiling.time_host(step, warmup=3, iters=5)
-    assert len(calls) == 8 and len(times) == 5
-    assert all(t >= 2.0 for t in times)
-
-
-def test_compute_floor_and_achieved_rate():
-    # 1 GMAC at 100 GFLOP/s: 2e9 flops / 1e11 flop/s = 20 ms
-    assert compute_floor_ms(1e9, 100.0) == pytest.approx(20.0)
-    assert achieved_gflops(1e9, 40.0) == pytest.approx(50.0)
-
-
-def test_gemm_rate_is_measured_and_plausible():
-    rate = measure_gemm_rate(threads=1, sizes=(128, 256), repeats=3)
-    assert rate.size in (128, 256) and rate.threads == 1
-    assert 0.1 < rate.gflops < 5000
-
-
-def test_onnx_macs_agree_with_the_pytorch_counter(tiny):
-    from backbones.complexity import count_macs
-
-    model, path, _ = tiny
-    assert onnx_macs(path, 1, HW) == count_macs(model, HW)
-    assert onnx_macs(path, 3, HW) == 3 * count_macs(model, HW)
+    return subprocess.run([sys.executable, "-m", "cdarts_deploy.commands.profile", *args], capture_output=True,
+                          text=True, timeout=300)
 
 
 # --------------------------------------------------------------------------- full runs
@@ -86,7 +41,7 @@ def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
         "network": {"layout": "cifar", "width": 8, "cells": 5, "num_classes": 10, "input_size": 32},
     }))
     out = tmp_path / "reports"
-    code = profile_cli.main([str(genotype), "--backend", "torch", "--batch", "1,2", "--iters", "4", "--warmup", "1",
+    code = profile_cmd.main([str(genotype), "--backend", "torch", "--batch", "1,2", "--iters", "4", "--warmup", "1",
                              "--threads", "1", "--gemm-sizes", "256", "--out", str(out), "--name", "rep"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["rep.json", "rep.md", "rep.png"]
@@ -118,7 +73,7 @@ def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
 
 def test_profile_onnx_file_with_onnxruntime_and_fp16(tiny, tmp_path):
     _, path, _ = tiny
-    code = profile_cli.main([str(path), "--batch", "2", "--iters", "3", "--warmup", "1", "--threads", "1",
+    code = profile_cmd.main([str(path), "--batch", "2", "--iters", "3", "--warmup", "1", "--threads", "1",
                              "--precision", "fp16", "--no-gemm", "--out", str(tmp_path), "--name", "ort"])
     assert code == 0
     report = json.loads((tmp_path / "ort.json").read_text())
@@ -144,8 +99,10 @@ def test_profile_onnx_file_with_onnxruntime_and_fp16(tiny, tmp_path):
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, needle):
+    if "tensorrt" in args and HAS_TRT:
+        pytest.skip("this machine can run TensorRT")
     try:
-        code = profile_cli.main([*args, "--out", str(tmp_path / "out")])
+        code = profile_cmd.main([*args, "--out", str(tmp_path / "out")])
     except SystemExit as exc:  # argparse errors
         code = exc.code
     err = capsys.readouterr().err
@@ -166,7 +123,7 @@ def test_file_that_is_not_onnx_is_rejected(tmp_path):
 
 def test_torch_backend_needs_a_genotype(tiny, tmp_path):
     _, path, _ = tiny
-    code = profile_cli.main([str(path), "--backend", "torch", "--out", str(tmp_path)])
+    code = profile_cmd.main([str(path), "--backend", "torch", "--out", str(tmp_path)])
     assert code == 2 and not list(tmp_path.iterdir())
 
 
@@ -178,21 +135,9 @@ def test_interrupt_leaves_no_report(monkeypatch, tmp_path, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(profiling, "measure_torch", interrupted)
-    code = profile_cli.main(["darts_v2", "--backend", "torch", "--width", "8", "--cells", "5", "--out", str(tmp_path)])
+    code = profile_cmd.main(["darts_v2", "--backend", "torch", "--width", "8", "--cells", "5", "--out", str(tmp_path)])
     assert code == 130 and calls["n"] == 1
     assert capsys.readouterr().err.strip().endswith("interrupted; no report written")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_report_writing_failure_leaves_nothing(monkeypatch, tmp_path):
-    report = profiling.make_report([], profiling.conditions(1, "cpu"), None)
-
-    def broken_plot(*args, **kwargs):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(profiling, "plot_latency_vs_macs", broken_plot)
-    with pytest.raises(RuntimeError):
-        profiling.write_reports(report, tmp_path, "x")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -202,6 +147,47 @@ def test_default_peers_are_all_known():
     import backbones  # noqa: F401  (registers the zoo models)
     from cdarts_deploy import genotype as gt
 
-    names = profile_cli.resolve_peers("default")
+    from cdarts_deploy.deploy.subjects import resolve_peers
+
+    names = resolve_peers("default")
     assert {"efficientnet_b0", "mobilenetv3_large_100", "mnasnet_100"} <= set(names)
     assert all(n in gt.zoo_names() or timm.is_model(n) for n in names)
+
+
+def expected_trt_reason() -> str:
+    return "NVIDIA GPU" if not torch.cuda.is_available() else "'tensorrt' Python package"
+
+
+@pytest.mark.skipif(HAS_TRT, reason="this machine can run TensorRT")
+@pytest.mark.parametrize("extra", [[], ["--precision", "fp16"], ["--device", "cuda"]])
+def test_profile_tensorrt_backend_exits_2_with_one_line(tmp_path, capsys, extra):
+    code = profile_cmd.main(["darts_v2", "--backend", "tensorrt", *extra, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and expected_trt_reason() in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_onnxruntime_backend_exports_through_the_verified_pipeline(tmp_path, monkeypatch, capsys):
+    """A genotype timed under ONNX Runtime is exported and checked first; a file that fails is refused (exit 1)."""
+    from cdarts_deploy.deploy import pipeline
+
+    real_export = pipeline.export_onnx
+
+    def scaled_export(model, path, *args, **kwargs):
+        class Scaled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = model
+
+            def forward(self, x):
+                return self.inner(x) * 1.5 + 1.0
+
+        real_export(Scaled().eval(), path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "export_onnx", scaled_export)
+    code = profile_cmd.main(["darts_v2", "--width", "8", "--cells", "5", "--backend", "onnxruntime", "--iters", "1",
+                             "--warmup", "0", "--no-gemm", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and "differs from PyTorch" in err
+    assert not list((tmp_path / "out").iterdir())

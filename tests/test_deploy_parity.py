@@ -1,8 +1,23 @@
-"""The parity rule: error against the tensor's scale, plus cosine and element-wise relative error."""
+"""The one parity rule: error against the tensor's scale widened by PyTorch's own float32 noise, cosine,
+element-wise relative error, INT8 top-1 agreement, and one table of tolerances."""
 
 import numpy as np
+import pytest
+import torch
 
-from cdarts_deploy.parity import TOLERANCES, compare_outputs, compare_tensor
+from cdarts_deploy.deploy import parity
+from cdarts_deploy.deploy.parity import (
+    INT8_MIN_TOP1,
+    NOISE_FACTOR,
+    TOLERANCES,
+    TorchReference,
+    compare_outputs,
+    compare_runtime,
+    compare_tensor,
+    float32_noise,
+    top1_agreement,
+    torch_outputs,
+)
 
 
 def test_error_is_judged_against_the_tensor_scale():
@@ -22,19 +37,11 @@ def test_cosine_shape_mismatch_and_output_count():
     assert abs(compare_tensor("a", ref, np.array([0.0, 1.0], np.float32), TOLERANCES["fp32"]).cosine) < 1e-9
     mismatch = compare_tensor("a", ref, np.zeros(3, np.float32), TOLERANCES["fp32"])
     assert not mismatch.passed and mismatch.max_abs == float("inf")
-    try:
+    with pytest.raises(ValueError, match="1 outputs"):
         compare_outputs(["a", "b"], [ref, ref], [ref])
-    except ValueError as exc:
-        assert "1 outputs" in str(exc)
-    else:
-        raise AssertionError("a missing output must be an error")
 
 
 def test_float32_noise_widens_the_tolerance_for_deep_networks():
-    import torch
-
-    from cdarts_deploy.parity import NOISE_FACTOR, float32_noise, torch_outputs
-
     torch.manual_seed(0)
     model = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(6)]).eval()
     x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
@@ -48,3 +55,61 @@ def test_float32_noise_widens_the_tolerance_for_deep_networks():
     assert not plain.passed  # 2e-4 > atol 1e-4
     (widened,) = compare_outputs(["y"], tiny, off, noise=[1e-4])
     assert widened.passed and NOISE_FACTOR * 1e-4 >= 2e-4
+
+
+def test_top1_agreement_counts_matching_argmax():
+    ref = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]], np.float32)
+    cand = np.array([[0, 2, 1], [0, 1, 0], [0, 0, 3], [1, 2, 0]], np.float32)
+    assert top1_agreement(ref, cand) == 0.75
+
+
+def _linear_reference():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 5)).eval()
+    rng = np.random.default_rng(0)
+    inputs = {"random b2": rng.standard_normal((2, 8)).astype(np.float32),
+              parity.IMAGES: rng.standard_normal((20, 8)).astype(np.float32)}
+    return model, TorchReference(model, inputs)
+
+
+def test_one_rule_for_every_float_precision_and_runtime():
+    model, reference = _linear_reference()
+    exact = lambda x: torch_outputs(model, x)  # noqa: E731
+    for precision in ("fp32", "fp16"):
+        rows = compare_runtime(reference, exact, ["logits"], precision, runtime="tensorrt")
+        assert [(r["input"], r["batch"], r["runtime"], r["precision"]) for r in rows] == [
+            ("random b2", 2, "tensorrt", precision), (parity.IMAGES, 20, "tensorrt", precision)]
+        assert all(r["passed"] and r["torch_fp32_noise"] >= 0 for r in rows)
+        assert parity.failures(rows) == []
+    scaled = lambda x: [o * 1.05 for o in torch_outputs(model, x)]  # noqa: E731
+    rows = compare_runtime(reference, scaled, ["logits"], "fp32")
+    assert not any(r["passed"] for r in rows)
+    (message, _) = parity.failures(rows)
+    assert "fp32 output logits on random b2 differs from PyTorch" in message
+    # fp16's wider tolerance (5e-2 + 5e-2 x scale) accepts a 1% error that fp32 refuses
+    off = lambda x: [o * 1.01 for o in torch_outputs(model, x)]  # noqa: E731
+    assert all(r["passed"] for r in compare_runtime(reference, off, ["logits"], "fp16"))
+    assert not all(r["passed"] for r in compare_runtime(reference, off, ["logits"], "fp32"))
+
+
+def test_int8_is_judged_by_top1_on_real_images_only():
+    model, reference = _linear_reference()
+    same = lambda x: torch_outputs(model, x)  # noqa: E731
+    rows = compare_runtime(reference, same, ["logits"], "int8")
+    assert [r["passed"] for r in rows] == [None, True]  # random inputs: reported, not judged
+    assert all(r["top1_agreement"] == 1.0 for r in rows)
+    shuffled = lambda x: [np.roll(o, 1, axis=1) for o in torch_outputs(model, x)]  # noqa: E731
+    rows = compare_runtime(reference, shuffled, ["logits"], "int8")
+    assert rows[1]["passed"] is False and rows[1]["top1_agreement"] < INT8_MIN_TOP1
+    assert "INT8 top-1 agreement" in parity.failures(rows)[0]
+
+
+def test_tolerances_are_documented_once():
+    table = parity.tolerance_table()
+    assert set(table) == {"fp32", "fp16", "int8"}
+    assert table["fp32"] == {"atol": 1e-4, "rtol": 1e-3} and table["int8"]["min_top1_agreement"] == INT8_MIN_TOP1
+    for precision in ("fp32", "fp16", "int8"):
+        assert f"\n{precision} " in parity.__doc__
+    assert parity.rule()["tolerances"] == table
+    with pytest.raises(ValueError, match="unknown precision"):
+        compare_runtime(_linear_reference()[1], lambda x: [], ["y"], "bf16")

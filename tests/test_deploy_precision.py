@@ -7,15 +7,18 @@ import onnx
 import pytest
 from PIL import Image
 
-from cdarts_deploy import precision as pr
-from cdarts_deploy.parity import TOLERANCES, compare_outputs, onnxruntime_outputs, onnxruntime_session, torch_outputs
+from cdarts_deploy.deploy import precision as pr
+from cdarts_deploy.deploy.ort import run as onnxruntime_outputs
+from cdarts_deploy.deploy.ort import session as onnxruntime_session
+from cdarts_deploy.deploy.parity import TOLERANCES, compare_outputs, top1_agreement, torch_outputs
+from cdarts_deploy.errors import UserError
 
-from tiny_deploy import HW, calibration_dir, tiny_network
+from tiny_deploy import HW
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return tiny_network()
+def tiny(tiny_network):
+    return tiny_network
 
 
 def test_fp16_onnx_has_half_weights_float_io_and_passes_fp16_tolerance(tiny, tmp_path):
@@ -38,7 +41,7 @@ def test_fp16_onnx_has_half_weights_float_io_and_passes_fp16_tolerance(tiny, tmp
     assert result.passed, result
     assert result.cosine > 0.999
     assert result.max_abs > 0  # really computed in half precision
-    assert pr.top1_agreement(ref[0], out[0]) == 1.0
+    assert top1_agreement(ref[0], out[0]) == 1.0
 
 
 def test_pure_fp16_conversion_also_runs(tiny, tmp_path):
@@ -69,17 +72,11 @@ def test_int8_qdq_onnx_is_symmetric_and_agrees_on_top1(tiny, tmp_path):
 
     ref = torch_outputs(model, images)
     out = onnxruntime_outputs(onnxruntime_session(dst), images)
-    agreement = pr.top1_agreement(ref[0], out[0])
+    agreement = top1_agreement(ref[0], out[0])
     assert agreement >= 0.8, f"INT8 top-1 agreement {agreement:.2f} on {len(images)} calibration images"
     (result,) = compare_outputs(["logits"], ref, out, "fp32")
     assert result.cosine > 0.97
     assert result.max_abs > TOLERANCES["fp32"].atol  # quantized for real, not a float copy
-
-
-def test_top1_agreement_counts_matching_argmax():
-    ref = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]], np.float32)
-    cand = np.array([[0, 2, 1], [0, 1, 0], [0, 0, 3], [1, 2, 0]], np.float32)
-    assert pr.top1_agreement(ref, cand) == 0.75
 
 
 def test_load_image_resizes_crops_and_normalizes(tmp_path):
@@ -92,6 +89,7 @@ def test_load_image_resizes_crops_and_normalizes(tmp_path):
 
 
 def test_calibration_folder_errors_name_the_problem(tmp_path):
+    assert issubclass(pr.PrecisionError, UserError)
     with pytest.raises(pr.PrecisionError, match="does not exist"):
         pr.image_files(tmp_path / "nope")
     (tmp_path / "notes.txt").write_text("not an image")

@@ -8,6 +8,7 @@ import time
 import pytest
 from genotype_samples import DARTS_V2_LEGACY, set_at, valid_cell_doc, valid_chain_doc
 
+from cdarts_deploy import bounded_json
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.genotype import limits
 
@@ -42,7 +43,7 @@ def legacy_with_nodes(count: int) -> str:
 def test_deeply_nested_json_is_one_line_error():
     err = refuse(gt.loads, "[" * 100_000 + "]" * 100_000, "deep.json")
     assert str(err) == (
-        "deep.json: line 1 column 33: found JSON nested more than 32 levels deep, expected a genotype "
+        "deep.json: line 1 column 33: found JSON nested more than 32 levels deep, expected a genotype JSON object "
         "(at most 32 levels)"
     )
 
@@ -60,8 +61,8 @@ def test_deep_nesting_inside_a_valid_document(tmp_path):
 
 
 def test_depth_limit_admits_its_bound_and_ignores_brackets_in_strings():
-    limits.check_json_depth("[" * limits.MAX_JSON_DEPTH + "]" * limits.MAX_JSON_DEPTH, "s")
-    limits.check_json_depth('["' + "[" * 1000 + '\\"[["]', "s")
+    bounded_json.check_depth("[" * limits.MAX_JSON_DEPTH + "]" * limits.MAX_JSON_DEPTH, limits.MAX_JSON_DEPTH, "x", "s")
+    bounded_json.check_depth('["' + "[" * 1000 + '\\"[["]', limits.MAX_JSON_DEPTH, "x", "s")
     doc = valid_cell_doc()
     doc["description"] = "[{" * 500
     assert gt.loads(json.dumps(doc)).description == "[{" * 500

@@ -1,15 +1,10 @@
-"""Shared test material for the deployment tests: calibration pictures and one tiny exported network.
+"""Shared test material for the deployment tests: the tiny network's settings and calibration pictures.
 
-The ONNX export is the slow step (torch.export), so it happens once per test process and is shared by
-test_precision.py and test_profile*.py.
+The session-scoped fixtures built from these (``calibration_dir``, ``tiny_network``) live in conftest.py.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,41 +30,3 @@ def write_calibration_images(folder: Path, count: int = 40, seed: int = 0) -> Pa
         img = np.stack([chans[(i + k) % 3] * colour[k] for k in range(3)], -1) * 0.5 + 0.5
         Image.fromarray((img * 255).clip(0, 255).astype(np.uint8)).save(folder / f"calib_{i:03d}.png")
     return folder
-
-
-@functools.lru_cache(maxsize=1)
-def _workdir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="cdarts-deploy-tests-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def calibration_dir() -> Path:
-    return write_calibration_images(_workdir() / "calib")
-
-
-@functools.lru_cache(maxsize=1)
-def tiny_network():
-    """(model, onnx_path, calibration images): a small CDARTS network whose BatchNorm statistics come from
-    the calibration images (random weights, but activations of a sane scale and logits that differ per image)."""
-    import torch
-
-    from backbones.factory import create_model_from_genotype
-    from cdarts_deploy import onnx_export as ox
-    from cdarts_deploy import precision as pr
-
-    torch.manual_seed(0)
-    model = create_model_from_genotype(GENOTYPE, **NET)
-    images = pr.load_images(calibration_dir(), HW)
-    model.train()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the passes
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.from_numpy(images))
-    model.eval()
-    path = _workdir() / "tiny.onnx"
-    ox.export_onnx(model, path, (2, 3, *HW), exporter="torchscript")  # the fast exporter; both are verified
-    return model, path, images

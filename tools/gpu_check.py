@@ -22,6 +22,7 @@ P100) is copied into the file as published, not measured.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import subprocess
@@ -61,7 +62,7 @@ class Skip(Exception):
 def environment() -> dict:
     import torch
 
-    from cdarts_deploy.profiling import cpu_model, library_versions
+    from cdarts_deploy.deploy.versions import cpu_model, library_versions
 
     env: dict[str, Any] = {"cpu": cpu_model(), "versions": library_versions(),
                            "cuda_available": torch.cuda.is_available()}
@@ -109,10 +110,11 @@ def main() -> int:
         return write(results, args.out)
 
     from cdarts_deploy import genotype as gt
-    from cdarts_deploy import onnx_export as ox
-    from cdarts_deploy import profiling as prof
-    from cdarts_deploy.gemm import measure_gemm_rate
-    from cdarts_deploy.parity import compare_outputs, torch_outputs
+    from cdarts_deploy.deploy import model_spec as ms
+    from cdarts_deploy.deploy import ort as ort_factory
+    from cdarts_deploy.deploy import profiling as prof
+    from cdarts_deploy.deploy.gemm import measure_gemm_rate
+    from cdarts_deploy.deploy.parity import TorchReference, compare_runtime
 
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 numbers mean fp32 arithmetic
     torch.backends.cudnn.allow_tf32 = False
@@ -124,7 +126,7 @@ def main() -> int:
 
     has_ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     try:
-        from cdarts_deploy.trt import require_tensorrt
+        from cdarts_deploy.deploy.trt import require_tensorrt
 
         require_tensorrt()
         trt_reason = None
@@ -137,17 +139,18 @@ def main() -> int:
             zoo_name, size = entry.split(":")
             hw = (int(size), int(size))
             genotype = gt.load(zoo_name)
-            spec = ox.resolve_spec(genotype, input_size=hw)
-            model = ox.build_model(genotype, spec)
+            spec = ms.resolve_spec(genotype, input_size=hw)
+            model = ms.build_model(genotype, spec)
+            ms.calibrate_batchnorm(model, hw)
+            reference_model = copy.deepcopy(model)  # stays float32 on the CPU while the timed copy moves around
             onnx_path = work / f"{zoo_name}.onnx"
-            section(results, f"{zoo_name}/export_onnx",
-                    lambda: ox.export_onnx(model, onnx_path, (1, 3, *hw), dynamic_batch=True) or {"path": str(onnx_path)},
+            section(results, f"{zoo_name}/export_onnx", lambda: export_checked(reference_model, work, zoo_name, hw),
                     deadline)
             for batch in batches:
                 key = f"{zoo_name}/b{batch}"
                 shape = (batch, 3, *hw)
-                x = ox.random_batch(batch, hw, seed=batch)
-                ref = torch_outputs(model.float().cpu(), x)
+                x = ms.random_batch(batch, hw, seed=batch)
+                ref = TorchReference(reference_model, {f"random b{batch}": x})
 
                 section(results, f"{key}/torch_eager_fp32", lambda: stats_dict(
                     prof.measure_torch(model, shape, args.warmup, args.iters, "cuda", "fp32")), deadline)
@@ -161,9 +164,9 @@ def main() -> int:
                         raise Skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
                     if not onnx_path.exists():
                         raise Skip("ONNX export failed")
-                    session = prof.onnxruntime_session(onnx_path, None, "cuda")
-                    out = session.run(None, {session.get_inputs()[0].name: x})
-                    parity = [r.as_dict() for r in compare_outputs([o.name for o in session.get_outputs()], ref, out)]
+                    session = ort_factory.session(onnx_path, None, "cuda")
+                    parity = compare_runtime(ref, lambda b: ort_factory.run(session, b),
+                                             ort_factory.output_names(session), "fp32")
                     m = prof.measure_onnxruntime(onnx_path, shape, args.warmup, args.iters, None, "cuda")
                     return {**stats_dict(m), "parity": parity}
 
@@ -179,11 +182,24 @@ def main() -> int:
     return write(results, args.out)
 
 
+def export_checked(model, work: Path, name: str, hw) -> dict:
+    """The ONNX file every runtime below uses, exported and checked on the CPU like cdarts-export does."""
+    from cdarts_deploy.deploy.model_spec import random_batch
+    from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
+
+    result = export_verified(model, work, name, OnnxExport((1, 3, *hw)),
+                             {"random b1": random_batch(1, hw)}, {"name": name})
+    if not result.passed:
+        (work / f"{name}.onnx").unlink(missing_ok=True)
+        raise RuntimeError(result.failures[0])
+    return {"path": str(work / f"{name}.onnx"), "parity": result.report["parity"]}
+
+
 def cuda_graph(model, shape, warmup: int, iters: int) -> dict:
     """Capture one forward pass in a CUDA graph and time its replay (no host work inside)."""
     import torch
 
-    from cdarts_deploy import profiling as prof
+    from cdarts_deploy.deploy import timing
 
     model = model.to("cuda", torch.float32).eval()
     static_x = torch.randn(*shape, device="cuda")
@@ -196,17 +212,17 @@ def cuda_graph(model, shape, warmup: int, iters: int) -> dict:
     graph = torch.cuda.CUDAGraph()
     with torch.inference_mode(), torch.cuda.graph(graph):
         model(static_x)
-    times = prof.time_cuda(graph.replay, warmup, iters)
-    stats = prof.summarize(times, shape[0], warmup)
+    times = timing.time_cuda(graph.replay, warmup, iters)
+    stats = timing.summarize(times, shape[0], warmup)
     return {"backend": "torch-cuda-graph", "precision": "fp32",
             "timed_region": "graph.replay only, input and outputs resident on the GPU (CUDA events)", **stats.as_dict()}
 
 
 def tensorrt_run(onnx_path, work, name, precision, hw, batches, shape, x, ref, args, trt_reason) -> dict:
-    from cdarts_deploy import profiling as prof
-    from cdarts_deploy.parity import compare_outputs
-    from cdarts_deploy.precision import to_fp16
-    from cdarts_deploy.trt import TensorRTRunner, build_engine
+    from cdarts_deploy.deploy import profiling as prof
+    from cdarts_deploy.deploy.parity import compare_runtime
+    from cdarts_deploy.deploy.precision import to_fp16
+    from cdarts_deploy.deploy.trt import TensorRTRunner, build_engine
 
     if trt_reason:
         raise Skip(trt_reason)
@@ -220,8 +236,7 @@ def tensorrt_run(onnx_path, work, name, precision, hw, batches, shape, x, ref, a
             to_fp16(onnx_path, src)
         build_engine(src, engine, hw, precision, min_batch=1, opt_batch=max(batches), max_batch=max(batches))
     runner = TensorRTRunner(engine)
-    out = runner.run(x)
-    parity = [r.as_dict() for r in compare_outputs(runner.output_names, ref, out, precision)]
+    parity = compare_runtime(ref, runner.run, runner.output_names, precision, "tensorrt")
     m = prof.measure_tensorrt(engine, shape, args.warmup, args.iters, precision)
     return {**stats_dict(m), "parity": parity}
 

@@ -1,4 +1,3 @@
-# READY-FOR-EXTENSION (engineer E may extend this module for issue 3)
 """``cdarts-export``: turn a genotype into a verified ONNX model plus a report.
 
     cdarts-export cdarts_imagenet --onnx --out out/
@@ -13,18 +12,29 @@ Exit status: 0 success, 1 verification failed, 2 usage or input error.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from typing import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.atomic_files import publish, temp_beside
-from cdarts_deploy.commands.args import OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir
+from cdarts_deploy.commands.args import (
+    OneLineParser,
+    UsageError,
+    parse_size,
+    positive_int,
+    prepare_out_dir,
+    run_main,
+)
+
+if TYPE_CHECKING:
+    from cdarts_deploy.deploy.artifacts import ArtifactRequest
+
+PROG = "cdarts-export"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="cdarts-export", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("genotype", help="genotype JSON file (ours or the reference code's) or a zoo name, e.g. cdarts_imagenet")
     p.add_argument("--onnx", action="store_true", help="export a verified ONNX model")
     p.add_argument("--out", default=".", help="output folder (created if missing; default: current folder)")
@@ -42,195 +52,123 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to --batch instead of dynamic")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads for the latency check")
     p.add_argument("--latency-iters", type=int, default=10, help="timed runs for the report's latency (0 to skip)")
-    from cdarts_deploy import deploy_extras
-
-    deploy_extras.add_arguments(p)
+    g = p.add_argument_group("deployment")
+    g.add_argument("--trt", action="store_true", help="also build a TensorRT engine (NVIDIA GPU and tensorrt needed)")
+    g.add_argument("--fp16", action="store_true", help="also write an FP16 ONNX (and build the engine from it)")
+    g.add_argument("--int8", action="store_true", help="also write an INT8 Q/DQ ONNX calibrated on --calib-dir")
+    g.add_argument("--calib-dir", help="folder of images: INT8 calibration and the real-image inputs of --check")
+    g.add_argument("--check", action="store_true", help="parity across PyTorch, ONNX Runtime and TensorRT, per tensor")
+    g.add_argument("--features", action="store_true", help="also export the multi-scale features_only backbone")
+    g.add_argument("--plot", action="store_true", help="draw the genotype (PNG and SVG)")
+    g.add_argument("--max-batch", type=int, default=32, help="TensorRT profile's largest batch (default 32)")
+    g.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT workspace limit in MiB (default 1024)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, gt.GenotypeError) as exc:
-        print(f"cdarts-export: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        from cdarts_deploy.precision import PrecisionError
-        from cdarts_deploy.trt import TensorRTUnavailable
+    return run_main(PROG, build_parser(), run, argv)
 
-        if not isinstance(exc, (PrecisionError, TensorRTUnavailable)):
-            raise
-        print(f"cdarts-export: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cdarts-export: interrupted; no files written", file=sys.stderr)
-        return 130
+
+def _log(message: str) -> None:
+    print(f"[{PROG}] {message}", file=sys.stderr)
+
+
+def wants_onnx(args: argparse.Namespace) -> bool:
+    return bool(args.onnx or args.trt or args.fp16 or args.int8 or args.check or args.features)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cdarts_deploy import deploy_extras
+    from cdarts_deploy.deploy import artifacts
 
-    if not (deploy_extras.wants_onnx(args) or args.plot):
+    if not (wants_onnx(args) or args.plot):
         raise UsageError("nothing to do: pass --onnx (or --trt, --fp16, --int8, --check, --features, --plot)")
-    try:
-        deploy_extras.validate(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    request = artifacts.ArtifactRequest(
+        fp16=args.fp16, int8=args.int8, tensorrt=args.trt, check=args.check, features=args.features,
+        pictures=args.plot, calib_dir=args.calib_dir, max_batch=args.max_batch, workspace_mb=args.workspace_mb,
+        threads=args.threads,
+    )
+    artifacts.validate(request, args.batch)
     genotype = gt.load(args.genotype)
     out_dir = prepare_out_dir(args.out)
-    if not deploy_extras.wants_onnx(args):
-        for path in deploy_extras.plot_only(genotype, out_dir, args.name or genotype.name or "genotype"):
+    if not wants_onnx(args):
+        for path in artifacts.pictures_only(genotype, out_dir, args.name or genotype.name or "genotype"):
             print(path)
         return 0
+    return _export(args, genotype, request, out_dir)
 
-    from cdarts_deploy import onnx_export as ox
-    from cdarts_deploy.parity import (
-        compare_outputs,
-        float32_noise,
-        onnxruntime_outputs,
-        onnxruntime_session,
-        torch_outputs,
-    )
 
-    try:
-        spec = ox.resolve_spec(genotype, args.layout, args.width, args.cells, args.num_classes, args.input_size)
-    except ox.ExportError as exc:
-        raise UsageError(str(exc)) from None
-    name = args.name or genotype.name or "model"
-    log = lambda msg: print(f"[cdarts-export] {msg}", file=sys.stderr)  # noqa: E731
-
-    log(f"building {name} ({genotype.kind} genotype) {spec.as_dict()}")
-    model = ox.build_model(genotype, spec)
-    if args.checkpoint:
-        try:
-            ox.load_checkpoint(model, args.checkpoint)
-        except ox.ExportError as exc:
-            raise UsageError(str(exc)) from None
-    else:
-        # Random weights: calibrate BN statistics so that the parity check below tests something.
-        ox.calibrate_batchnorm(model, spec.input_size)
-
+def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactRequest", out_dir: Path) -> int:
     from backbones.complexity import count_macs, count_macs_inclusive, count_params
+    from cdarts_deploy.deploy import artifacts
+    from cdarts_deploy.deploy import model_spec as ms
+    from cdarts_deploy.deploy import precision as pr
+    from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
 
+    spec = ms.resolve_spec(genotype, args.layout, args.width, args.cells, args.num_classes, args.input_size)
+    name = args.name or genotype.name or "model"
+    _log(f"building {name} ({genotype.kind} genotype) {spec.as_dict()}")
+    model = ms.build_model(genotype, spec)
+    if args.checkpoint:
+        ms.load_weights(model, args.checkpoint)
+    else:
+        # Random weights: calibrate BN statistics so that the parity check tests something.
+        ms.calibrate_batchnorm(model, spec.input_size)
     sizes = {
         "params": count_params(model),
         "macs": count_macs(model, spec.input_size),
         "macs_inclusive": count_macs_inclusive(model, spec.input_size),
     }
+    hw = tuple(spec.input_size)
+    images = pr.load_images(args.calib_dir, hw, limit=256) if args.calib_dir else None
+    if images is not None:
+        request = replace(request, calibration=images)
+    batches = [args.batch] if args.static_batch else sorted({1, args.batch})
+    # a static graph only takes --batch images at a time, so the real-image input is left out there
+    inputs = artifacts.check_inputs(batches, hw, None if args.static_batch else images)
+    export = OnnxExport((args.batch, 3, *hw), args.opset, not args.static_batch, args.exporter)
+    report = {
+        "name": name,
+        "genotype": gt.to_dict(genotype),
+        "network": spec.as_dict(),
+        **sizes,
+        "macs_note": "multiply-adds of conv and linear layers for one image; macs_inclusive adds one op per "
+        "BN/activation/pooling output element",
+        "input_shape": ["batch" if not args.static_batch else args.batch, 3, *hw],
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "weights": "checkpoint" if args.checkpoint else "random init, BatchNorm statistics calibrated on random batches",
+    }
 
-    extras = deploy_extras.Extras()
-    onnx_path, report_path = out_dir / f"{name}.onnx", out_dir / f"{name}.json"
-    onnx_tmp, report_tmp = temp_beside(onnx_path), temp_beside(report_path)
-    try:
-        input_shape = (args.batch, 3, *spec.input_size)
-        log(f"exporting ONNX ({args.exporter} exporter, opset {args.opset}, "
-            f"{'static' if args.static_batch else 'dynamic'} batch)")
-        ox.export_onnx(
-            model, onnx_tmp, input_shape, opset=args.opset, dynamic_batch=not args.static_batch, exporter=args.exporter
-        )
-        ox.check_onnx(onnx_tmp)
+    def more_files(verified, staging) -> tuple[dict, list[str]]:
+        return artifacts.build(request, genotype, model, spec, export, verified, staging, out_dir, name, _log)
 
-        session = onnxruntime_session(str(onnx_tmp), threads=args.threads)
-        output_names = [o.name for o in session.get_outputs()]
-        parity = []
-        batches = [args.batch] if args.static_batch else sorted({1, args.batch})
-        for seed, batch in enumerate(batches):
-            x = ox.random_batch(batch, spec.input_size, seed=seed)
-            reference = torch_outputs(model, x)
-            noise = float32_noise(model, x, reference)
-            results = compare_outputs(output_names, reference, onnxruntime_outputs(session, x), noise=noise)
-            parity += [{"batch": batch, **r.as_dict(), "torch_fp32_noise": e} for r, e in zip(results, noise)]
-            if batch > 1 and not ox.outputs_depend_on_input(reference):
-                raise UsageError("the model's outputs do not depend on its input, so parity proves nothing; "
-                                 "pass a --checkpoint with trained weights")
-        failed = [p for p in parity if not p["passed"]]
-        if not failed:
-            extras = deploy_extras.build_extras(args, genotype, model, spec, onnx_tmp, out_dir, name, log)
-
-        latency = _quick_latency(session, ox.random_batch(batches[0], spec.input_size), args.latency_iters)
-        report = {
-            "name": name,
-            "genotype": gt.to_dict(genotype),
-            "network": spec.as_dict(),
-            **sizes,
-            "macs_note": "multiply-adds of conv and linear layers for one image; macs_inclusive adds one op per "
-            "BN/activation/pooling output element",
-            "input_shape": ["batch" if not args.static_batch else args.batch, 3, *spec.input_size],
-            "opset": args.opset,
-            "exporter": args.exporter,
-            "onnx_bytes": onnx_tmp.stat().st_size,
-            "parity_tolerance": {"atol": 1e-4, "rtol": 1e-3, "precision": "fp32",
-                                 "rule": "max|ort - torch| <= max(atol, 4 x torch_fp32_noise) + rtol * max|torch| per output "
-                                 "tensor; torch_fp32_noise = max|torch float32 - torch float64| on the same input"},
-            "parity": parity,
-            "latency_onnxruntime_cpu": latency,
-            "checkpoint": str(args.checkpoint) if args.checkpoint else None,
-            "weights": "checkpoint" if args.checkpoint else "random init, BatchNorm statistics calibrated on random batches",
-            "versions": ox.library_versions(),
-            **extras.report,
-        }
-        if extras.failures:
-            print(f"cdarts-export: error: {extras.failures[0]}; no files written", file=sys.stderr)
-            return 1
-        if failed:
-            worst = max(failed, key=lambda p: p["max_abs"])
-            print(
-                f"cdarts-export: error: ONNX Runtime output {worst['name']} differs from PyTorch "
-                f"(max abs {worst['max_abs']:.3g}, max rel {worst['max_rel']:.3g}) beyond the fp32 tolerance (see cdarts_deploy/parity.py); "
-                "no files written",
-                file=sys.stderr,
-            )
-            return 1
-        report_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        extra_files = extras.publish()
-        publish(onnx_tmp, onnx_path)
-        publish(report_tmp, report_path)
-    finally:
-        for tmp in (onnx_tmp, report_tmp):
-            if tmp.exists():
-                tmp.unlink()
-        extras.cleanup()
-
-    worst_abs = max(p["max_abs"] for p in parity)
-    print(f"{onnx_path}  ({report['onnx_bytes'] / 1e6:.1f} MB)")
-    print(f"  params          {sizes['params']:,}")
-    print(f"  multiply-adds   {sizes['macs'] / 1e6:,.1f} M  (inclusive {sizes['macs_inclusive'] / 1e6:,.1f} M)")
-    print(f"  input           {report['input_shape']}")
-    print(f"  parity vs torch max abs {worst_abs:.2e} at batches {batches} (fp32 tolerance, see report)")
-    if latency:
-        print(
-            f"  latency (ORT CPU, batch {latency['batch']}) median {latency['median_ms']:.2f} ms, "
-            f"p90 {latency['p90_ms']:.2f} ms over {latency['iters']} runs"
-        )
-    for path in extra_files:
-        print(f"  also            {path}")
-    print(f"  report          {report_path}")
+    wanted = any((request.fp16, request.int8, request.tensorrt, request.check, request.features, request.pictures))
+    result = export_verified(model, out_dir, name, export, inputs, report, threads=args.threads,
+                             latency_iters=args.latency_iters, require_input_dependence=True,
+                             artifacts=more_files if wanted else None, log=_log)
+    if not result.passed:
+        print(f"{PROG}: error: {result.failures[0]}; no files written", file=sys.stderr)
+        return 1
+    _print_summary(result.report, result.written, out_dir / f"{name}.onnx", out_dir / f"{name}.json")
     return 0
 
 
-def _quick_latency(session, batch, iters: int) -> dict | None:
-    """A short latency sample for the report; `cdarts-profile` does the careful measurement."""
-    import numpy as np
-
-    if iters <= 0:
-        return None
-    name = session.get_inputs()[0].name
-    for _ in range(2):
-        session.run(None, {name: batch})
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        session.run(None, {name: batch})
-        times.append((time.perf_counter() - start) * 1e3)
-    t = np.asarray(times)
-    return {
-        "batch": int(batch.shape[0]),
-        "iters": iters,
-        "mean_ms": float(t.mean()),
-        "median_ms": float(np.median(t)),
-        "p90_ms": float(np.percentile(t, 90)),
-    }
+def _print_summary(report: dict, written: list[Path], onnx_path: Path, report_path: Path) -> None:
+    parity = report["parity"]
+    batches = sorted({p["batch"] for p in parity})
+    print(f"{onnx_path}  ({report['onnx_bytes'] / 1e6:.1f} MB)")
+    print(f"  params          {report['params']:,}")
+    print(f"  multiply-adds   {report['macs'] / 1e6:,.1f} M  (inclusive {report['macs_inclusive'] / 1e6:,.1f} M)")
+    print(f"  input           {report['input_shape']}")
+    print(f"  parity vs torch max abs {max(p['max_abs'] for p in parity):.2e} at batches {batches} "
+          "(fp32 tolerance, see report)")
+    latency = report.get("latency_onnxruntime_cpu")
+    if latency:
+        print(f"  latency (ORT CPU, batch {latency['batch']}) median {latency['median_ms']:.2f} ms, "
+              f"p90 {latency['p90_ms']:.2f} ms over {latency['iters']} runs")
+    for path in written:
+        if path not in (onnx_path, report_path):
+            print(f"  also            {path}")
+    print(f"  report          {report_path}")
 
 
 if __name__ == "__main__":

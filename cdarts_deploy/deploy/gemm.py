@@ -136,7 +136,7 @@ def onnx_macs(model_or_path, batch: int = 1, input_hw: tuple[int, int] | None = 
             if not dim.HasField("dim_value"):
                 dim.Clear()
                 dim.dim_value = batch
-    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    inferred = shape_inference.infer_shapes(_constant_folded(model), data_prop=True)
     shapes: dict[str, list[int]] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
@@ -168,3 +168,27 @@ def onnx_macs(model_or_path, batch: int = 1, input_hw: tuple[int, int] | None = 
             k = a[-2] if (node.op_type == "Gemm" and trans_a) else a[-1]
             total += int(np.prod(y)) * int(k)
     return total
+
+
+def _constant_folded(model):
+    """``model`` with constant subgraphs folded by ONNX Runtime's basic optimizations.
+
+    Exporters compute some operator arguments (e.g. the pads of a Pad) with small constant
+    subgraphs that onnx's shape inference cannot see through; folded, every shape is known.
+    Only semantics-preserving rewrites run at this level, so the multiply-adds stay the same.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+
+    from cdarts_deploy.deploy.ort import OnnxRuntimeError, fold_constants
+
+    with tempfile.TemporaryDirectory(prefix="onnx-macs-") as work:
+        src, dst = Path(work) / "fixed.onnx", Path(work) / "folded.onnx"
+        onnx.save(model, str(src))
+        try:
+            fold_constants(src, dst)
+        except OnnxRuntimeError:  # a graph ONNX Runtime cannot load: count on the unfolded graph
+            return model
+        return onnx.load(str(dst))

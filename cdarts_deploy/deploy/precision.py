@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from cdarts_deploy.atomic_files import atomic_path, publish
+from cdarts_deploy.errors import UserError
 
 #: Image file endings read from a calibration folder.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
@@ -32,7 +33,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SENSITIVE_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum", "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(UserError):
     """Bad input for a precision conversion (missing calibration images, unreadable files)."""
 
 
@@ -176,10 +177,3 @@ def quantize_int8(
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
         publish(out_tmp, dst)
-
-
-def top1_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> float:
-    """Fraction of images whose arg-max class is the same in both."""
-    ref = np.asarray(reference_logits).reshape(len(reference_logits), -1).argmax(1)
-    cand = np.asarray(candidate_logits).reshape(len(candidate_logits), -1).argmax(1)
-    return float((ref == cand).mean())

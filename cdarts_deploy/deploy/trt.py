@@ -2,8 +2,8 @@
 
 Precision follows the ONNX file, not builder flags: TensorRT 11 builds strongly
 typed networks only and removed the FP16/INT8 flags, so FP16 engines come from
-an FP16 ONNX (:func:`cdarts_deploy.precision.to_fp16`) and INT8 engines from an
-ONNX with explicit Q/DQ nodes (:func:`cdarts_deploy.precision.quantize_int8`).
+an FP16 ONNX (:func:`cdarts_deploy.deploy.precision.to_fp16`) and INT8 engines from an
+ONNX with explicit Q/DQ nodes (:func:`cdarts_deploy.deploy.precision.quantize_int8`).
 On TensorRT 10 the FP16 builder flag on the FP32 ONNX is available as
 ``fp16_flag=True``.
 
@@ -19,13 +19,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cdarts_deploy.atomic_files import atomic_path
+from cdarts_deploy.errors import UserError
 
-class TensorRTUnavailable(RuntimeError):
+
+class TensorRTUnavailable(UserError):
     """This machine cannot build or run TensorRT engines (no NVIDIA GPU or no ``tensorrt`` package)."""
 
 
 class EngineBuildError(RuntimeError):
-    """TensorRT rejected the ONNX file or could not build an engine."""
+    """TensorRT rejected an exported ONNX file or could not build an engine (a failed export, exit 1)."""
 
 
 def require_tensorrt() -> Any:
@@ -54,16 +57,6 @@ def require_tensorrt() -> Any:
             f"TensorRT {tensorrt.__version__} is too old; install TensorRT 10 or newer (pip install -U tensorrt)"
         )
     return tensorrt
-
-
-def tensorrt_version() -> str | None:
-    """The installed TensorRT version, or None (without touching the GPU)."""
-    try:
-        import tensorrt
-
-        return tensorrt.__version__
-    except ImportError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -137,8 +130,6 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}; see the TensorRT log above")
-    from cdarts_deploy.atomic_files import atomic_path
-
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))
     return EngineInfo(str(engine_path), precision, trt.__version__, min_batch, opt_batch, max_batch, workspace_mb, route)

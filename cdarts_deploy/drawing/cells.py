@@ -1,21 +1,20 @@
-"""Pictures of genotypes: DARTS cells as graphs, chain genotypes as per-stage strips of blocks.
+"""DARTS cells drawn the way the original DARTS plots (graphviz dot) look: boxes for nodes, left to right
+in node order (inputs c_{k-2}, c_{k-1}, intermediate nodes 0, 1, ..., output c_{k}), the operation
+named on every edge.
 
-Every picture is written as PNG and SVG, through a temporary file and a rename.
-
-    from cdarts_deploy import genotype, plot
-    plot.plot_genotype(genotype.load("cdarts_cifar"), "out/")   # out/cdarts_cifar_normal.png, ..._reduce.svg, ...
+Edge labels are placed one by one at the first point along their edge whose box touches no node and
+no label placed before (measured with the renderer), so no label hides a node or another label.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
-from cdarts_deploy.atomic_files import atomic_path
-from cdarts_deploy.genotype import Block, Cell, CellGenotype, ChainGenotype, Genotype
-
-FORMATS = ("png", "svg")
+from cdarts_deploy.drawing.figures import FORMATS, pyplot, save_figure, save_formats
+from cdarts_deploy.genotype import Cell, CellGenotype
 
 #: One colour per operation so that a cell can be read at a glance.
 OP_COLOURS = {
@@ -27,38 +26,20 @@ OP_COLOURS = {
     "avg_pool_3x3": "#fdd0a2",
     "skip_connect": "#d9d9d9",
 }
-KERNEL_COLOURS = {1: "#f0f0f0", 3: "#c6dbef", 5: "#6baed6", 7: "#2171b5"}
+IO_COLOUR = "#fee391"  # graphviz "darkseagreen2"-like fill for the cell's inputs and output
+NODE_COLOUR = "#d9e7f5"
 
+GAP = 3.0  # horizontal distance between node columns (data units)
+INPUT_Y = 1.6  # the two cell inputs sit above and below the row of intermediate nodes
+INCH_PER_UNIT = 0.62
+NODE_FONT, LABEL_FONT = 10, 8
+NODE_PAD, LABEL_PAD = 0.35, 0.25  # box padding as a fraction of the font size (matplotlib boxstyle pad)
+#: Points along an edge (Bezier parameter) tried for its label, middle first.
+LABEL_TS = (0.5, 0.42, 0.58, 0.34, 0.66, 0.27, 0.73, 0.2, 0.8)
+#: Perpendicular shifts (data units) tried when no point on the edge itself is free.
+LABEL_SHIFTS = (0.0, 0.35, -0.35, 0.7, -0.7, 1.05, -1.05)
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure_atomic(fig: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """Save a matplotlib figure via a temporary file in the same folder and a rename (format from the suffix)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
-    return path
-
-
-def _save_all(fig: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
-    import matplotlib
-
-    # SVG text stays text (searchable, editable) instead of glyph outlines
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        return [save_figure_atomic(fig, stem.with_name(f"{stem.name}.{fmt}"), dpi=150, bbox_inches="tight")
-                for fmt in formats]
-
-
-# ---------------------------------------------------------------------------
-# DARTS cells
-# ---------------------------------------------------------------------------
+Node = Hashable  # 0, 1: cell inputs; 2..: intermediate nodes (genotype indices); "out": the cell output
 
 
 def node_depths(cell: Cell) -> dict[int, int]:
@@ -69,70 +50,190 @@ def node_depths(cell: Cell) -> dict[int, int]:
     return depth
 
 
-def cell_layout(cell: Cell) -> dict[Any, tuple[float, float]]:
-    """Positions: inputs on the left, intermediate nodes in columns by depth, the output on the right."""
-    depth = node_depths(cell)
-    pos: dict[Any, tuple[float, float]] = {0: (0.0, 1.0), 1: (0.0, -1.0)}
-    columns: dict[int, list[int]] = {}
-    for node in range(2, len(cell.nodes) + 2):
-        columns.setdefault(depth[node], []).append(node)
-    for d, nodes in columns.items():
-        for k, node in enumerate(nodes):
-            y = (len(nodes) - 1) / 2 - k
-            pos[node] = (2.2 * d, 1.6 * y)
-    pos["out"] = (2.2 * (max(columns) + 1), 0.0)
+def node_names(cell: Cell) -> dict[Node, str]:
+    """Display names: c_{k-2}, c_{k-1}, intermediate nodes from 0, c_{k}."""
+    names: dict[Node, str] = {0: "$c_{k-2}$", 1: "$c_{k-1}$", "out": "$c_{k}$"}
+    names.update({i + 2: str(i) for i in range(len(cell.nodes))})
+    return names
+
+
+def cell_layout(cell: Cell) -> dict[Node, tuple[float, float]]:
+    """Positions: inputs at the left, intermediate nodes one column each in node order, the output at the right."""
+    pos: dict[Node, tuple[float, float]] = {0: (0.0, INPUT_Y), 1: (0.0, -INPUT_Y)}
+    for i in range(len(cell.nodes)):
+        pos[i + 2] = (GAP * (i + 1), 0.0)
+    pos["out"] = (GAP * (len(cell.nodes) + 1), 0.0)
     return pos
 
 
-def plot_cell(cell: Cell, stem: str | os.PathLike, title: str = "", formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Draw one cell as a graph: ``stem.png`` and ``stem.svg``; returns the files written."""
-    plt = _pyplot()
+@dataclass(frozen=True)
+class Edge:
+    src: Node
+    dst: Node
+    op: str | None  # None: an unlabelled edge into the output
+    rad: float  # matplotlib arc3 curvature: < 0 bulges above a left-to-right edge, > 0 below
+
+
+def _rad_for_bulge(p: tuple[float, float], q: tuple[float, float], bulge: float) -> float:
+    """arc3 curvature whose curve passes ``bulge`` units off the chord at its middle (the control point is
+    twice as far)."""
+    length = ((q[0] - p[0]) ** 2 + (q[1] - p[1]) ** 2) ** 0.5
+    return 2.0 * bulge / length if length else 0.0
+
+
+def cell_edges(cell: Cell, pos: dict[Node, tuple[float, float]]) -> list[Edge]:
+    """Every edge with its curvature: edges that pass other nodes arc around them."""
+    edges: list[Edge] = []
+    above = True
+    for i, node_edges in enumerate(cell.nodes):
+        dst = i + 2
+        for op, src in node_edges:
+            if src in (0, 1):
+                # from c_{k-2} (top) arc upwards, from c_{k-1} (bottom) downwards, more for farther nodes
+                bulge = 0.42 * i
+                rad = _rad_for_bulge(pos[src], pos[dst], bulge) * (-1 if src == 0 else 1)
+            elif dst - src == 1:
+                rad = 0.0
+            else:
+                rad = _rad_for_bulge(pos[src], pos[dst], 0.75 + 0.3 * (dst - src - 2)) * (-1 if above else 1)
+                above = not above
+            edges.append(Edge(src, dst, op, rad))
+    last = len(cell.nodes) + 1
+    side = 1
+    for node in cell.concat:
+        if node == last:
+            rad = 0.0
+        else:
+            rad = _rad_for_bulge(pos[node], pos["out"], 0.55 + 0.3 * (last - node - 1)) * side
+            side = -side
+        edges.append(Edge(node, "out", None, rad))
+    return edges
+
+
+def curve_point(p: tuple[float, float], q: tuple[float, float], rad: float, t: float) -> tuple[float, float]:
+    """The point at parameter ``t`` of matplotlib's arc3 quadratic Bezier from ``p`` to ``q``."""
+    (x1, y1), (x2, y2) = p, q
+    cx, cy = (x1 + x2) / 2 + rad * (y2 - y1), (y1 + y2) / 2 - rad * (x2 - x1)
+    return ((1 - t) ** 2 * x1 + 2 * t * (1 - t) * cx + t**2 * x2,
+            (1 - t) ** 2 * y1 + 2 * t * (1 - t) * cy + t**2 * y2)
+
+
+def _curve_normal(p: tuple[float, float], q: tuple[float, float], rad: float, t: float) -> tuple[float, float]:
+    (x1, y1), (x2, y2) = p, q
+    cx, cy = (x1 + x2) / 2 + rad * (y2 - y1), (y1 + y2) / 2 - rad * (x2 - x1)
+    dx = 2 * (1 - t) * (cx - x1) + 2 * t * (x2 - cx)
+    dy = 2 * (1 - t) * (cy - y1) + 2 * t * (y2 - cy)
+    norm = (dx * dx + dy * dy) ** 0.5 or 1.0
+    return -dy / norm, dx / norm
+
+
+def _extent(text: Any, renderer: Any, pad: float, fontsize: float) -> Any:
+    """Display box of a text with its bbox patch (matplotlib pads the text by ``pad`` x font size)."""
+    grow = pad * renderer.points_to_pixels(fontsize) + 1.5
+    return text.get_window_extent(renderer).padded(grow)
+
+
+def _overlaps(box: Any, others: Sequence[Any]) -> float:
+    """Total overlap area (pixels squared) of ``box`` with ``others``."""
+    total = 0.0
+    for other in others:
+        w = min(box.x1, other.x1) - max(box.x0, other.x0)
+        h = min(box.y1, other.y1) - max(box.y0, other.y0)
+        if w > 0 and h > 0:
+            total += w * h
+    return total
+
+
+@dataclass
+class CellDrawing:
+    """The artists of one drawn cell, for tests and for callers that add to the axes."""
+
+    nodes: dict[Node, Any]
+    labels: list[Any]
+
+
+def draw_cell(ax: Any, cell: Cell, title: str = "") -> CellDrawing:
+    """Draw ``cell`` into ``ax`` (which should keep equal x and y scales); returns the node and label texts."""
     from matplotlib.patches import FancyArrowPatch
 
     pos = cell_layout(cell)
-    names = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
-    fig, ax = plt.subplots(figsize=(2.4 * len({p[0] for p in pos.values()}) + 1, 4.2))
-    ax.set_aspect("equal")
+    names = node_names(cell)
+    edges = cell_edges(cell, pos)
     ax.axis("off")
-
-    def edge(src: Any, dst: Any, label: str | None, rad: float, style: str = "-") -> None:
-        (x1, y1), (x2, y2) = pos[src], pos[dst]
-        arrow = FancyArrowPatch(
-            (x1, y1), (x2, y2), connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=12,
-            shrinkA=17, shrinkB=17, linestyle=style, color="#444444", linewidth=1.1, zorder=1,
-        )
-        ax.add_patch(arrow)
-        if label:
-            # a point of matplotlib's arc3 quadratic Bezier (control point: midpoint + rad * (dy, -dx)),
-            # nearer the source than the middle so that labels of crossing edges do not collide
-            cx, cy = (x1 + x2) / 2 + rad * (y2 - y1), (y1 + y2) / 2 - rad * (x2 - x1)
-            t = 0.38
-            lx = (1 - t) ** 2 * x1 + 2 * t * (1 - t) * cx + t**2 * x2
-            ly = (1 - t) ** 2 * y1 + 2 * t * (1 - t) * cy + t**2 * y2
-            ax.text(lx, ly, label, fontsize=7, ha="center", va="center", zorder=3,
-                    bbox=dict(boxstyle="round,pad=0.2", fc=OP_COLOURS.get(label, "white"), ec="none"))
-
-    for i, edges in enumerate(cell.nodes):
-        dst = i + 2
-        for k, (op, src) in enumerate(edges):
-            edge(src, dst, op, rad=0.18 if k == 0 else -0.18)
-    for node in cell.concat:
-        edge(node, "out", None, rad=0.0, style="--")
+    for e in edges:
+        ax.add_patch(FancyArrowPatch(
+            pos[e.src], pos[e.dst], connectionstyle=f"arc3,rad={e.rad}", arrowstyle="-|>", mutation_scale=11,
+            shrinkA=14, shrinkB=14, linestyle="--" if e.op is None else "-", color="#555555",
+            linewidth=1.0, zorder=1,
+        ))
+    nodes = {}
     for node, (x, y) in pos.items():
         is_io = node in (0, 1, "out")
-        ax.scatter([x], [y], s=900, c="#fee391" if is_io else "#ffffff", edgecolors="#333333", zorder=2)
-        label = f"${names[node]}$" if is_io else str(node)
-        ax.text(x, y, label, ha="center", va="center", fontsize=8, zorder=4)
-    xs = [p[0] for p in pos.values()]
-    ys = [p[1] for p in pos.values()]
-    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
-    ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0)
+        nodes[node] = ax.text(x, y, names[node], ha="center", va="center", fontsize=NODE_FONT, zorder=4,
+                              bbox=dict(boxstyle=f"round,pad={NODE_PAD}", fc=IO_COLOUR if is_io else NODE_COLOUR,
+                                        ec="#333333", lw=1.0))
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=NODE_FONT)
+    renderer = ax.figure.canvas.get_renderer()
+    ax.apply_aspect()
+    blocked = [_extent(t, renderer, NODE_PAD, NODE_FONT) for t in nodes.values()]
+    frame = ax.get_window_extent(renderer)
+    labels = []
+    for e in edges:
+        if e.op is None:
+            continue
+        label = ax.text(0, 0, e.op, ha="center", va="center", fontsize=LABEL_FONT, zorder=3,
+                        bbox=dict(boxstyle=f"round,pad={LABEL_PAD}", fc=OP_COLOURS.get(e.op, "white"), ec="none"))
+        box = _place(label, e, pos, renderer, blocked, frame)
+        blocked.append(box)
+        labels.append(label)
+    return CellDrawing(nodes, labels)
+
+
+def _place(label: Any, e: Edge, pos: dict, renderer: Any, blocked: list, frame: Any) -> Any:
+    """Move ``label`` to the first free candidate point of its edge; returns its display box."""
+    best = None
+    for shift in LABEL_SHIFTS:
+        for t in LABEL_TS:
+            x, y = curve_point(pos[e.src], pos[e.dst], e.rad, t)
+            if shift:
+                nx, ny = _curve_normal(pos[e.src], pos[e.dst], e.rad, t)
+                x, y = x + shift * nx, y + shift * ny
+            label.set_position((x, y))
+            box = _extent(label, renderer, LABEL_PAD, LABEL_FONT)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            cost = _overlaps(box, blocked) + (0.0 if inside else 1e9)
+            if cost == 0.0:
+                return box
+            if best is None or cost < best[0]:
+                best = (cost, (x, y), box)
+    label.set_position(best[1])  # nothing free: the least covered point
+    return best[2]
+
+
+def cell_figure(cell: Cell, title: str = "") -> tuple[Any, CellDrawing]:
+    """A figure holding one cell at a fixed scale (equal units in x and y)."""
+    plt = pyplot()
+    pos = cell_layout(cell)
+    xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
+    x0, x1 = min(xs) - 1.2, max(xs) + 1.2
+    y0, y1 = min(ys) - 2.0, max(ys) + 2.0
+    fig = plt.figure(figsize=((x1 - x0) * INCH_PER_UNIT, (y1 - y0) * INCH_PER_UNIT + (0.35 if title else 0)))
+    top = 1 - 0.35 / fig.get_figheight() if title else 1.0
+    ax = fig.add_axes((0.0, 0.0, 1.0, top))
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
+    return fig, draw_cell(ax, cell, title)
+
+
+def plot_cell(cell: Cell, stem: str | os.PathLike, title: str = "", formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Draw one cell: ``stem.png`` and ``stem.svg``; returns the files written."""
+    fig, _ = cell_figure(cell, title)
     try:
-        return _save_all(fig, Path(stem), formats)
+        return save_formats(fig, Path(stem), formats)
     finally:
-        plt.close(fig)
+        pyplot().close(fig)
 
 
 def distinct_cells(g: CellGenotype) -> list[tuple[str, Cell]]:
@@ -150,72 +251,26 @@ def distinct_cells(g: CellGenotype) -> list[tuple[str, Cell]]:
     return out
 
 
-# ---------------------------------------------------------------------------
-# Chain genotypes
-# ---------------------------------------------------------------------------
-
-
-def expanded_blocks(stage: Sequence[Block]) -> list[Block]:
-    """Blocks with repeats spelled out; only the first of a repeated entry keeps its stride."""
-    out = []
-    for block in stage:
-        for r in range(block.repeats):
-            out.append(Block(block.type, block.kernel, block.expansion, block.stride if r == 0 else 1,
-                             block.out_channels, block.se_ratio, 1))
-    return out
-
-
-def block_label(block: Block) -> str:
-    if block.type == "cn":
-        return f"conv\nk{block.kernel}"
-    head = "ds" if block.type == "ds" else "MB"
-    exp = int(block.expansion) if float(block.expansion).is_integer() else block.expansion
-    return f"{head} k{block.kernel}\ne{exp}" + ("\nSE" if block.se_ratio else "")
-
-
-def plot_chain(g: ChainGenotype, stem: str | os.PathLike, title: str = "", formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Draw a chain genotype as one row of blocks per stage (kernel by colour, label kernel/expansion)."""
-    plt = _pyplot()
-    from matplotlib.patches import FancyBboxPatch
-
-    stages = [expanded_blocks(s) for s in g.stages]
-    width = max(len(s) for s in stages)
-    fig, ax = plt.subplots(figsize=(1.2 * width + 2.2, 0.9 * len(stages) + 0.8))
-    ax.axis("off")
-    for row, blocks in enumerate(stages):
-        y = -row
-        ax.text(-0.2, y, f"stage {row}\n{blocks[0].out_channels} ch", ha="right", va="center", fontsize=8)
-        for col, block in enumerate(blocks):
-            ax.add_patch(FancyBboxPatch(
-                (col + 0.05, y - 0.35), 0.9, 0.7, boxstyle="round,pad=0.02",
-                fc=KERNEL_COLOURS.get(block.kernel, "white"), ec="#d62728" if block.stride == 2 else "#333333",
-                lw=2.0 if block.stride == 2 else 0.8,
-            ))
-            ax.text(col + 0.5, y, block_label(block), ha="center", va="center", fontsize=7,
-                    color="white" if block.kernel == 7 else "black")
-    ax.set_xlim(-1.4, width + 0.1)
-    ax.set_ylim(-len(stages) + 0.4, 0.6)
-    ax.set_title(title or f"{g.name or 'chain genotype'} (red border: stride 2)", fontsize=9)
+def draw_genotype(genotype: CellGenotype, path: str | os.PathLike) -> Path:
+    """One PNG at ``path`` with every stage's normal and reduction cell (written atomically)."""
+    plt = pyplot()
+    rows = len(genotype.stages)
+    probe = genotype.stages[0].normal
+    pos = cell_layout(probe)
+    width = (max(p[0] for p in pos.values()) + 2.4) * INCH_PER_UNIT
+    height = (2 * INPUT_Y + 4.0) * INCH_PER_UNIT + 0.35
+    fig = plt.figure(figsize=(2 * width, rows * height))
     try:
-        return _save_all(fig, Path(stem), formats)
+        for s, stage in enumerate(genotype.stages):
+            prefix = f"stage {s} " if rows > 1 else ""
+            for col, (cell, kind) in enumerate(((stage.normal, "normal cell"), (stage.reduce, "reduction cell"))):
+                cell_pos = cell_layout(cell)
+                xs, ys = [p[0] for p in cell_pos.values()], [p[1] for p in cell_pos.values()]
+                ax = fig.add_axes((col / 2, 1 - (s + 1) / rows, 0.5, (height - 0.35) / height / rows))
+                ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
+                ax.set_ylim(min(ys) - 2.0, max(ys) + 2.0)
+                ax.set_aspect("equal")
+                draw_cell(ax, cell, prefix + kind)
+        return save_figure(fig, path, dpi=120)
     finally:
         plt.close(fig)
-
-
-# ---------------------------------------------------------------------------
-# Entry point for a whole genotype
-# ---------------------------------------------------------------------------
-
-
-def plot_genotype(g: Genotype, out_dir: str | os.PathLike, stem: str | None = None,
-                  formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Pictures of ``g`` in ``out_dir``: one per distinct cell, or one strip for a chain genotype."""
-    out_dir = Path(out_dir)
-    stem = stem or g.name or "genotype"
-    if isinstance(g, ChainGenotype):
-        return plot_chain(g, out_dir / f"{stem}_chain", formats=formats)
-    files: list[Path] = []
-    for label, cell in distinct_cells(g):
-        files += plot_cell(cell, out_dir / f"{stem}_{label}", title=f"{stem}: {label.replace('_', ' ')} cell",
-                           formats=formats)
-    return files

@@ -8,16 +8,16 @@ gives the same bytes.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cdarts_deploy import bounded_json
 from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.genotype import limits
 from cdarts_deploy.genotype.document import from_dict, to_dict
-from cdarts_deploy.genotype.errors import GenotypeError, repr_preview
+from cdarts_deploy.genotype.errors import GenotypeError
 from cdarts_deploy.genotype.model import Genotype
 from cdarts_deploy.genotype.zoo import looks_like_zoo_name, zoo_text
 
@@ -43,42 +43,11 @@ def loads(text: str, source: str = "<string>") -> Genotype:
 
 
 def _parse_json(text: str, source: str) -> Any:
-    limits.check_json_depth(text, source)
-
-    def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-        # json keeps the last of repeated keys; a repeated key is more likely a mistake than an override.
-        doc: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in doc:
-                raise GenotypeError(
-                    f"found key {repr_preview(key)} twice in one object, expected each key once", "", source
-                )
-            doc[key] = value
-        return doc
-
-    def finite_float(literal: str) -> float:
-        value = float(literal)
-        if not math.isfinite(value):  # 1e999 overflows to infinity
-            raise GenotypeError(f"found {repr_preview(literal)}, expected a finite number", "", source)
-        return value
-
-    def no_constant(name: str) -> Any:
-        raise GenotypeError(f"found {name}, expected a finite number (JSON has no {name})", "", source)
-
     try:
-        return json.loads(text, object_pairs_hook=unique_keys, parse_float=finite_float, parse_constant=no_constant)
-    except GenotypeError:
-        raise
-    except json.JSONDecodeError as exc:
-        raise GenotypeError(
-            f"found invalid JSON ({exc.msg}), expected a genotype JSON object",
-            f"line {exc.lineno} column {exc.colno}",
-            source,
-        ) from None
-    except ValueError:  # an integer longer than Python converts to int (4300 digits by default)
-        raise GenotypeError("found an integer with thousands of digits, expected a genotype", "", source) from None
-    except RecursionError:  # the depth check above keeps json.loads away from this; kept as a fallback
-        raise GenotypeError("found JSON nested too deeply, expected a genotype JSON object", "", source) from None
+        return bounded_json.loads(text, expected="a genotype JSON object", source=source,
+                                  max_bytes=limits.MAX_FILE_BYTES, max_depth=limits.MAX_JSON_DEPTH)
+    except bounded_json.JSONInputError as exc:
+        raise GenotypeError(exc.problem, exc.location, source) from None
 
 
 def dumps(g: Genotype) -> str:
@@ -130,23 +99,11 @@ def _probe(path: Path) -> tuple[bool, bool]:
 
 
 def _read_text(path: Path, source: str) -> str:
-    # Read one byte past the bound: a larger file is refused without reading it all.
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(limits.MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise GenotypeError(f"cannot read the file ({exc}); expected a UTF-8 genotype JSON file", "", source) from None
-    if len(data) > limits.MAX_FILE_BYTES:
-        raise GenotypeError(
-            f"found a file larger than {limits.MAX_FILE_BYTES} bytes, expected a genotype of at most "
-            f"{limits.MAX_FILE_BYTES} bytes",
-            "",
-            source,
-        )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise GenotypeError(f"cannot read the file ({exc}); expected a UTF-8 genotype JSON file", "", source) from None
+        return bounded_json.read_text(path, expected="a UTF-8 genotype JSON file", source=source,
+                                      max_bytes=limits.MAX_FILE_BYTES)
+    except bounded_json.JSONInputError as exc:
+        raise GenotypeError(exc.problem, exc.location, source) from None
 
 
 def save(g: Genotype, path: str | os.PathLike) -> None:

@@ -37,7 +37,6 @@ key, and ``true``/``false`` are not integers.
 from __future__ import annotations
 
 import ast
-import re
 
 from cdarts_deploy.genotype.errors import GenotypeError
 
@@ -61,40 +60,12 @@ MAX_LEGACY_CHARS = 64 * 1024
 MAX_LEGACY_AST_NODES = 20_000
 MAX_LEGACY_AST_DEPTH = 32
 
-# A JSON string (escapes included) or one bracket: brackets inside strings do not nest.
-_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-
-
 def check_text_size(text: str, source: str) -> None:
     """Refuse text longer than :data:`MAX_FILE_BYTES` (characters of a string, bytes of a file)."""
     if len(text) > MAX_FILE_BYTES:
         raise GenotypeError(
             f"found {len(text)} characters, expected a genotype of at most {MAX_FILE_BYTES} bytes", "", source
         )
-
-
-def check_json_depth(text: str, source: str) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` before :func:`json.loads` recurses into it."""
-    depth = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        bracket = match.group()
-        if bracket in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise GenotypeError(
-                    f"found JSON nested more than {MAX_JSON_DEPTH} levels deep, expected a genotype "
-                    f"(at most {MAX_JSON_DEPTH} levels)",
-                    _line_column(text, match.start()),
-                    source,
-                )
-        elif bracket in "]}":
-            depth -= 1
-
-
-def _line_column(text: str, offset: int) -> str:
-    line = text.count("\n", 0, offset) + 1
-    column = offset - text.rfind("\n", 0, offset)
-    return f"line {line} column {column}"
 
 
 def check_legacy_text(text: str, location: str, source: str) -> None:

@@ -1,0 +1,202 @@
+"""Export -> check -> compare -> report: the one path from a PyTorch model to verified files.
+
+Every command that produces an ONNX file goes through here (``cdarts-export`` for classifiers,
+feature backbones and reduced-precision files, ``cdarts-export-mm`` for detectors and segmentors,
+``cdarts-profile`` when it needs an ONNX file to time):
+
+1. export the model (:func:`cdarts_deploy.deploy.onnx_graph.export_onnx`) into a temporary file
+   beside the destination;
+2. check the graph (onnx's full checker, no training-only operators);
+3. run it in ONNX Runtime on every named input and judge each output against PyTorch FP32 with
+   the one rule of :mod:`cdarts_deploy.deploy.parity`;
+4. only if everything passed, write the report and rename every file into place
+   (:mod:`cdarts_deploy.atomic_files`); otherwise nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from cdarts_deploy.atomic_files import publish_together, temp_beside
+from cdarts_deploy.deploy import ort, parity
+from cdarts_deploy.deploy.onnx_graph import GraphCheckError, check_onnx, export_onnx
+from cdarts_deploy.deploy.timing import sample_host
+from cdarts_deploy.deploy.versions import library_versions
+from cdarts_deploy.errors import UserError
+
+Log = Callable[[str], None]
+
+
+class InputIndependentError(UserError):
+    """The model's outputs do not depend on its input: no parity check can prove anything."""
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """How to export: example input shape, opset, batch dimension, exporter, output names."""
+
+    input_shape: tuple[int, int, int, int]
+    opset: int = 18
+    dynamic_batch: bool = True
+    exporter: str = "dynamo"
+    output_names: list[str] | None = None
+
+
+@dataclass
+class Staging:
+    """Files produced into temporary paths beside their destinations, renamed into place together."""
+
+    pending: list[tuple[Path, Path]] = field(default_factory=list)
+    _folders: list[Path] = field(default_factory=list)
+
+    def temp(self, final: str | os.PathLike) -> Path:
+        """A temporary file that becomes ``final`` on :meth:`publish`."""
+        tmp = temp_beside(final)
+        self.pending.append((tmp, Path(final)))
+        return tmp
+
+    def folder(self, inside: str | os.PathLike) -> Path:
+        """A temporary folder in ``inside`` for tools that write several files; removed by :meth:`cleanup`."""
+        path = Path(tempfile.mkdtemp(prefix=".staging-", dir=inside))
+        self._folders.append(path)
+        return path
+
+    def adopt(self, tmp: Path, final: Path) -> None:
+        """Publish an already written temporary file (in the destination's file system) as ``final``."""
+        self.pending.append((tmp, final))
+
+    def publish(self) -> list[Path]:
+        publish_together(self.pending)
+        return [final for _, final in self.pending]
+
+    def cleanup(self) -> None:
+        for tmp, _ in self.pending:
+            if tmp.exists():
+                tmp.unlink()
+        for folder in self._folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+@dataclass
+class Verified:
+    """An exported, checked ONNX file (still temporary) and how it compared with PyTorch."""
+
+    path: Path
+    session: Any
+    names: list[str]
+    reference: parity.TorchReference
+    rows: list[dict]
+    failures: list[str]
+
+
+def export_and_compare(model: torch.nn.Module, path: Path, export: OnnxExport,
+                       reference: parity.TorchReference, threads: int | None = None, log: Log = lambda m: None,
+                       what: str = "") -> Verified:
+    """Steps 1-3 for one file: export to ``path``, check the graph, compare every input with PyTorch FP32."""
+    log(f"exporting {what + ' ' if what else ''}ONNX ({export.exporter} exporter, opset {export.opset}, "
+        f"{'dynamic' if export.dynamic_batch else 'static'} batch)")
+    export_onnx(model, path, export.input_shape, opset=export.opset, dynamic_batch=export.dynamic_batch,
+                output_names=export.output_names, exporter=export.exporter)
+    try:
+        check_onnx(path)
+    except GraphCheckError as exc:
+        return Verified(path, None, [], reference, [], [str(exc)])
+    session = ort.session(path, threads)
+    names = ort.output_names(session)
+    rows = parity.compare_runtime(reference, lambda x: ort.run(session, x), names, "fp32")
+    return Verified(path, session, names, reference, rows, parity.failures(rows, what))
+
+
+@dataclass
+class PipelineResult:
+    """What the pipeline did: ``written`` is empty unless every check passed."""
+
+    passed: bool
+    failures: list[str]
+    report: dict
+    written: list[Path]
+
+
+#: Produces more files from a verified model into the staging area; returns report entries and failures.
+Artifacts = Callable[[Verified, Staging], "tuple[dict, list[str]]"]
+
+
+def export_verified(
+    model: torch.nn.Module,
+    out_dir: str | os.PathLike,
+    name: str,
+    export: OnnxExport,
+    inputs: Mapping[str, np.ndarray],
+    report: Mapping[str, Any],
+    *,
+    threads: int | None = None,
+    latency_iters: int | None = None,
+    require_input_dependence: bool = False,
+    artifacts: Artifacts | None = None,
+    parity_key: str = "parity",
+    log: Log = lambda m: None,
+) -> PipelineResult:
+    """Write ``<name>.onnx`` and ``<name>.json`` (plus what ``artifacts`` adds) only if every check passes.
+
+    ``inputs`` (label -> NCHW float32 batch) are the inputs of the comparison; ``report`` holds the
+    caller's entries, to which the pipeline adds the export settings, the rule, the per-output parity
+    rows (under ``parity_key``), an ONNX Runtime latency sample (when ``latency_iters`` is given) and
+    the library versions.  ``require_input_dependence`` refuses a model whose outputs are the same for
+    every sample of a batch (a user error: parity would prove nothing).
+    """
+    out_dir = Path(out_dir)
+    onnx_final, report_final = out_dir / f"{name}.onnx", out_dir / f"{name}.json"
+    with Staging() as staging:
+        reference = parity.TorchReference(model, inputs)
+        verified = export_and_compare(model, staging.temp(onnx_final), export, reference, threads, log)
+        failures = list(verified.failures)
+        if require_input_dependence and verified.session is not None:
+            multi = [label for label, x in inputs.items() if x.shape[0] > 1]
+            if multi and not any(parity.outputs_depend_on_input(reference.outputs(label)) for label in multi):
+                raise InputIndependentError("the model's outputs do not depend on its input, so parity proves "
+                                            "nothing; pass a --checkpoint with trained weights")
+        extra: dict = {}
+        if not failures and artifacts is not None:
+            extra, more = artifacts(verified, staging)
+            failures += more
+        full = {
+            **report,
+            "opset": export.opset,
+            "exporter": export.exporter,
+            "onnx_bytes": verified.path.stat().st_size,
+            "parity_tolerance": {**parity.rule(), "precision": "fp32", **vars(parity.TOLERANCES["fp32"])},
+            parity_key: verified.rows,
+        }
+        if latency_iters is not None:
+            full["latency_onnxruntime_cpu"] = _latency(verified, inputs, latency_iters)
+        full["versions"] = library_versions()
+        full.update(extra)
+        if failures:
+            return PipelineResult(False, failures, full, [])
+        report_tmp = staging.temp(report_final)
+        report_tmp.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+        return PipelineResult(True, [], full, staging.publish())
+
+
+def _latency(verified: Verified, inputs: Mapping[str, np.ndarray], iters: int) -> dict | None:
+    """A short ONNX Runtime latency sample for the report; ``cdarts-profile`` does the careful measurement."""
+    if iters <= 0 or verified.session is None:
+        return None
+    x = next(iter(inputs.values()))
+    stats = sample_host(lambda: ort.run(verified.session, x), int(x.shape[0]), warmup=2, iters=iters)
+    return stats.as_dict()

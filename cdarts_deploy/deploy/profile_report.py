@@ -1,0 +1,220 @@
+"""The latency report of ``cdarts-profile``: rows with derived compute figures, JSON, Markdown and a PNG.
+
+The published reference rows (CDARTS paper Table 4) are carried as published, never as measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from cdarts_deploy.atomic_files import atomic_path, publish_together, temp_beside
+from cdarts_deploy.deploy.gemm import achieved_gflops, compute_floor_ms
+from cdarts_deploy.deploy.timing import LatencyStats
+
+#: Published, not measured: CDARTS paper Table 4 (NVIDIA Tesla P100, batch 32, 32x32 input, CIFAR networks).
+PUBLISHED_LATENCY = (
+    {"model": "CDARTS", "zoo": "cdarts_cifar", "latency_ms": 41.2, "spread_ms": 0.5},
+    {"model": "P-DARTS", "zoo": "pdarts", "latency_ms": 40.9, "spread_ms": None},
+    {"model": "PC-DARTS", "zoo": "pcdarts_cifar", "latency_ms": 40.7, "spread_ms": None},
+)
+PUBLISHED_CONDITIONS = {
+    "source": "CDARTS paper (TPAMI 2022), Table 4 -- published, not measured here",
+    "device": "NVIDIA Tesla P100",
+    "batch": 32,
+    "input_shape": [32, 3, 32, 32],
+}
+
+
+@dataclass
+class ProfileRow:
+    model: str
+    backend: str
+    device: str
+    precision: str
+    input_shape: list[int]
+    params: int | None
+    macs: int | None  # per image
+    stats: LatencyStats
+    timed_region: str
+    peer: bool = False
+    derived: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["stats"] = self.stats.as_dict()
+        return d
+
+
+def derive(row: ProfileRow, gemm_gflops: float | None) -> None:
+    """Fill the compute floor, achieved GFLOP/s and fraction of the GEMM rate (batch multiply-adds)."""
+    if not row.macs:
+        return
+    batch_macs = row.macs * row.stats.batch
+    row.derived["achieved_gflops"] = achieved_gflops(batch_macs, row.stats.median_ms)
+    if gemm_gflops:
+        row.derived["compute_floor_ms"] = compute_floor_ms(batch_macs, gemm_gflops)
+        row.derived["gemm_fraction"] = row.derived["achieved_gflops"] / gemm_gflops
+
+
+def make_report(rows: Sequence[ProfileRow], cond: dict, gemm: dict | None) -> dict:
+    gflops = gemm["gflops"] if gemm else None
+    for row in rows:
+        derive(row, gflops)
+    return {
+        "format": "cdarts-profile",
+        "version": 1,
+        "conditions": cond,
+        "gemm_rate": gemm,
+        "compute_floor_note": "floor = 2 x multiply-adds x batch / measured GEMM rate; achieved = 2 x multiply-adds x "
+        "batch / median latency; multiply-adds count conv and linear layers only",
+        "rows": [r.as_dict() for r in rows],
+        "published": {"conditions": PUBLISHED_CONDITIONS, "rows": [dict(r) for r in PUBLISHED_LATENCY]},
+    }
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: measured rows, published reference rows, conditions."""
+    cond = report["conditions"]
+    lines = [
+        "# Latency profile",
+        "",
+        f"Measured on {cond['gpu'] or cond['cpu']} ({cond['device']}, {cond['threads']} threads); "
+        f"torch {cond['versions']['torch']}, onnxruntime {cond['versions']['onnxruntime']}"
+        + (f", TensorRT {cond['versions']['tensorrt']}" if cond["versions"].get("tensorrt") else "")
+        + ".",
+        "",
+        "| model | backend | precision | input | params (M) | MACs/img (M) | mean ms | median ms | p90 | p95 | p99 "
+        "| std | img/s | floor ms | GFLOP/s | of GEMM |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        s, d = r["stats"], r["derived"]
+        frac = d.get("gemm_fraction")
+        lines.append(
+            f"| {r['model']}{' (peer)' if r['peer'] else ''} | {r['backend']} | {r['precision']} "
+            f"| {'x'.join(map(str, r['input_shape']))} | {_fmt(r['params'] and r['params'] / 1e6)} "
+            f"| {_fmt(r['macs'] and r['macs'] / 1e6, '.1f')} | {s['mean_ms']:.2f} | {s['median_ms']:.2f} "
+            f"| {s['p90_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['std_ms']:.2f} "
+            f"| {s['throughput_ips']:.1f} | {_fmt(d.get('compute_floor_ms'))} | {_fmt(d.get('achieved_gflops'), '.1f')} "
+            f"| {'-' if frac is None else f'{frac:.0%}'} |"
+        )
+    gemm = report.get("gemm_rate")
+    if gemm:
+        lines += [
+            "",
+            f"Measured GEMM rate: {gemm['gflops']:.1f} GFLOP/s ({gemm['dtype']}, {gemm['size']}x{gemm['size']}, "
+            f"{gemm['device']}, {gemm['threads'] or 'GPU'} threads). {report['compute_floor_note']}.",
+        ]
+    pub = report["published"]
+    lines += [
+        "",
+        f"## Published reference (not measured): {pub['conditions']['source']}",
+        "",
+        f"{pub['conditions']['device']}, batch {pub['conditions']['batch']}, input "
+        f"{'x'.join(map(str, pub['conditions']['input_shape']))}.",
+        "",
+        "| model | published latency ms |",
+        "|---|---:|",
+    ]
+    for p in pub["rows"]:
+        spread = f" +- {p['spread_ms']}" if p["spread_ms"] else ""
+        lines.append(f"| {p['model']} | {p['latency_ms']}{spread} |")
+    lines += ["", "## Timed regions", ""]
+    for region in sorted({(r["backend"], r["timed_region"]) for r in report["rows"]}):
+        lines.append(f"- {region[0]}: {region[1]}")
+    lines += ["", "## Conditions", "", "```", *_flat(cond), "```", ""]
+    return "\n".join(lines)
+
+
+def _flat(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flat(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}: {v}")
+    return out
+
+
+def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | None = None) -> None:
+    """PNG of median latency against multiply-adds per image, one marker per model and backend.
+
+    Published rows are drawn as labelled dashed lines: they were measured on
+    another machine and are references, not data points of this run.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if r["macs"]]
+    batches = sorted({r["stats"]["batch"] for r in rows})
+    batch = batch if batch is not None else (max(batches) if batches else 1)
+    rows = [r for r in rows if r["stats"]["batch"] == batch]
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    markers = {"torch": "o", "torch-compile": "D", "onnxruntime": "s", "tensorrt": "^"}
+    for backend in sorted({r["backend"] for r in rows}):
+        pts = [r for r in rows if r["backend"] == backend]
+        for peer in (False, True):
+            sel = [r for r in pts if r["peer"] == peer]
+            if not sel:
+                continue
+            ax.scatter(
+                [r["macs"] / 1e6 for r in sel],
+                [r["stats"]["median_ms"] for r in sel],
+                marker=markers.get(backend, "x"),
+                facecolors="none" if peer else None,
+                edgecolors="C1" if peer else None,
+                color=None if peer else "C0",
+                s=55,
+                label=f"{backend}{' (peers)' if peer else ''}",
+            )
+            for r in sel:
+                ax.annotate(r["model"], (r["macs"] / 1e6, r["stats"]["median_ms"]), fontsize=7, xytext=(4, 3),
+                            textcoords="offset points")
+    pub = report["published"]
+    if batch == pub["conditions"]["batch"]:
+        for p in pub["rows"]:
+            ax.axhline(p["latency_ms"], color="grey", linestyle="--", linewidth=0.8)
+            ax.text(ax.get_xlim()[0], p["latency_ms"], f" published {p['model']} {p['latency_ms']} ms "
+                    f"({pub['conditions']['device']}, 32x32) - not measured", fontsize=7, color="grey", va="bottom")
+    cond = report["conditions"]
+    ax.set_xlabel("multiply-adds per image (M)")
+    ax.set_ylabel(f"median latency at batch {batch} (ms)")
+    ax.set_title(f"Latency vs multiply-adds - {cond['gpu'] or cond['cpu']}, {cond['threads']} threads", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    if rows:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
+def write_reports(report: dict, out_dir: str | os.PathLike, stem: str = "profile") -> list[Path]:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png``; all are rendered before any is renamed into place."""
+    out_dir = Path(out_dir)
+    finals = [out_dir / f"{stem}{suffix}" for suffix in (".json", ".md", ".png")]
+    temps: list[Path] = []
+    try:
+        for final in finals:
+            temps.append(temp_beside(final))
+        temps[0].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        temps[1].write_text(markdown(report), encoding="utf-8")
+        plot_latency_vs_macs(report, temps[2])
+        publish_together(list(zip(temps, finals)))
+    finally:
+        for tmp in temps:
+            if tmp.exists():
+                tmp.unlink()
+    return finals

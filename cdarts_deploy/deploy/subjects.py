@@ -1,0 +1,168 @@
+"""What ``cdarts-profile`` times: a genotype's network, a timm or zoo peer, or a given ONNX file, and the
+ONNX files and TensorRT engines made from them (exported through the one verified pipeline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from cdarts_deploy import genotype as gt
+from cdarts_deploy.deploy.model_spec import build_model, random_batch, resolve_spec
+from cdarts_deploy.deploy.profiling import ProfileError
+
+#: Timm models of similar cost, and the DARTS-family zoo.
+DEFAULT_PEERS = ("efficientnet_b0", "mobilenetv3_large_100", "mnasnet_100", "darts_v2", "pdarts", "pcdarts_cifar",
+                 "cdarts_cifar")
+
+
+class VerificationFailed(RuntimeError):
+    """An ONNX file exported for timing failed its parity check (exit status 1)."""
+
+
+@dataclass
+class Subject:
+    """One model to profile, as a PyTorch module and/or an ONNX file."""
+
+    name: str
+    model: Any | None
+    onnx_path: Path | None
+    input_hw: tuple[int, int]
+    params: int | None
+    macs: int | None
+    peer: bool = False
+
+
+def onnx_input_hw(path: Path) -> tuple[int, int] | None:
+    """Fixed H and W of the ONNX file's first input, or None where they are symbolic."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ProfileError(f"{path} is not a valid ONNX model ({first}); pass a file written by cdarts-export") from None
+    inits = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise ProfileError(f"{path} has {len(inputs)} inputs; cdarts-profile times single-image-input models")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise ProfileError(f"{path} input has rank {len(dims)}; expected NCHW images")
+    h, w = dims[2], dims[3]
+    return (h.dim_value, w.dim_value) if h.HasField("dim_value") and w.HasField("dim_value") else None
+
+
+def from_onnx(path: Path, input_hw: tuple[int, int] | None) -> Subject:
+    from cdarts_deploy.deploy.gemm import onnx_macs
+
+    fixed = onnx_input_hw(path)
+    if fixed and input_hw and fixed != tuple(input_hw):
+        raise ProfileError(f"{path} has a fixed input of {fixed[0]}x{fixed[1]}; drop --input-size or match it")
+    hw = fixed or input_hw
+    if hw is None:
+        raise ProfileError(f"{path} has a symbolic input size; pass --input-size, e.g. --input-size 224")
+    return Subject(path.stem, None, path, tuple(hw), None, onnx_macs(path, 1, tuple(hw)))
+
+
+def from_genotype(genotype: gt.Genotype, layout: str | None = None, width: int | None = None,
+                  cells: int | None = None, num_classes: int | None = None,
+                  input_hw: tuple[int, int] | None = None, name: str | None = None, peer: bool = False) -> Subject:
+    from backbones.complexity import count_macs, count_params
+
+    is_cell = isinstance(genotype, gt.CellGenotype)
+    spec = resolve_spec(genotype, layout if is_cell else None, width if is_cell and not peer else None,
+                        cells if is_cell and not peer else None, num_classes, input_hw)
+    model = build_model(genotype, spec)
+    return Subject(name or genotype.name or "model", model, None, tuple(spec.input_size), count_params(model),
+                   count_macs(model, tuple(spec.input_size)), peer)
+
+
+def from_timm(name: str, input_hw: tuple[int, int], num_classes: int | None) -> Subject:
+    import timm
+
+    from backbones.complexity import count_macs, count_params
+
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes or 1000).eval()
+    return Subject(name, model, None, input_hw, count_params(model), count_macs(model, input_hw), True)
+
+
+def resolve_peers(text: str | None) -> list[str]:
+    """Peer names from ``--peers`` (``default`` for :data:`DEFAULT_PEERS`); unknown names are a user error."""
+    if not text:
+        return []
+    import timm
+
+    names = list(DEFAULT_PEERS) if text.strip() == "default" else [n.strip() for n in text.split(",") if n.strip()]
+    zoo = gt.zoo_names()
+    for n in names:
+        if n not in zoo and not timm.is_model(n):
+            raise ProfileError(f"unknown peer {n!r}; use a zoo name ({', '.join(zoo)}) or a timm model name")
+    return names
+
+
+def onnx_for(subject: Subject, precision: str, work: Path, calib_dir: str | None,
+             log: Callable[[str], None] = lambda m: None) -> Path:
+    """The ONNX file to time: exported once per subject through the verified pipeline, converted for fp16/int8."""
+    from cdarts_deploy.deploy import precision as pr
+    from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
+
+    if subject.onnx_path is None:
+        log(f"exporting {subject.name} to ONNX")
+        x = random_batch(1, subject.input_hw)
+        result = export_verified(subject.model, work, subject.name, OnnxExport((1, 3, *subject.input_hw)),
+                                 {"random b1": x}, {"name": subject.name}, log=log)
+        if not result.passed:
+            raise VerificationFailed(f"{subject.name}: {result.failures[0]}")
+        subject.onnx_path = work / f"{subject.name}.onnx"
+    if precision == "fp32":
+        return subject.onnx_path
+    converted = work / f"{subject.name}.{precision}.onnx"
+    if not converted.exists():
+        if precision == "fp16":
+            pr.to_fp16(subject.onnx_path, converted)
+        else:
+            log(f"calibrating INT8 Q/DQ for {subject.name} on {calib_dir}")
+            pr.quantize_int8(subject.onnx_path, converted, pr.load_images(calib_dir, subject.input_hw, limit=256))
+    return converted
+
+
+def engine_for(subject: Subject, precision: str, batches: Sequence[int], work: Path, calib_dir: str | None,
+               log: Callable[[str], None] = lambda m: None) -> Path:
+    """A TensorRT engine of the subject for ``precision``, built once per subject."""
+    from cdarts_deploy.deploy.trt import build_engine
+
+    path = work / f"{subject.name}.{precision}.engine"
+    if not path.exists():
+        log(f"building TensorRT {precision} engine for {subject.name}")
+        build_engine(onnx_for(subject, precision, work, calib_dir, log), path, subject.input_hw, precision,
+                     min_batch=1, opt_batch=max(batches), max_batch=max(batches))
+    return path
+
+
+def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence[int], *, warmup: int, iters: int,
+                    device: str, precision: str, threads: int, work: Path, calib_dir: str | None = None,
+                    log: Callable[[str], None] = lambda m: None) -> list:
+    """One report row per backend and batch size."""
+    from cdarts_deploy.deploy import profiling as prof
+    from cdarts_deploy.deploy.profile_report import ProfileRow
+
+    rows = []
+    for backend in backends:
+        for batch in batches:
+            shape = (batch, 3, *subject.input_hw)
+            desc = f"{subject.name} {backend} b{batch}"
+            if backend in ("torch", "torch-compile"):
+                m = prof.measure_torch(subject.model, shape, warmup, iters, device, precision,
+                                       compile=backend == "torch-compile", desc=desc)
+            elif backend == "onnxruntime":
+                m = prof.measure_onnxruntime(onnx_for(subject, precision, work, calib_dir, log), shape, warmup,
+                                             iters, threads, device, precision, desc=desc)
+            else:
+                m = prof.measure_tensorrt(engine_for(subject, precision, batches, work, calib_dir, log), shape,
+                                          warmup, iters, precision, desc=desc)
+            log(f"{desc}: median {m.stats.median_ms:.2f} ms, p99 {m.stats.p99_ms:.2f} ms")
+            rows.append(ProfileRow(subject.name, m.backend, m.device, m.precision, list(shape), subject.params,
+                                   subject.macs, m.stats, m.timed_region, subject.peer))
+    return rows

@@ -1,0 +1,118 @@
+"""Latency sampling and its percentile summary: the one timing code of every command.
+
+* warm-up runs first and is not timed;
+* on the host every run is timed with ``time.perf_counter`` around one synchronous call (with an
+  optional device synchronisation); on CUDA with CUDA events recorded on the stream.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one batch in milliseconds over ``iters`` timed runs."""
+
+    batch: int
+    iters: int
+    warmup: int
+    mean_ms: float
+    median_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput_ips: float  # images per second at the mean latency
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(times_ms: Sequence[float], batch: int, warmup: int) -> LatencyStats:
+    """Percentile statistics of per-run latencies (numpy's linear interpolation)."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    if t.size == 0:
+        raise ValueError("no timed runs to summarize")
+    mean = float(t.mean())
+    p90, p95, p99 = (float(v) for v in np.percentile(t, [90, 95, 99]))
+    return LatencyStats(
+        batch=batch,
+        iters=int(t.size),
+        warmup=warmup,
+        mean_ms=mean,
+        median_ms=float(np.median(t)),
+        p90_ms=p90,
+        p95_ms=p95,
+        p99_ms=p99,
+        std_ms=float(t.std(ddof=1)) if t.size > 1 else 0.0,
+        min_ms=float(t.min()),
+        max_ms=float(t.max()),
+        throughput_ips=batch / (mean / 1e3) if mean > 0 else float("inf"),
+    )
+
+
+def _progress(total: int, desc: str | None) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, disable=desc is None, file=sys.stderr)
+
+
+def time_host(
+    step: Callable[[], Any],
+    warmup: int,
+    iters: int,
+    sync: Callable[[], None] | None = None,
+    desc: str | None = None,
+) -> list[float]:
+    """Milliseconds per call of ``step`` measured with ``perf_counter``; ``sync`` waits for the device."""
+    sync = sync or (lambda: None)
+    times: list[float] = []
+    with _progress(warmup + iters, desc) as bar:
+        for _ in range(warmup):
+            step()
+            bar.update()
+        sync()
+        for _ in range(iters):
+            start = time.perf_counter()
+            step()
+            sync()
+            times.append((time.perf_counter() - start) * 1e3)
+            bar.update()
+    return times
+
+
+def time_cuda(step: Callable[[], Any], warmup: int, iters: int, stream: Any = None,
+              desc: str | None = None) -> list[float]:
+    """Milliseconds per call of ``step`` measured with CUDA events recorded on ``stream``."""
+    import torch
+
+    stream = stream or torch.cuda.current_stream()
+    times: list[float] = []
+    with _progress(warmup + iters, desc) as bar:
+        for _ in range(warmup):
+            step()
+            bar.update()
+        torch.cuda.synchronize()
+        for _ in range(iters):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            step()
+            end.record(stream)
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+            bar.update()
+    return times
+
+
+def sample_host(step: Callable[[], Any], batch: int, warmup: int, iters: int,
+                desc: str | None = None) -> LatencyStats:
+    """``summarize(time_host(...))``: the latency statistics of a host-timed step."""
+    return summarize(time_host(step, warmup, iters, desc=desc), batch, warmup)

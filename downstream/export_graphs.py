@@ -1,0 +1,88 @@
+"""Exportable graphs of mmdet detectors and mmseg segmentors, and building one from a config.
+
+Detectors export backbone + neck + head without post-processing or NMS: the outputs are the raw
+class scores and box deltas of every level (``cls_score_s8``, ..., ``bbox_delta_s8``, ...), which
+deployment runtimes decode with their own NMS.  Segmentors export backbone + decoder with the
+logits resized to the input (``seg_logits``, N x classes x H x W).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from backbones.checkpoint_io import extract_state_dict, load_into, read_checkpoint
+from cdarts_deploy.errors import UserError
+
+#: What a checkpoint that does not fit a config usually means.
+CHECKPOINT_HINT = "pass the config it was trained with"
+
+
+class GraphError(UserError):
+    """The model of a config cannot be exported (not a dense detector or a segmentor)."""
+
+
+class DetectorGraph(nn.Module):
+    """Backbone, neck and dense head of an mmdet single-stage detector; raw per-level outputs."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+        strides = detector.bbox_head.prior_generator.strides
+        self.level_names = [f"s{s[0] if isinstance(s, (tuple, list)) else s}" for s in strides]
+        self.output_names = [f"cls_score_{n}" for n in self.level_names] + [f"bbox_delta_{n}" for n in self.level_names]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cls_scores, bbox_deltas = self.detector.bbox_head(self.detector.extract_feat(x))[:2]
+        return (*cls_scores, *bbox_deltas)
+
+
+class SegmentorGraph(nn.Module):
+    """Backbone and decode head of an mmseg encoder-decoder; logits at the input resolution."""
+
+    output_names = ["seg_logits"]
+
+    def __init__(self, segmentor: nn.Module) -> None:
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.segmentor.decode_head
+        logits = head(self.segmentor.extract_feat(x))
+        return nn.functional.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=head.align_corners)
+
+
+def graph_for(model: nn.Module) -> nn.Module:
+    """The exportable graph of an mmdet detector or mmseg segmentor."""
+    if hasattr(model, "bbox_head") and hasattr(model, "extract_feat"):
+        if not hasattr(model.bbox_head, "prior_generator"):
+            raise GraphError(f"{type(model).__name__}: only dense single-stage heads (RetinaNet, FCOS, ...) are exported")
+        return DetectorGraph(model).eval()
+    if hasattr(model, "decode_head") and hasattr(model, "extract_feat"):
+        return SegmentorGraph(model).eval()
+    raise GraphError(f"{type(model).__name__} is neither an mmdet detector nor an mmseg segmentor")
+
+
+def build_from_config(config: str, cfg_options: dict | None = None, checkpoint: str | None = None) -> nn.Module:
+    """Build the config's model with its registries and load ``checkpoint`` safely (``weights_only``)."""
+    from mmengine.registry import MODELS, init_default_scope
+
+    from downstream.checkpoints import mmengine_safe_globals
+    from downstream.runner_setup import load_config
+
+    cfg = load_config(config, cfg_options)  # a config that cannot be used is a one-line ConfigError
+    init_default_scope(cfg.get("default_scope", "mmdet"))
+    model_cfg = cfg.model
+    if checkpoint is not None:  # the checkpoint replaces any backbone init weights
+        model_cfg.get("backbone", {}).pop("init_cfg", None)
+    model = MODELS.build(model_cfg)
+    if checkpoint is None:
+        model.init_weights()
+        return model.eval()
+    with mmengine_safe_globals():  # mmengine checkpoints carry numpy values in their metadata
+        obj: Any = read_checkpoint(checkpoint)
+    load_into(model, extract_state_dict(obj, checkpoint, nested_keys=("state_dict",)), checkpoint,
+              hint=CHECKPOINT_HINT)
+    return model.eval()

@@ -1,0 +1,45 @@
+"""Session-wide test material: calibration pictures and one tiny exported network.
+
+The ONNX export is the slow step, so it happens once per test session and is shared by the
+precision, profiling and TensorRT tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tiny_deploy import GENOTYPE, HW, NET, write_calibration_images
+
+
+@pytest.fixture(scope="session")
+def calibration_dir(tmp_path_factory) -> Path:
+    """A folder of 40 structured calibration pictures."""
+    return write_calibration_images(tmp_path_factory.mktemp("calib"))
+
+
+@pytest.fixture(scope="session")
+def tiny_network(tmp_path_factory, calibration_dir):
+    """(model, onnx_path, calibration images): a small CDARTS network whose BatchNorm statistics come from
+    the calibration images (random weights, but activations of a sane scale and logits that differ per image)."""
+    import torch
+
+    from backbones.factory import create_model_from_genotype
+    from cdarts_deploy.deploy import precision as pr
+    from cdarts_deploy.deploy.onnx_graph import export_onnx
+
+    torch.manual_seed(0)
+    model = create_model_from_genotype(GENOTYPE, **NET)
+    images = pr.load_images(calibration_dir, HW)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the passes
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.from_numpy(images))
+    model.eval()
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    export_onnx(model, path, (2, 3, *HW), exporter="torchscript")  # the fast exporter; both are verified
+    return model, path, images
