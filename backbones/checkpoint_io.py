@@ -9,6 +9,7 @@ never repeated to the user.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,7 +33,10 @@ def read_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> Any
     if not path.is_file():
         raise CheckpointError(f"{what} {path} not found; pass the path of a file saved with torch.save")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it is about to refuse anyway
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged or unsafe archives
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
