@@ -18,6 +18,8 @@ parts configured in the configs (``FCNHead`` and ``OHEMPixelSampler``).
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 from mmcv.cnn import ConvModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
@@ -60,13 +62,28 @@ class FasterSegHead(BaseDecodeHead):
     Args:
         width_factor: FasterSeg's width factor F (6 for Cityscapes, 16 for ADE20K).
         low_level_channels: width the stride-4 feature is projected to (48).
-        in_channels / in_index: the four backbone features, strides 4, 8, 16, 32 in that order.
+        in_channels / in_index: the four backbone features, strides 4, 8, 16, 32 in that order
+            (``in_index`` defaults to ``[0, 1, 2, 3]``).
+        input_transform: accepted as in ``BaseDecodeHead``; only ``'multiple_select'`` (the default)
+            fits, since the decoder needs the four maps separately.
         channels: width of the last 3x3 conv before the classifier.
         Other arguments as in mmseg's ``BaseDecodeHead`` (``sampler`` for OHEM, ``loss_decode``, ...).
     """
 
-    def __init__(self, width_factor: int = 6, low_level_channels: int = 48, **kwargs) -> None:
-        super().__init__(input_transform="multiple_select", **kwargs)
+    def __init__(
+        self,
+        width_factor: int = 6,
+        low_level_channels: int = 48,
+        in_index: Sequence[int] = (0, 1, 2, 3),
+        input_transform: Optional[str] = "multiple_select",
+        **kwargs,
+    ) -> None:
+        if input_transform != "multiple_select":
+            raise ValueError(
+                f"FasterSegHead input_transform={input_transform!r}: only 'multiple_select' is supported "
+                "(the decoder fuses the stride 4, 8, 16 and 32 features one by one); drop the setting or use it"
+            )
+        super().__init__(input_transform=input_transform, in_index=list(in_index), **kwargs)
         if len(self.in_channels) != 4:
             raise ValueError(f"FasterSegHead needs 4 inputs (strides 4, 8, 16, 32), got in_channels={self.in_channels}")
         c4, c8, c16, c32 = self.in_channels

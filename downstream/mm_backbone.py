@@ -2,7 +2,8 @@
 
 Enable in any mmdet 3.x / mmseg 1.x config with::
 
-    custom_imports = dict(imports=['downstream.mm_backbone'], allow_failed_imports=False)
+    custom_imports = dict(imports=['downstream.mm_backbone', 'downstream.checkpoints'], allow_failed_imports=False)
+    custom_hooks = [dict(type='PlainCheckpointHook')]  # checkpoints torch.load(weights_only=True) reads
     model = dict(backbone=dict(type='CDARTSBackbone', genotype='cdarts_b', out_indices=(1, 2, 3, 4)))
 
 ``genotype`` is a zoo name or a genotype file (cell or chain kind).  The
@@ -13,6 +14,14 @@ levels; see :attr:`CDARTSBackbone.level_info` for channels and strides).
 ``frozen_stages=k`` freezes every parameter that feature level ``k`` depends
 on (the stem and all stages up to level ``k``; ``-1`` freezes nothing), found
 by autograd rather than by module names, so it holds for both network kinds.
+
+``sync_bn=True`` turns every BatchNorm into SyncBatchNorm with timm's converter,
+which keeps the activation fused into timm's ``BatchNormAct2d`` layers (66 of the
+67 norm layers of a chain network).  The plain converters (mmengine's
+``sync_bn='torch'``/``'mmcv'`` config key, ``nn.SyncBatchNorm.convert_sync_batchnorm``)
+replace those layers by a bare SyncBatchNorm that drops the activation; the
+backbone repairs that the next time it is put in train or eval mode, which the
+Runner's loops do before every epoch or evaluation.
 
 ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=...)`` loads a
 local checkpoint of the timm classification model (or of this backbone, or of
@@ -31,6 +40,8 @@ import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import nn
+from timm.layers import BatchNormAct2d, SyncBatchNormAct
+from timm.layers import convert_sync_batchnorm as timm_convert_sync_batchnorm
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from backbones.checkpoint_io import CheckpointError, extract_state_dict, read_checkpoint
@@ -66,6 +77,7 @@ class CDARTSBackbone(BaseModule):
         out_indices: feature levels to return; ``None`` returns every level.
         frozen_stages: freeze everything feature level ``frozen_stages`` depends on; -1 freezes nothing.
         norm_eval: keep every BatchNorm in eval mode while training (frozen statistics).
+        sync_bn: convert every BatchNorm to SyncBatchNorm (timm's converter: fused activations are kept).
         last_stage_channels: chain genotypes only; 320 gives the segmentation variant
             (the last stage becomes a 1x1 conv to 320 channels, as in FasterSeg).
         model_kwargs: further arguments for ``create_model_from_genotype`` (e.g. ``layout``, ``width``,
@@ -81,6 +93,7 @@ class CDARTSBackbone(BaseModule):
         norm_eval: bool = False,
         last_stage_channels: Optional[int] = None,
         model_kwargs: Optional[dict] = None,
+        sync_bn: bool = False,
         init_cfg: Optional[Union[dict, list]] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -125,6 +138,8 @@ class CDARTSBackbone(BaseModule):
         self.norm_eval = norm_eval
         self._frozen_params: list[str] = []
         self._freeze_stages()
+        if sync_bn:
+            self.convert_sync_batchnorm()
 
     @staticmethod
     def _describe(model: nn.Module) -> str:
@@ -157,24 +172,55 @@ class CDARTSBackbone(BaseModule):
         for name, param in self.body.named_parameters():
             if name in frozen:
                 param.requires_grad_(False)
-        # Normalization layers whose affine parameters are frozen also keep their statistics.
-        self._frozen_modules = [
-            m for m in self.body.modules()
-            if isinstance(m, _BatchNorm) and any(not p.requires_grad for p in m.parameters(recurse=False))
-        ]
-        for m in self._frozen_modules:
+        for m in self._frozen_norms():
             m.eval()
 
+    def _frozen_norms(self) -> list[nn.Module]:
+        # Normalization layers whose affine parameters are frozen also keep their statistics.  Found
+        # from the parameters each time (not a cached list): a SyncBN conversion replaces the modules
+        # but keeps the same Parameter objects.
+        return [m for m in self.body.modules()
+                if isinstance(m, _BatchNorm) and any(not p.requires_grad for p in m.parameters(recurse=False))]
+
     def train(self, mode: bool = True) -> "CDARTSBackbone":
+        self.restore_fused_activations()
         super().train(mode)
         if mode:
-            for m in getattr(self, "_frozen_modules", []):
+            for m in self._frozen_norms():
                 m.eval()
             if self.norm_eval:
                 for m in self.modules():
                     if isinstance(m, _BatchNorm):
                         m.eval()
         return self
+
+    # ----- SyncBN -----------------------------------------------------------------------------
+
+    def convert_sync_batchnorm(self, process_group: Any = None) -> "CDARTSBackbone":
+        """Turn every BatchNorm into SyncBatchNorm, keeping the activations fused into timm's layers."""
+        self.restore_fused_activations()
+        was_training = self.training
+        self.body = timm_convert_sync_batchnorm(self.body, process_group)
+        self.train(was_training)
+        return self
+
+    def restore_fused_activations(self) -> int:
+        """Give back the activation a plain SyncBN conversion dropped; returns the number of layers repaired.
+
+        torch's and mmengine's converters build a bare SyncBatchNorm for each ``BatchNormAct2d`` and
+        re-attach its children, so the ``act``/``drop`` modules are still there but no longer called
+        (and so does mmengine's Runner when it reverts SyncBN to ``_BatchNormXd`` without a process group).
+        Switching the layer's class to one that calls them restores the exact computation.
+        """
+        repaired = 0
+        for module in self.body.modules():
+            if isinstance(module, _BatchNorm) and not _fuses_activation(module) and "act" in module._modules:
+                module.__class__ = _with_activation(type(module))
+                repaired += 1
+        if repaired:
+            print_log(f"CDARTSBackbone: gave {repaired} norm layers back the activation a BatchNorm conversion "
+                      "dropped (to convert to SyncBN, prefer the backbone's sync_bn=True)", logger="current")
+        return repaired
 
     # ----- weights ----------------------------------------------------------------------------
 
@@ -225,6 +271,28 @@ class CDARTSBackbone(BaseModule):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feats = self.body(x)
         return tuple(feats[i] for i in self.out_indices)
+
+
+_ACT_VARIANTS: dict[type, type] = {nn.SyncBatchNorm: SyncBatchNormAct}
+
+
+def _fuses_activation(module: nn.Module) -> bool:
+    return isinstance(module, (BatchNormAct2d, *_ACT_VARIANTS.values()))
+
+
+def _with_activation(norm_class: type) -> type:
+    """``norm_class`` followed by its ``drop`` and ``act`` children (timm's SyncBatchNormAct for torch's SyncBN;
+    a subclass made here for others, e.g. mmcv's SyncBatchNorm or the ``_BatchNormXd`` mmengine's Runner
+    reverts SyncBN layers to when it runs without a process group)."""
+    if norm_class not in _ACT_VARIANTS:
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = norm_class.forward(self, x)
+            if "drop" in self._modules:
+                x = self.drop(x)
+            return self.act(x)
+
+        _ACT_VARIANTS[norm_class] = type(norm_class.__name__ + "Act", (norm_class,), {"forward": forward})
+    return _ACT_VARIANTS[norm_class]
 
 
 def _register() -> None:

@@ -1,5 +1,6 @@
-"""What tools/train.py, tools/test.py and tools/get_flops.py share: their common options and
-reading a config safely.
+"""What tools/train.py, tools/test.py and tools/get_flops.py share: their common options,
+reading a config safely, and the config changes their options make (as mmdet's and mmseg's
+own tools make them).
 
 Problems a user can fix raise :class:`ConfigError` (a :class:`UserError`); the tools print its
 message as one line on stderr and exit with status 2.
@@ -16,16 +17,22 @@ from typing import Any, Iterator, Optional
 
 from mmengine.config import Config, DictAction
 
-import downstream.mm_compat  # noqa: F401  (mmdet::/mmseg:: bases without pkg_resources)
 from backbones.checkpoint_io import CheckpointError
 from cdarts_deploy.errors import UserError
 from downstream.checkpoints import mmengine_safe_globals
 
 __all__ = ["ConfigError", "CfgOptionsAction", "add_runner_options", "apply_launcher_env", "load_config",
-           "build_runner", "loading_checkpoints_safely", "describe_load_error"]
+           "build_runner", "loading_checkpoints_safely", "describe_load_error", "enable_auto_scale_lr",
+           "use_tta", "enable_visualization", "LAUNCHERS", "SETUPTOOLS_SPEC"]
 
-#: Modules that register this project's parts (backbone, decode head, checkpoint hook).
-PROJECT_IMPORTS = ("downstream.mm_backbone", "downstream.fasterseg_head", "downstream.checkpoints")
+#: Modules that register this project's parts (backbone, checkpoint hook; the decode head needs mmseg).
+PROJECT_IMPORTS = ("downstream.mm_backbone", "downstream.checkpoints")
+SEGMENTATION_IMPORTS = ("downstream.fasterseg_head",)
+#: mmengine's launchers (torchrun sets the variables the 'pytorch' one reads).
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+#: setuptools that torch accepts (>= 77.0.3) and that still ships pkg_resources, which mmengine uses to
+#: resolve mmdet::/mmseg:: config bases; >= 80.9 warns on every import of it, 82 removed it.
+SETUPTOOLS_SPEC = "setuptools>=77.0.3,<80.9"
 _DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 
 
@@ -48,7 +55,8 @@ def add_runner_options(parser: argparse.ArgumentParser, work_dir_help: str) -> a
     parser.add_argument("config", help="config file path")
     parser.add_argument("--work-dir", help=work_dir_help)
     parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, help="override config entries: key=value")
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="job launcher")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="none",
+                        help="job launcher: none (one process), pytorch (torchrun, as tools/dist_train.sh does), slurm, mpi")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
@@ -60,9 +68,19 @@ def apply_launcher_env(args: argparse.Namespace) -> None:
 
 def _import_project_modules() -> None:
     import importlib
+    import importlib.util
 
-    for name in PROJECT_IMPORTS:
+    names = PROJECT_IMPORTS + (SEGMENTATION_IMPORTS if importlib.util.find_spec("mmseg") is not None else ())
+    for name in names:
         importlib.import_module(name)
+
+
+def _pkg_resources_missing() -> bool:
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        return True
+    return False
 
 
 def load_config(
@@ -78,6 +96,11 @@ def load_config(
     try:
         cfg = Config.fromfile(path)
     except Exception as exc:  # mmengine raises many types for broken configs
+        if _pkg_resources_missing():
+            raise ConfigError(
+                f"config {path} cannot be read: mmengine resolves its mmdet::/mmseg:: bases with pkg_resources, "
+                f"which this setuptools no longer ships; run: pip install '{SETUPTOOLS_SPEC}'"
+            ) from None
         raise ConfigError(f"config {path} cannot be read ({_first_line(exc)}); fix the file or its _base_ paths") from None
     if cfg_options:
         try:
@@ -96,6 +119,58 @@ def load_config(
         hooks.append(dict(type="PlainCheckpointHook"))
     cfg.custom_hooks = hooks
     return cfg
+
+
+def enable_auto_scale_lr(cfg: Config) -> None:
+    """Scale the lr linearly from ``auto_scale_lr.base_batch_size`` to the real total batch size
+    (GPUs x samples per GPU): mmengine's Runner does it when ``auto_scale_lr.enable`` is set."""
+    scale = cfg.get("auto_scale_lr")
+    if not scale or "base_batch_size" not in scale:
+        raise ConfigError("--auto-scale-lr needs auto_scale_lr = dict(enable=False, base_batch_size=N) in the config, "
+                          "N being the total batch size its lr was set for")
+    scale["enable"] = True
+
+
+def use_tta(cfg: Config) -> None:
+    """Test-time augmentation: the config's ``tta_model`` wraps its model, ``tta_pipeline`` replaces the
+    test pipeline (mmdet's test.py adds a flip TTA when they are missing; mmseg's needs them)."""
+    missing = [k for k in ("tta_model", "tta_pipeline") if k not in cfg]
+    if cfg.get("default_scope") == "mmdet" and missing:
+        _default_detection_tta(cfg)
+    elif missing:
+        raise ConfigError(f"--tta needs {' and '.join(missing)} in the config (mmseg's dataset bases define both)")
+    tta_model = dict(cfg.tta_model)
+    tta_model["module"] = cfg.model
+    cfg.model = tta_model
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def _default_detection_tta(cfg: Config) -> None:
+    import copy
+
+    if "tta_model" not in cfg:
+        cfg.tta_model = dict(type="DetTTAModel", tta_cfg=dict(nms=dict(type="nms", iou_threshold=0.5), max_per_img=100))
+    if "tta_pipeline" not in cfg:
+        pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
+        pipeline[-1] = dict(type="TestTimeAug", transforms=[
+            [dict(type="RandomFlip", prob=1.0), dict(type="RandomFlip", prob=0.0)],
+            [dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor",
+                                                   "flip", "flip_direction"))],
+        ])
+        cfg.tta_pipeline = pipeline
+
+
+def enable_visualization(cfg: Config, show_dir: str) -> None:
+    """Draw predictions on the test images into ``show_dir`` (relative to the run's log folder for
+    detectors, as mmdet's test.py does; the visualizer's save_dir for segmentors, as mmseg's does)."""
+    hook = cfg.get("default_hooks", {}).get("visualization")
+    if hook is None:
+        raise ConfigError("--show-dir needs default_hooks.visualization in the config (the bases define it)")
+    hook["draw"] = True
+    if cfg.get("default_scope") == "mmseg":
+        cfg.visualizer["save_dir"] = show_dir
+    else:
+        hook["test_out_dir"] = show_dir
 
 
 def build_runner(cfg: Config):

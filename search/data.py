@@ -4,8 +4,8 @@
   (``cifar-10-batches-py/data_batch_1..5`` or ``cifar-100-python/train``); the
   training images are split into a first part (*train*, for w_S) and the rest
   (*val*, for alpha and w_E), half and half by default.  The batch files are
-  pickles, so they are read with an unpickler that admits nothing but numpy
-  arrays and plain containers.
+  pickles, read by :mod:`cdarts_deploy.data.cifar` (an unpickler that admits
+  nothing but numpy arrays and plain containers).
 * ImageFolder: ``ROOT/<class>/<image>`` (or ``ROOT/train/<class>/...``); per class,
   a seeded shuffle takes ``train_fraction`` of its images for *train* and another,
   disjoint ``val_fraction`` for *val*, so both parts cover every class.
@@ -15,7 +15,6 @@ Nothing is downloaded.  Every problem raises :class:`SearchInputError` with one 
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
 from torchvision.transforms import v2
 
+from cdarts_deploy.data import cifar
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS
 
 from .distributed import DistContext
@@ -37,112 +37,25 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_CIFAR_LAYOUT = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], b"labels", 10),
-    "cifar100": ("cifar-100-python", ["train"], b"fine_labels", 100),
-}
+_CIFAR_LAYOUT = {name: cifar.num_classes(name) for name in cifar.CIFAR_DATASETS}  # dataset -> classes
 
 
-# ----- safe reading of the CIFAR pickles -------------------------------------------------------------
-
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Admits the few numpy globals a pickled array needs and refuses everything else."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        if name == "_reconstruct":
-            return _reconstruct
-        if name == "_frombuffer":
-            return _frombuffer
-        if name == "scalar":
-            return _scalar
-        if name == "encode":
-            import codecs
-
-            return codecs.encode
-        return getattr(np, name)
-
-
-def _reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
-    if cls is not np.ndarray:
-        raise pickle.UnpicklingError("refusing to rebuild a non-ndarray class")
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
-
-
-def _scalar(dtype: Any, data: Any = None) -> Any:
-    dtype = np.dtype(dtype)
-    if dtype.hasobject or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("refusing a non-numeric numpy scalar")
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
-
-
-def _frombuffer(buf: bytes, dtype: Any, shape: Any, order: str) -> np.ndarray:
-    arr = np.frombuffer(buf, dtype=np.dtype(dtype))
-    return arr.reshape(shape, order=order).copy()
-
-
-def _read_batch(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            doc = _ArrayOnlyUnpickler(fh, encoding="bytes").load()
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise SearchInputError(
-            f"{path}: cannot read this CIFAR batch file ({type(exc).__name__}: {str(exc)[:80] or 'truncated'}); "
-            "re-extract the original python-version archive"
-        ) from None
-    if not isinstance(doc, dict):
-        raise SearchInputError(f"{path}: found a pickled {type(doc).__name__}, expected the CIFAR batch dictionary")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in doc.items()}
+# ----- CIFAR pickles: read by the one safe reader (cdarts_deploy.data.cifar) ---------------------------
 
 
 def find_cifar_dir(root: Path, dataset: str) -> Path:
-    folder, files, _, _ = _CIFAR_LAYOUT[dataset]
-    for candidate in (root, root / folder):
-        if all((candidate / f).is_file() for f in files):
-            return candidate
-    if not root.is_dir():
-        raise SearchInputError(f"{root}: no such directory; pass --data-root with the extracted {folder} folder")
-    where = root / folder if (root / folder).is_dir() else root
-    missing = [f for f in files if not (where / f).is_file()]
-    raise SearchInputError(
-        f"{where}: missing {', '.join(missing)}; --data-root must hold the extracted python-version {folder} folder"
-    )
+    try:
+        return cifar.find_cifar_dir(root, dataset)
+    except cifar.CifarError as exc:
+        raise SearchInputError(str(exc)) from None
 
 
 def load_cifar(root: str | Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
     """Training images as uint8 ``[N, 32, 32, 3]`` and int64 labels."""
-    directory = find_cifar_dir(Path(root), dataset)
-    _, files, label_key, num_classes = _CIFAR_LAYOUT[dataset]
-    images, labels = [], []
-    for name in files:
-        path = directory / name
-        batch = _read_batch(path)
-        data, lab = batch.get("data"), batch.get(label_key.decode())
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-            shape = getattr(data, "shape", None)
-            raise SearchInputError(f"{path}: 'data' is {shape} {getattr(data, 'dtype', type(data).__name__)}, "
-                                   "expected uint8 rows of 3072 values (32x32x3); re-extract the original archive")
-        lab = np.asarray(lab if lab is not None else [], dtype=np.int64)
-        if lab.shape != (data.shape[0],) or (lab.size and (lab.min() < 0 or lab.max() >= num_classes)):
-            raise SearchInputError(f"{path}: {label_key.decode()!r} does not hold one label 0..{num_classes - 1} per "
-                                   "image; re-extract the original archive")
-        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(lab)
-    return np.concatenate(images), np.concatenate(labels)
+    try:
+        return cifar.load_cifar(root, dataset, "train")
+    except cifar.CifarError as exc:
+        raise SearchInputError(str(exc)) from None
 
 
 # ----- datasets --------------------------------------------------------------------------------------
@@ -238,7 +151,7 @@ def build_search_data(
         tf = cifar_transform(size)
         full = ArrayImages(images, labels, tf)
         return SearchData(Subset(full, range(split)), Subset(full, range(split, len(labels))),
-                          _CIFAR_LAYOUT[dataset][3], "cifar", size)
+                          _CIFAR_LAYOUT[dataset], "cifar", size)
     return _imagefolder(root, num_classes, train_fraction, val_fraction,
                         input_size or LAYOUT_DEFAULTS["imagenet"]["input_size"], seed)
 

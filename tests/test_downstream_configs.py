@@ -10,7 +10,6 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import downstream.checkpoints  # noqa: F401  (registers the hook)
-import downstream.mm_compat  # noqa: F401  (mmdet:: bases without pkg_resources)
 import downstream.fasterseg_head  # noqa: F401
 from downstream.mm_backbone import CDARTSBackbone
 
@@ -43,6 +42,8 @@ def test_detection_config_builds_and_matches_the_paper(name):
     # Paper Section 4.6.3: batch 16, SGD 0.02 / 0.9 / 1e-4, 12 epochs, steps at 8 and 11.
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.momentum, opt.weight_decay) == ("SGD", 0.02, 0.9, 1e-4)
+    assert cfg.optim_wrapper.clip_grad == dict(max_norm=35, norm_type=2)  # as mmdet's RetinaNet recipes
+    assert cfg.auto_scale_lr.enable is False  # tools/train.py --auto-scale-lr turns it on
     assert cfg.train_cfg.max_epochs == 12
     steps = [s for s in cfg.param_scheduler if s.type == "MultiStepLR"]
     assert steps and list(steps[0].milestones) == [8, 11] and steps[0].gamma == 0.1
@@ -69,6 +70,8 @@ def test_segmentation_config_builds_and_matches_the_paper(name, classes, factor)
     assert [a.in_channels for a in aux] == [96, 320] and all(a.num_classes == classes for a in aux)
     assert [a.loss_decode.loss_weight for a in aux] == [0.2, 0.2]
     assert all(type(a.sampler).__name__ == "OHEMPixelSampler" for a in aux)
+    # SyncBN everywhere; the backbone keeps the activations fused into timm's norm layers.
+    assert sum(type(m).__name__ == "SyncBatchNormAct" for m in model.backbone.modules()) > 0
     with torch.no_grad():
         model.eval()
         logits = model(torch.randn(1, 3, 64, 64), mode="tensor")
@@ -88,3 +91,10 @@ def test_configs_need_only_custom_imports():
         assert "downstream.mm_backbone" in cfg.custom_imports.imports
         assert cfg.model.backbone.type == "CDARTSBackbone"
         assert any(h.type == "PlainCheckpointHook" for h in cfg.custom_hooks)
+        # The detection configs must work where only mmdet is installed.
+        assert ("downstream.fasterseg_head" in cfg.custom_imports.imports) == (name in SEGMENTATION)
+
+
+def test_segmentation_config_states_what_follows_fasterseg():
+    text = (CONFIGS / "_fasterseg_cdarts-b.py").read_text()
+    assert "Follows FasterSeg" in text and "Does not follow FasterSeg" in text and "schedule_160k" in text

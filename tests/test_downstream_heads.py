@@ -70,3 +70,18 @@ def test_global_context_attention_is_global_and_shape_preserving():
     assert y.shape == x.shape
     # Through the pooled context, a change at one position reaches every other position.
     assert (y2[..., 0, 0] - y[..., 0, 0]).abs().sum() > 0
+
+
+def test_input_transform_and_in_index_are_accepted_as_in_base_decode_head():
+    import pytest
+
+    head = _head(input_transform="multiple_select")  # a config may spell out BaseDecodeHead's arguments
+    assert head.input_transform == "multiple_select" and head.in_index == [0, 1, 2, 3]
+    cfg = dict(type="FasterSegHead", in_channels=IN_CHANNELS, width_factor=2, channels=16, num_classes=5,
+               norm_cfg=dict(type="BN", requires_grad=True))
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        default = MODELS.build(cfg)  # in_index defaults to the four levels in order
+        assert default.in_index == [0, 1, 2, 3]
+        assert default(_features()).shape == (2, 5, 16, 16)
+        with pytest.raises(ValueError, match="multiple_select"):
+            MODELS.build(dict(cfg, input_transform="resize_concat"))

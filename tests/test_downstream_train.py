@@ -1,4 +1,5 @@
-"""End to end on tiny real-format data: tools/train.py (2 iterations + evaluation), tools/test.py, --resume.
+"""End to end on tiny real-format data: tools/train.py (2 iterations + evaluation), tools/test.py, --resume,
+mmdet's own (stock) train.py/test.py with our configs, and the config recipe of docs/downstream.md.
 
 Detection: RetinaNet on CDARTS-a, a 6-image COCO-format set, mmdet's CocoMetric (pycocotools).
 Segmentation: the Cityscapes FasterSeg config on CDARTS-b, a 4-image Cityscapes-format set, mmseg's IoUMetric.
@@ -7,6 +8,7 @@ Image sizes are shrunk with --cfg-options only.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -87,7 +89,8 @@ def _det_opts(coco: Path, pretrained: Path) -> list[str]:
 def trained_detector(tmp_path_factory, coco, imagenet_checkpoint):
     work = tmp_path_factory.mktemp("det_work")
     config = str(CONFIGS / "retinanet_cdarts-a_fpn_1x_coco.py")
-    proc = _ok(_run("tools/train.py", config, "--work-dir", str(work), "--cfg-options", *_det_opts(coco, imagenet_checkpoint)))
+    proc = _ok(_run("tools/train.py", config, "--work-dir", str(work), "--auto-scale-lr",
+                    "--cfg-options", *_det_opts(coco, imagenet_checkpoint)))
     return config, work, proc
 
 
@@ -95,6 +98,7 @@ def test_train_detector_two_iterations_and_coco_eval(trained_detector):
     _, work, proc = trained_detector
     log = proc.stdout + proc.stderr
     assert re.search(r"Epoch\(train\)\s*\[1\]\[2/2\]", log)  # 4 images, batch 2: exactly two iterations
+    assert re.search(r"grad_norm: \d", log)  # the base config clips gradients (max_norm 35)
     assert not re.search(r"Epoch\(train\)\s*\[1\]\[3/", log)
     assert "coco/bbox_mAP" in log  # evaluation ran through CocoMetric after the epoch
     assert "CDARTSBackbone: loaded" in log  # the ImageNet checkpoint came in through init_cfg
@@ -107,15 +111,26 @@ def test_checkpoint_loads_with_weights_only(trained_detector):
     assert {"meta", "state_dict", "message_hub", "optimizer"} <= set(ckpt)
     assert any(k.startswith("backbone.body.") for k in ckpt["state_dict"])
     assert ckpt["meta"]["epoch"] == 1 and ckpt["meta"]["iter"] == 2
+    # --auto-scale-lr: lr 0.02 is for 16 images per step; this run had 1 process x 2 images.
+    assert ckpt["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(0.02 * 2 / 16)
 
 
 def test_test_tool_reports_coco_metrics(trained_detector, coco, imagenet_checkpoint, tmp_path):
     config, work, _ = trained_detector
     out = tmp_path / "metrics.json"
-    _ok(_run("tools/test.py", config, str(work / "epoch_1.pth"), "--work-dir", str(tmp_path),
-             "--out-metrics", str(out), "--cfg-options", *_det_opts(coco, imagenet_checkpoint)))
+    results = tmp_path / "results.pkl"
+    _ok(_run("tools/test.py", config, str(work / "epoch_1.pth"), "--work-dir", str(tmp_path / "work"),
+             "--out-metrics", str(out), "--out", str(results), "--show-dir", "vis",
+             "--cfg-options", *_det_opts(coco, imagenet_checkpoint)))
     metrics = json.loads(out.read_text())
     assert 0.0 <= metrics["coco/bbox_mAP"] <= 1.0 or metrics["coco/bbox_mAP"] == -1.0
+    import pickle
+
+    with open(results, "rb") as fh:  # mmdet's DumpDetResults format; our own file from this test
+        dumped = pickle.load(fh)
+    assert len(dumped) == 2 and {"img_id", "pred_instances"} <= set(dumped[0])
+    drawn = sorted(p.name for p in (tmp_path / "work").glob("*/vis/*.jpg"))  # <work>/<timestamp>/vis, as mmdet
+    assert len(drawn) == 2
 
 
 def test_resume_continues_from_the_checkpoint(trained_detector, coco, imagenet_checkpoint, tmp_path):
@@ -139,6 +154,49 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
     assert proc.returncode == 2 and "config" in proc.stderr and "not found" in proc.stderr
     proc = _run("tools/test.py", str(CONFIGS / "retinanet_cdarts-a_fpn_1x_coco.py"), str(tmp_path / "none.pth"))
     assert proc.returncode == 2 and "checkpoint" in proc.stderr and "not found" in proc.stderr
+
+
+# ----- mmdet's own tools, unmodified -------------------------------------------------------------
+
+MMDET_TOOLS = Path(importlib.util.find_spec("mmdet").origin).parent / ".mim" / "tools"
+# Runs a stock script as `python script args` would, in a process where mmsegmentation cannot be imported:
+# the detection configs must not need it.
+_WITHOUT_MMSEG = ("import runpy, sys; sys.modules['mmseg'] = None; script = sys.argv[1]; sys.argv = sys.argv[1:]; "
+                  "runpy.run_path(script, run_name='__main__')")
+
+
+def _stock_opts(coco: Path, pretrained: Path) -> list[str]:
+    # mmdet's tools do not drop persistent_workers for num_workers=0 as ours do.
+    return _det_opts(coco, pretrained) + [f"{k}_dataloader.persistent_workers=False" for k in ("train", "val", "test")]
+
+
+def test_stock_mmdet_tools_train_and_test_our_config_without_mmseg(coco, imagenet_checkpoint, tmp_path):
+    config = str(CONFIGS / "retinanet_cdarts-a_fpn_1x_coco.py")
+    opts = _stock_opts(coco, imagenet_checkpoint) + ["train_dataloader.batch_size=4", "train_cfg.val_interval=2"]
+    proc = _ok(_run("-c", _WITHOUT_MMSEG, str(MMDET_TOOLS / "train.py"), config, "--work-dir", str(tmp_path),
+                    "--cfg-options", *opts))
+    assert re.search(r"Epoch\(train\)\s*\[1\]\[1/1\]", proc.stdout + proc.stderr)  # one iteration
+    proc = _ok(_run("-c", _WITHOUT_MMSEG, str(MMDET_TOOLS / "test.py"), config, str(tmp_path / "epoch_1.pth"),
+                    "--work-dir", str(tmp_path / "test"), "--cfg-options", *opts))
+    assert re.search(r"Epoch\(test\).*coco/bbox_mAP: ", proc.stdout + proc.stderr)
+
+
+def _doc_recipe() -> str:
+    """The config snippet of docs/downstream.md, section 2, exactly as written there."""
+    text = (REPO / "docs" / "downstream.md").read_text()
+    section = text.split("\n## 2.", 1)[1].split("\n## 3.", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_doc_recipe_writes_checkpoints_that_load_with_weights_only(coco, imagenet_checkpoint, tmp_path):
+    config = tmp_path / "my_retinanet.py"
+    config.write_text("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n" + _doc_recipe())
+    opts = _stock_opts(coco, imagenet_checkpoint) + [
+        "model.backbone.genotype=cdarts_a", "model.backbone.init_cfg=None",
+        "train_dataloader.batch_size=4", "train_cfg.val_interval=2"]
+    _ok(_run(str(MMDET_TOOLS / "train.py"), str(config), "--work-dir", str(tmp_path / "work"), "--cfg-options", *opts))
+    ckpt = torch.load(tmp_path / "work" / "epoch_1.pth", map_location="cpu", weights_only=True)  # torch's default
+    assert ckpt["meta"]["iter"] == 1 and "message_hub" in ckpt
 
 
 # ----- segmentation ------------------------------------------------------------------------------

@@ -24,9 +24,11 @@ def floor_of(module: str) -> tuple[int, str]:
         return 3, "commands"
     if module.startswith("cdarts_deploy.deploy"):
         return 2, "deploy"
+    if module.startswith("cdarts_deploy.training"):
+        return 2, "training"
     if top in ("search", "downstream"):
         return 2, top
-    if top == "backbones" or module.startswith("cdarts_deploy.drawing"):
+    if top == "backbones" or module.startswith(("cdarts_deploy.drawing", "cdarts_deploy.data")):
         return 1, top
     if top == "cdarts_deploy":
         return 0, "format"
@@ -34,7 +36,10 @@ def floor_of(module: str) -> tuple[int, str]:
 
 
 # Floor-2 wings that must not see each other: (importer, imported).
-FORBIDDEN_WINGS = {("deploy", "downstream"), ("search", "downstream"), ("deploy", "search"), ("search", "deploy")}
+FORBIDDEN_WINGS = {
+    ("deploy", "downstream"), ("search", "downstream"), ("training", "downstream"),
+    ("deploy", "search"), ("search", "deploy"), ("training", "search"), ("search", "training"), ("deploy", "training"),
+}
 
 
 def project_modules() -> dict[str, Path]:

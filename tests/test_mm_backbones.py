@@ -179,3 +179,50 @@ def test_checkpoint_reading_never_unpickles_objects(tmp_path):
         read_state_dict(path)
     with pytest.raises(CheckpointError, match="not found"):
         read_state_dict(tmp_path / "missing.pth")
+
+
+def test_sync_bn_conversions_keep_eval_outputs():
+    """timm's BatchNormAct2d fuses the activation into the norm layer (66 of the 67 norm layers of
+    CDARTS-b); every SyncBN path must keep it.  SyncBatchNorm in eval mode needs no process group."""
+    import copy
+
+    from mmengine.model.utils import convert_sync_batchnorm as mmengine_convert
+    from mmengine.model.utils import revert_sync_batchnorm
+    from timm.layers import SyncBatchNormAct
+
+    torch.manual_seed(0)
+    backbone = CDARTSBackbone("cdarts_b", out_indices=(1, 2, 3, 4), frozen_stages=1)
+    backbone.train()
+    with torch.no_grad():
+        backbone(torch.randn(2, 3, 64, 64))  # running statistics that differ from the initial ones
+    backbone.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = backbone(x)
+
+    def outputs(model):
+        model.eval()
+        with torch.no_grad():
+            return model(x)
+
+    own = copy.deepcopy(backbone).convert_sync_batchnorm()  # what sync_bn=True does at construction
+    assert sum(isinstance(m, SyncBatchNormAct) for m in own.modules()) == 66
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in own.modules()) == 67
+    # mmengine's cfg.sync_bn='torch' path and torch's own converter drop the activation ...
+    plain = [mmengine_convert(copy.deepcopy(backbone), "torch"),
+             torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(backbone))]
+    assert all(not any(isinstance(m, SyncBatchNormAct) for m in p.modules()) for p in plain)
+    # mmengine's Runner without a process group reverts SyncBN to _BatchNormXd, dropping it again.
+    reverted = revert_sync_batchnorm(copy.deepcopy(own))
+    for model in [own, *plain, reverted]:
+        got = outputs(model)  # ... and eval() (as the Runner's loops call it) gives it back
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert len(norms) == 67 and sum(type(m).__name__.endswith("Act") for m in norms) == 66
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # Frozen stages keep their statistics after the conversion too (the modules were replaced).
+    own.train()
+    frozen_norms = [m for n, m in own.body.named_modules() if isinstance(m, torch.nn.SyncBatchNorm)
+                    and not m.weight.requires_grad]
+    assert frozen_norms and all(not m.training for m in frozen_norms)
+    # The sync_bn=True config option is checked on the segmentation configs (test_downstream_configs.py).

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Multi-GPU training with torchrun:  bash tools/dist_train.sh CONFIG GPUS [train.py options]
+# (each process runs tools/train.py CONFIG --launcher pytorch; add --auto-scale-lr when GPUS x batch is not 16)
 # NNODES, NODE_RANK, MASTER_ADDR and PORT are read from the environment for multi-node runs.
 set -euo pipefail
 if [ $# -lt 2 ]; then

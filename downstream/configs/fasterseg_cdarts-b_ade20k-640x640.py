@@ -5,7 +5,7 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k_640x640.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
-    './_cdarts_imports.py',
+    './_cdarts_seg_imports.py',
 ]
 crop_size = (640, 640)
 norm_cfg = dict(type='SyncBN', requires_grad=True)

@@ -5,7 +5,7 @@ _base_ = [
     'mmseg::_base_/datasets/cityscapes_1024x1024.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
-    './_cdarts_imports.py',
+    './_cdarts_seg_imports.py',
 ]
 crop_size = (1024, 1024)
 model = dict(

@@ -1,0 +1,29 @@
+"""Tiny training material shared by the retraining tests: an ImageFolder of coloured squares and a network small
+enough to train for an epoch in about a second on one CPU thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SIZE = 16
+CLASSES = 3
+# cdarts_cifar at C=4 with 3 cells (one normal, two reduction) on 16x16 images
+TINY = ["--width", "4", "--cells", "3", "--input-size", str(SIZE)]
+TINY_NET = dict(layout="cifar", width=4, cells=3, num_classes=CLASSES, input_size=SIZE)
+
+
+def make_image_folder(root: Path, train_per_class: int = 8, val_per_class: int = 4, seed: int = 0) -> Path:
+    """``root/train/c<k>/`` and ``root/val/c<k>/``: noise with one strong colour channel per class."""
+    rng = np.random.default_rng(seed)
+    for part, n in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(CLASSES):
+            folder = root / part / f"c{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                arr = rng.integers(0, 80, (SIZE, SIZE, 3)).astype(np.uint8)
+                arr[..., c] += 150
+                Image.fromarray(arr).save(folder / f"{i}.png")
+    return root
