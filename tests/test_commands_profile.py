@@ -63,10 +63,18 @@ def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
         assert "before timing" in r["timed_region"] and "outputs" in r["timed_region"]
     cond = report["conditions"]
     assert cond["threads"] == 1 and cond["cpu"] and cond["versions"]["torch"] and cond["device"] == "cpu"
+    gemm = report["gemm_rate"]  # measured right before and after the models; the higher median counts
+    assert gemm["gflops"] == max(gemm["before"]["gflops"], gemm["after"]["gflops"])
+    assert gemm["before"]["loadavg"] and gemm["spread"]["min"] <= gemm["gflops"] <= gemm["spread"]["max"]
+    assert cond["samples"]["timed_runs_per_row"] == 4 and cond["samples"]["unsupported_percentiles"] == [
+        "p90", "p95", "p99"]
+    assert all(r["stats"]["p99_samples"] == 4 for r in rows)
+    assert cond["load"]["loadavg"] and cond["onnxruntime"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
     assert [p["latency_ms"] for p in report["published"]["rows"]][0] == 41.2
     md = (out / "rep.md").read_text()
     assert "| tinynet | torch | fp32 | 2x3x32x32 |" in md
     assert "Published reference (not measured)" in md and "41.2" in md and "P100" in md
+    assert "samples.timed_runs_per_row: 4" in md and "unsupported_percentiles: ['p90', 'p95', 'p99']" in md
     with Image.open(out / "rep.png") as img:
         assert img.format == "PNG" and img.width > 300
 
@@ -135,10 +143,17 @@ def test_interrupt_leaves_no_report(monkeypatch, tmp_path, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(profiling, "measure_torch", interrupted)
-    code = profile_cmd.main(["darts_v2", "--backend", "torch", "--width", "8", "--cells", "5", "--out", str(tmp_path)])
+    code = profile_cmd.main(["darts_v2", "--backend", "torch", "--width", "8", "--cells", "5", "--no-gemm",
+                             "--out", str(tmp_path)])
     assert code == 130 and calls["n"] == 1
     assert capsys.readouterr().err.strip().endswith("interrupted; no report written")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_iterations_support_every_printed_percentile():
+    from cdarts_deploy.deploy.timing import PERCENTILE_MIN_SAMPLES
+
+    assert profile_cmd.build_parser().parse_args(["x"]).iters >= max(PERCENTILE_MIN_SAMPLES.values())
 
 
 def test_default_peers_are_all_known():

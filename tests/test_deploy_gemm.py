@@ -32,3 +32,13 @@ def test_onnx_macs_agree_with_the_pytorch_counter(tiny):
     model, path, _ = tiny
     assert onnx_macs(path, 1, HW) == count_macs(model, HW)
     assert onnx_macs(path, 3, HW) == 3 * count_macs(model, HW)
+
+
+def test_gemm_ceiling_is_the_higher_median_of_torch_and_onnxruntime_with_spread_and_load():
+    rate = measure_gemm_rate(threads=1, sizes=(128,), repeats=5)
+    assert set(rate.medians) == {"torch", "onnxruntime"}
+    assert rate.gflops == max(m["128"] for m in rate.medians.values())
+    assert rate.runtime in ("torch", "onnxruntime") and rate.gflops == rate.medians[rate.runtime]["128"]
+    assert rate.spread["min"] <= rate.spread["median"] == rate.gflops <= rate.spread["max"]
+    assert len(rate.loadavg) == 3 and rate.repeats == 5
+    assert set(rate.as_dict()) >= {"gflops", "size", "threads", "device", "dtype", "spread", "medians", "loadavg"}

@@ -113,3 +113,101 @@ def test_tolerances_are_documented_once():
     assert parity.rule()["tolerances"] == table
     with pytest.raises(ValueError, match="unknown precision"):
         compare_runtime(_linear_reference()[1], lambda x: [], ["y"], "bf16")
+
+
+# --------------------------------------------------------------------------- checks that refuse wrong artifacts
+
+
+class _Flat(torch.nn.Module):
+    """Outputs that hardly depend on the input, like a deep random network with uncalibrated BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 5)
+        with torch.no_grad():
+            self.linear.weight.mul_(1e-7)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_input_independent_reference_fails_at_every_batch(precision, batch):
+    model = _Flat().eval()
+    x = np.random.default_rng(0).standard_normal((batch, 8)).astype(np.float32)
+    label = parity.IMAGES if precision == "int8" else f"random b{batch}"
+    reference = TorchReference(model, {label: x})
+    exact = lambda b: torch_outputs(model, b)  # noqa: E731 -- even the exact outputs prove nothing here
+    rows = compare_runtime(reference, exact, ["logits"], precision)
+    assert [r["passed"] for r in rows] == [False]  # the old rule passed these rows
+    assert rows[0]["input_dependent"] is False
+    (message,) = parity.failures(rows)
+    assert "proves nothing" in message and "\n" not in message
+
+
+def test_other_input_is_a_different_input_of_the_same_shape():
+    x1 = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    other = parity.other_input(x1)
+    assert other.shape == x1.shape and other.dtype == x1.dtype and not np.allclose(other, x1)
+    x3 = np.arange(3 * 2, dtype=np.float32).reshape(3, 2)
+    assert np.array_equal(parity.other_input(x3), x3[[2, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_network):
+    """The tiny network's ONNX session and a reference on a random batch 1, batch 2 and real images."""
+    from cdarts_deploy.deploy import ort
+
+    model, path, images = tiny_network
+    rng = np.random.default_rng(3)
+    inputs = {"random b1": rng.standard_normal((1, 3, 32, 32)).astype(np.float32),
+              parity.IMAGES: images[:4]}
+    return model, ort.session(path, 1), TorchReference(model, inputs)
+
+
+def _wrong_input_runs(session):
+    from cdarts_deploy.deploy import ort
+
+    return {
+        "zeros": lambda x: ort.run(session, np.zeros_like(x)),
+        "another input": lambda x: ort.run(session, parity.other_input(x)),
+        "scaled output": lambda x: [o * 2.0 for o in ort.run(session, x)],
+    }
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_onnxruntime_check_fails_on_a_wrong_artifact(tiny_onnx, precision):
+    from cdarts_deploy.deploy import ort
+
+    _, session, reference = tiny_onnx
+    right = compare_runtime(reference, lambda x: ort.run(session, x), ["logits"], precision)
+    assert all(r["passed"] and r["input_dependent"] for r in right)
+    for what, run in _wrong_input_runs(session).items():
+        rows = compare_runtime(reference, run, ["logits"], precision)
+        assert all(r["input_dependent"] for r in rows), what
+        assert not any(r["passed"] for r in rows), what  # every batch, batch 1 included
+
+
+class _Skip(torch.nn.Module):
+    """A cell dropped from the network: passes its previous cell's output through."""
+
+    def forward(self, s0, s1):
+        return s1
+
+
+def test_onnxruntime_check_fails_on_a_network_with_a_dropped_cell(tiny_onnx, tmp_path):
+    import copy
+
+    from cdarts_deploy.deploy import ort
+    from cdarts_deploy.deploy.onnx_graph import export_onnx
+
+    model, _, reference = tiny_onnx
+    broken = copy.deepcopy(model)
+    broken.cells[2] = _Skip()
+    path = tmp_path / "dropped.onnx"
+    export_onnx(broken, path, (2, 3, 32, 32), exporter="torchscript")
+    session = ort.session(path, 1)
+    for precision in ("fp32", "fp16"):
+        rows = compare_runtime(reference, lambda x: ort.run(session, x), ["logits"], precision)
+        assert not any(r["passed"] for r in rows), precision

@@ -23,6 +23,7 @@ from cdarts_deploy.commands.args import OneLineParser, non_negative_int, parse_s
 from cdarts_deploy.deploy.parity import PRECISIONS
 from cdarts_deploy.deploy.profiling import BACKENDS, ProfileError
 from cdarts_deploy.deploy.subjects import DEFAULT_PEERS
+from cdarts_deploy.deploy.timing import DEFAULT_ITERS, PERCENTILE_MIN_SAMPLES, unsupported_percentiles
 from cdarts_deploy.deploy.trt import EngineBuildError
 
 PROG = "cdarts-profile"
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=parse_size, help="N or HxW (default: the genotype's or the ONNX file's)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch and ONNX Runtime (default: all cores)")
     p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--iters", type=positive_int, default=50, help="timed runs per measurement (default 50)")
+    p.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS,
+                   help=f"timed runs per measurement (default {DEFAULT_ITERS}; p99 needs at least 100, p95 20, p90 10)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda for tensorrt, else cpu")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp16: FP16 ONNX / half PyTorch on CUDA; int8: Q/DQ ONNX (needs --calib-dir)")
@@ -68,9 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=positive_int, help="cell genotypes: initial channels C")
     p.add_argument("--cells", type=positive_int, help="cell genotypes: number of cells")
     p.add_argument("--num-classes", type=positive_int, help="classifier outputs")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="tensorrt: time the GPU compute as a CUDA graph replay (host latency and enqueue time are "
+                   "always plain launches)")
     p.add_argument("--no-gemm", action="store_true", help="skip measuring the GEMM rate (no compute floor)")
     p.add_argument("--gemm-sizes", type=parse_batches, default=[1024, 2048],
-                   help="square matrix sizes tried for the GEMM rate; the best counts (default 1024,2048)")
+                   help="square matrix sizes tried for the GEMM rate, measured before and after the models; the "
+                   "highest median counts (default 1024,2048)")
     p.add_argument("--out", default=".", help="output folder (default: current folder)")
     p.add_argument("--name", help="report file stem (default: profile_<target>)")
     return p
@@ -146,20 +152,35 @@ def run(args: argparse.Namespace) -> int:
                                                  input_hw=main_subject.input_hw, name=peer, peer=True))
             else:
                 subjects.append(sj.from_timm(peer, main_subject.input_hw, args.num_classes))
+        missing = unsupported_percentiles(args.iters)
+        if missing:
+            _log(f"--iters {args.iters} is too few for {', '.join(missing)} (each would be the maximum); those "
+                 f"columns are marked unsupported in the report")
+        gemm_before = None
+        if not args.no_gemm:
+            _log("measuring the GEMM rate (before the models)")
+            gemm_before = measure_gemm_rate(threads=threads, sizes=tuple(args.gemm_sizes), device=device)
         rows = []
         try:
             for subject in subjects:
                 rows += sj.measure_subject(subject, backends, args.batch, warmup=args.warmup, iters=args.iters,
                                            device=device, precision=args.precision, threads=threads, work=work,
-                                           calib_dir=args.calib_dir, log=_log)
+                                           calib_dir=args.calib_dir, log=_log, cuda_graph=args.cuda_graph)
         except (sj.VerificationFailed, EngineBuildError) as exc:
             print(f"{PROG}: error: {exc}; no report written", file=sys.stderr)
             return 1
         gemm = None
-        if not args.no_gemm:
-            _log("measuring the GEMM rate")
-            gemm = measure_gemm_rate(threads=threads, sizes=tuple(args.gemm_sizes), device=device).as_dict()
-        report = rep.make_report(rows, conditions(threads, device), gemm)
+        if gemm_before is not None:
+            _log("measuring the GEMM rate (after the models)")
+            gemm_after = measure_gemm_rate(threads=threads, sizes=tuple(args.gemm_sizes), device=device)
+            best = max(gemm_before, gemm_after, key=lambda g: g.gflops)
+            gemm = {**best.as_dict(), "measured": "before and after the models, in this process; the higher counts",
+                    "before": gemm_before.as_dict(), "after": gemm_after.as_dict()}
+        cond = conditions(threads, device)
+        cond["samples"] = {"timed_runs_per_row": args.iters, "warmup_runs": args.warmup,
+                           "percentile_min_runs": dict(PERCENTILE_MIN_SAMPLES),
+                           "unsupported_percentiles": missing or "none"}
+        report = rep.make_report(rows, cond, gemm)
         report["target"] = str(args.target)
         report["precision"] = args.precision
     stem = args.name or f"profile_{main_subject.name}"

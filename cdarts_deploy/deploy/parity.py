@@ -17,6 +17,14 @@ Floating-point precisions: an output tensor passes when every element satisfies
 * ``max_rel`` (largest element-wise ``|candidate - reference| / (|reference| + atol)``) and the
   cosine similarity are reported for information.
 
+Before any runtime is judged on an input, the check must be able to tell that input from another
+one (:func:`input_dependence`): PyTorch's own outputs on a *different* input must fail the same
+rule.  A model whose outputs barely depend on the input (a random network with uncalibrated
+BatchNorm: logits differ by ~1e-8 between images) would let an artifact that ignores its input, or
+was fed another image, pass; such rows fail with the reason, at every batch size (batch 1 included:
+the other input is a second reproducible random batch, larger batches compare each sample with
+its neighbour).
+
 INT8 outputs are not compared element by element: the arg-max class must match PyTorch FP32 on at
 least ``INT8_MIN_TOP1`` of real images (the calibration images); on random inputs the agreement is
 reported only.
@@ -165,6 +173,32 @@ def outputs_depend_on_input(outputs: Sequence[np.ndarray]) -> bool:
     return any(o.shape[0] > 1 and not np.allclose(o[0], o[1], rtol=1e-4, atol=1e-6) for o in outputs)
 
 
+def other_input(x: np.ndarray) -> np.ndarray:
+    """A different input of the same shape and scale: the batch rolled by one sample, or (batch 1) a
+    reproducible random batch with the mean and spread of ``x``."""
+    if x.shape[0] > 1:
+        return np.roll(x, 1, axis=0)
+    rng = np.random.default_rng(1234)
+    mean, std = float(x.mean()), float(x.std()) or 1.0
+    return (rng.standard_normal(x.shape) * std + mean).astype(x.dtype)
+
+
+def input_dependence(reference: "TorchReference", label: str, precision: str) -> dict:
+    """Whether the ``precision`` rule can tell ``label``'s input from another input.
+
+    PyTorch's outputs on :func:`other_input` are judged as if they came from a runtime; if they pass,
+    a runtime that ignored its input (or got the wrong one) would pass too, so the check proves nothing.
+    """
+    wrong = reference.other_outputs(label)
+    ref = reference.outputs(label)
+    if precision == "int8":  # judged by top-1 on images; the float rule at the widest tolerance decides here
+        precision = "fp16"
+    results = compare_outputs([str(i) for i in range(len(ref))], ref, wrong, precision,
+                              noise=reference.noise(label))
+    return {"input_dependent": not all(r.passed for r in results),
+            "other_input_max_abs": max((r.max_abs for r in results), default=0.0)}
+
+
 def top1_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> float:
     """Fraction of images whose arg-max class is the same in both."""
     ref = np.asarray(reference_logits).reshape(len(reference_logits), -1).argmax(1)
@@ -185,6 +219,17 @@ class TorchReference:
             self._outputs[label] = torch_outputs(self.model, self.inputs[label])
         return self._outputs[label]
 
+    def other_outputs(self, label: str) -> list[np.ndarray]:
+        """PyTorch's outputs on a different input of the same shape, aligned with :meth:`outputs`."""
+        key = f"other:{label}"
+        if key not in self._outputs:
+            x = self.inputs[label]
+            if x.shape[0] > 1:  # the rolled batch's outputs are the reference outputs rolled: no extra pass
+                self._outputs[key] = [np.roll(o, 1, axis=0) for o in self.outputs(label)]
+            else:
+                self._outputs[key] = torch_outputs(self.model, other_input(x))
+        return self._outputs[key]
+
     def noise(self, label: str) -> list[float]:
         if label not in self._noise:
             self._noise[label] = float32_noise(self.model, self.inputs[label], self.outputs(label))
@@ -199,22 +244,29 @@ def compare_runtime(
     runtime: str = "onnxruntime",
     labels: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Run a runtime on every reference input and judge it by the rule above; one row per output and input."""
+    """Run a runtime on every reference input and judge it by the rule above; one row per output and input.
+
+    Every input is first checked to be distinguishable from another input (:func:`input_dependence`);
+    where it is not, its rows fail whatever the runtime returned.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     rows: list[dict] = []
     for label in labels if labels is not None else list(reference.inputs):
         x = reference.inputs[label]
         out = list(run(x))
-        head = {"runtime": runtime, "input": label, "batch": int(x.shape[0]), "precision": precision}
+        dependence = input_dependence(reference, label, precision)
+        head = {"runtime": runtime, "input": label, "batch": int(x.shape[0]), "precision": precision, **dependence}
         if precision == "int8":
             agreement = top1_agreement(reference.outputs(label)[0], out[0])
-            rows.append({**head, "name": names[0], "top1_agreement": agreement,
-                         "passed": agreement >= INT8_MIN_TOP1 if label == IMAGES else None})
+            judged = label == IMAGES or not dependence["input_dependent"]
+            passed = agreement >= INT8_MIN_TOP1 and dependence["input_dependent"]
+            rows.append({**head, "name": names[0], "top1_agreement": agreement, "passed": passed if judged else None})
             continue
         noise = reference.noise(label)
         results = compare_outputs(names, reference.outputs(label), out, precision, noise=noise)
-        rows += [{**head, **r.as_dict(), "torch_fp32_noise": e} for r, e in zip(results, noise)]
+        rows += [{**head, **r.as_dict(), "passed": r.passed and dependence["input_dependent"], "torch_fp32_noise": e}
+                 for r, e in zip(results, noise)]
     return rows
 
 
@@ -225,7 +277,12 @@ def failures(rows: Sequence[dict], what: str = "") -> list[str]:
     for r in rows:
         if r.get("passed") is not False:
             continue
-        if "top1_agreement" in r:
+        if r.get("input_dependent") is False:
+            out.append(f"{prefix}{r['runtime']} {r['precision']} check on {r['input']} proves nothing: PyTorch's "
+                       f"outputs on another input (max difference {r['other_input_max_abs']:.3g}) pass the same "
+                       f"tolerance, so the outputs hardly depend on the input; use trained weights or "
+                       f"calibrated BatchNorm statistics")
+        elif "top1_agreement" in r:
             out.append(f"{prefix}{r['runtime']} INT8 top-1 agreement {r['top1_agreement']:.0%} on the {r['input']} "
                        f"(need {INT8_MIN_TOP1:.0%})")
         else:

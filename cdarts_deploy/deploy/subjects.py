@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.deploy.model_spec import build_model, random_batch, resolve_spec
+from cdarts_deploy.deploy.model_spec import build_model, calibrate_batchnorm, random_batch, resolve_spec
 from cdarts_deploy.deploy.profiling import ProfileError
 
 #: Timm models of similar cost, and the DARTS-family zoo.
@@ -75,6 +75,7 @@ def from_genotype(genotype: gt.Genotype, layout: str | None = None, width: int |
     spec = resolve_spec(genotype, layout if is_cell else None, width if is_cell and not peer else None,
                         cells if is_cell and not peer else None, num_classes, input_hw)
     model = build_model(genotype, spec)
+    calibrate_batchnorm(model, tuple(spec.input_size))  # else the exported file's parity check proves nothing
     return Subject(name or genotype.name or "model", model, None, tuple(spec.input_size), count_params(model),
                    count_macs(model, tuple(spec.input_size)), peer)
 
@@ -85,6 +86,7 @@ def from_timm(name: str, input_hw: tuple[int, int], num_classes: int | None) -> 
     from backbones.complexity import count_macs, count_params
 
     model = timm.create_model(name, pretrained=False, num_classes=num_classes or 1000).eval()
+    calibrate_batchnorm(model, tuple(input_hw))  # random weights: real BN statistics keep outputs input-dependent
     return Subject(name, model, None, input_hw, count_params(model), count_macs(model, input_hw), True)
 
 
@@ -103,8 +105,9 @@ def resolve_peers(text: str | None) -> list[str]:
 
 
 def onnx_for(subject: Subject, precision: str, work: Path, calib_dir: str | None,
-             log: Callable[[str], None] = lambda m: None) -> Path:
-    """The ONNX file to time: exported once per subject through the verified pipeline, converted for fp16/int8."""
+             log: Callable[[str], None] = lambda m: None, target: str = "onnxruntime") -> Path:
+    """The ONNX file to time: exported once per subject through the verified pipeline, converted for fp16/int8
+    (INT8 for ``target``: ONNX Runtime's operator format, or Q/DQ nodes for TensorRT)."""
     from cdarts_deploy.deploy import precision as pr
     from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
 
@@ -118,13 +121,15 @@ def onnx_for(subject: Subject, precision: str, work: Path, calib_dir: str | None
         subject.onnx_path = work / f"{subject.name}.onnx"
     if precision == "fp32":
         return subject.onnx_path
-    converted = work / f"{subject.name}.{precision}.onnx"
+    converted = work / (f"{subject.name}.{precision}.onnx" if precision == "fp16" else
+                        f"{subject.name}.{precision}.{target}.onnx")
     if not converted.exists():
         if precision == "fp16":
             pr.to_fp16(subject.onnx_path, converted)
         else:
-            log(f"calibrating INT8 Q/DQ for {subject.name} on {calib_dir}")
-            pr.quantize_int8(subject.onnx_path, converted, pr.load_images(calib_dir, subject.input_hw, limit=256))
+            log(f"calibrating INT8 ({target}) for {subject.name} on {calib_dir}")
+            pr.quantize_int8(subject.onnx_path, converted, pr.load_images(calib_dir, subject.input_hw, limit=256),
+                             target=target)
     return converted
 
 
@@ -136,14 +141,15 @@ def engine_for(subject: Subject, precision: str, batches: Sequence[int], work: P
     path = work / f"{subject.name}.{precision}.engine"
     if not path.exists():
         log(f"building TensorRT {precision} engine for {subject.name}")
-        build_engine(onnx_for(subject, precision, work, calib_dir, log), path, subject.input_hw, precision,
+        build_engine(onnx_for(subject, precision, work, calib_dir, log, target="tensorrt"), path, subject.input_hw,
+                     precision,
                      min_batch=1, opt_batch=max(batches), max_batch=max(batches))
     return path
 
 
 def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence[int], *, warmup: int, iters: int,
                     device: str, precision: str, threads: int, work: Path, calib_dir: str | None = None,
-                    log: Callable[[str], None] = lambda m: None) -> list:
+                    log: Callable[[str], None] = lambda m: None, cuda_graph: bool = False) -> list:
     """One report row per backend and batch size."""
     from cdarts_deploy.deploy import profiling as prof
     from cdarts_deploy.deploy.profile_report import ProfileRow
@@ -161,8 +167,10 @@ def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence
                                              iters, threads, device, precision, desc=desc)
             else:
                 m = prof.measure_tensorrt(engine_for(subject, precision, batches, work, calib_dir, log), shape,
-                                          warmup, iters, precision, desc=desc)
-            log(f"{desc}: median {m.stats.median_ms:.2f} ms, p99 {m.stats.p99_ms:.2f} ms")
+                                          warmup, iters, precision, desc=desc, cuda_graph=cuda_graph)
+            p99 = "p99 needs >= 100 runs" if "p99" in m.stats.unsupported_percentiles else f"p99 {m.stats.p99_ms:.2f} ms"
+            log(f"{desc}: median {m.stats.median_ms:.2f} ms, {p99} (n={m.stats.iters})")
+            derived = {m.backend: m.details} if m.details else {}
             rows.append(ProfileRow(subject.name, m.backend, m.device, m.precision, list(shape), subject.params,
-                                   subject.macs, m.stats, m.timed_region, subject.peer))
+                                   subject.macs, m.stats, m.timed_region, subject.peer, derived=derived))
     return rows

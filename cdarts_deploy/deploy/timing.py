@@ -2,7 +2,10 @@
 
 * warm-up runs first and is not timed;
 * on the host every run is timed with ``time.perf_counter`` around one synchronous call (with an
-  optional device synchronisation); on CUDA with CUDA events recorded on the stream.
+  optional device synchronisation); on CUDA with CUDA events recorded on the stream;
+* a percentile needs enough samples to be more than the maximum: p90 >= 10, p95 >= 20, p99 >= 100
+  timed runs (:data:`PERCENTILE_MIN_SAMPLES`).  Every percentile carries its sample size
+  (``p99_samples``); those the sample cannot support are listed in ``unsupported_percentiles``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+#: Fewest timed runs for which a percentile is an estimate rather than the sample's maximum:
+#: the nearest-rank p-th percentile of n values is below the maximum only when n >= 1 / (1 - p).
+PERCENTILE_MIN_SAMPLES = {"p90": 10, "p95": 20, "p99": 100}
+
+#: Default number of timed runs: enough for every percentile printed (p99 needs 100), with margin.
+DEFAULT_ITERS = 200
 
 
 @dataclass(frozen=True)
@@ -25,8 +35,12 @@ class LatencyStats:
     mean_ms: float
     median_ms: float
     p90_ms: float
+    p90_samples: int
     p95_ms: float
+    p95_samples: int
     p99_ms: float
+    p99_samples: int
+    unsupported_percentiles: list
     std_ms: float
     min_ms: float
     max_ms: float
@@ -43,6 +57,7 @@ def summarize(times_ms: Sequence[float], batch: int, warmup: int) -> LatencyStat
         raise ValueError("no timed runs to summarize")
     mean = float(t.mean())
     p90, p95, p99 = (float(v) for v in np.percentile(t, [90, 95, 99]))
+    n = int(t.size)
     return LatencyStats(
         batch=batch,
         iters=int(t.size),
@@ -50,13 +65,22 @@ def summarize(times_ms: Sequence[float], batch: int, warmup: int) -> LatencyStat
         mean_ms=mean,
         median_ms=float(np.median(t)),
         p90_ms=p90,
+        p90_samples=n,
         p95_ms=p95,
+        p95_samples=n,
         p99_ms=p99,
+        p99_samples=n,
+        unsupported_percentiles=unsupported_percentiles(n),
         std_ms=float(t.std(ddof=1)) if t.size > 1 else 0.0,
         min_ms=float(t.min()),
         max_ms=float(t.max()),
         throughput_ips=batch / (mean / 1e3) if mean > 0 else float("inf"),
     )
+
+
+def unsupported_percentiles(samples: int) -> list[str]:
+    """The percentiles ``samples`` timed runs cannot estimate (they would be the maximum)."""
+    return [name for name, need in PERCENTILE_MIN_SAMPLES.items() if samples < need]
 
 
 def _progress(total: int, desc: str | None) -> Any:
@@ -116,3 +140,24 @@ def sample_host(step: Callable[[], Any], batch: int, warmup: int, iters: int,
                 desc: str | None = None) -> LatencyStats:
     """``summarize(time_host(...))``: the latency statistics of a host-timed step."""
     return summarize(time_host(step, warmup, iters, desc=desc), batch, warmup)
+
+
+def time_events(step: Callable[[], Any], warmup: int, iters: int, events: Callable[[], Any], stream: Any,
+                desc: str | None = None) -> list[float]:
+    """Milliseconds of device work per call of ``step``: a start and end event recorded on ``stream``
+    around each call (``events()`` makes one timing event; CUDA events on a GPU)."""
+    times: list[float] = []
+    with _progress(warmup + iters, desc) as bar:
+        for _ in range(warmup):
+            step()
+            bar.update()
+        stream.synchronize()
+        for _ in range(iters):
+            start, end = events(), events()
+            start.record(stream)
+            step()
+            end.record(stream)
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+            bar.update()
+    return times

@@ -7,7 +7,17 @@ ONNX with explicit Q/DQ nodes (:func:`cdarts_deploy.deploy.precision.quantize_in
 On TensorRT 10 the FP16 builder flag on the FP32 ONNX is available as
 ``fp16_flag=True``.
 
-Device buffers are PyTorch CUDA tensors, so no pycuda/cuda-python dependency.
+FP32 means FP32: TensorRT lets FP32 layers use TF32 tensor cores by default (inputs rounded to a
+10-bit mantissa); :func:`build_engine` clears ``BuilderFlag.TF32`` unless ``tf32=True`` is asked for,
+and the engine report says which.
+
+The optimization profile follows the ONNX input: a fixed (static) batch or image size gets exactly
+that shape (TensorRT rejects a profile that disagrees with a fixed dimension), a dynamic batch gets
+``min_batch <= opt_batch <= max_batch``.  :class:`TensorRTRunner` splits larger inputs into chunks the
+profile accepts and checks every ``set_input_shape`` result.
+
+Device buffers are PyTorch CUDA tensors, so no pycuda/cuda-python dependency.  All work of a
+runner happens on its own stream, which first waits for the stream that produced the input.
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ class TensorRTUnavailable(UserError):
 
 class EngineBuildError(RuntimeError):
     """TensorRT rejected an exported ONNX file or could not build an engine (a failed export, exit 1)."""
+
+
+class EngineShapeError(EngineBuildError):
+    """An engine refused an input shape (outside its optimization profile)."""
 
 
 def require_tensorrt() -> Any:
@@ -69,9 +83,30 @@ class EngineInfo:
     max_batch: int
     workspace_mb: int
     build_route: str
+    tf32: bool = False
+    profile: dict | None = None  # input name -> [min, opt, max] shapes
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def profile_shapes(network_shape: Sequence[int], input_hw: tuple[int, int], min_batch: int, opt_batch: int,
+                   max_batch: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(min, opt, max) shapes of one NCHW input for its optimization profile.
+
+    Fixed dimensions of the parsed network (``network_shape``, -1 where dynamic) are kept as they
+    are: a static-batch ONNX gets ``min = opt = max = its batch``.  Dynamic H/W take ``input_hw``.
+    """
+    dims = [int(d) for d in network_shape]
+    if len(dims) != 4:
+        raise EngineBuildError(f"expected an NCHW image input, the ONNX input has shape {dims}")
+    n, c, h, w = dims
+    if c < 0:
+        raise EngineBuildError("the ONNX input has a dynamic channel dimension; export with a fixed channel count")
+    hw = (h if h > 0 else input_hw[0], w if w > 0 else input_hw[1])
+    if n > 0:  # static batch: the only shape the engine can take
+        return (n, c, *hw), (n, c, *hw), (n, c, *hw)
+    return (min_batch, c, *hw), (opt_batch, c, *hw), (max_batch, c, *hw)
 
 
 def build_engine(
@@ -84,6 +119,7 @@ def build_engine(
     max_batch: int = 32,
     workspace_mb: int = 1024,
     fp16_flag: bool = False,
+    tf32: bool = False,
 ) -> EngineInfo:
     """Parse ``onnx_path`` and write a serialized engine to ``engine_path`` (atomically).
 
@@ -91,7 +127,9 @@ def build_engine(
     must already carry FP16 tensors or Q/DQ nodes for ``fp16``/``int8``, except
     with ``fp16_flag`` on TensorRT 10, where the FP16 builder flag is set on an
     FP32 ONNX.  The batch dimension gets one optimization profile
-    ``min_batch <= opt_batch <= max_batch``.
+    ``min_batch <= opt_batch <= max_batch``, or exactly the ONNX file's batch where it is fixed
+    (:func:`profile_shapes`; the returned info holds the profile actually used).  TF32 stays off
+    unless ``tf32`` is set.
     """
     trt = require_tensorrt()
     major = int(trt.__version__.split(".")[0])
@@ -119,31 +157,91 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    if hasattr(trt.BuilderFlag, "TF32"):  # on by default: FP32 layers would round inputs to TF32
+        (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
+    shapes: dict[str, list[list[int]]] = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        chans = tuple(tensor.shape)[1]
-        shape = lambda b: (b, chans, *input_hw)  # noqa: E731
-        profile.set_shape(tensor.name, shape(min_batch), shape(opt_batch), shape(max_batch))
+        lo, opt, hi = profile_shapes(tuple(tensor.shape), input_hw, min_batch, opt_batch, max_batch)
+        profile.set_shape(tensor.name, lo, opt, hi)
+        shapes[tensor.name] = [list(lo), list(opt), list(hi)]
     config.add_optimization_profile(profile)
+    first = next(iter(shapes.values()))
+    min_batch, opt_batch, max_batch = first[0][0], first[1][0], first[2][0]
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}; see the TensorRT log above")
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))
-    return EngineInfo(str(engine_path), precision, trt.__version__, min_batch, opt_batch, max_batch, workspace_mb, route)
+    return EngineInfo(str(engine_path), precision, trt.__version__, min_batch, opt_batch, max_batch, workspace_mb, route,
+                      tf32, shapes)
+
+
+class TorchCuda:
+    """The CUDA pieces the runner uses (device, streams), in one place so tests can stand in for them."""
+
+    device = "cuda"
+
+    def __init__(self) -> None:
+        import torch
+
+        self._torch = torch
+
+    def new_stream(self) -> Any:
+        return self._torch.cuda.Stream()
+
+    def current_stream(self) -> Any:
+        return self._torch.cuda.current_stream()
+
+    def on(self, stream: Any) -> Any:
+        """Context: make ``stream`` the current stream (allocations and copies go there)."""
+        return self._torch.cuda.stream(stream)
+
+    def handle(self, stream: Any) -> int:
+        return stream.cuda_stream
+
+    def record(self, tensor: Any, stream: Any) -> None:
+        """Tell the caching allocator ``stream`` uses ``tensor`` (no reuse before that work ends)."""
+        tensor.record_stream(stream)
+
+    def event(self) -> Any:
+        return self._torch.cuda.Event(enable_timing=True)
+
+    def pinned(self, tensor: Any) -> Any:
+        """Page-locked host memory, so host/device copies are real asynchronous DMA (as trtexec does)."""
+        return tensor.pin_memory()
+
+    def capture(self, step: Any, stream: Any) -> Any:
+        """Capture ``step`` (launches on ``stream``) in a CUDA graph; returns a replay on ``stream``."""
+        torch = self._torch
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            step()
+
+        def replay() -> None:
+            with torch.cuda.stream(stream):
+                graph.replay()
+
+        return replay
 
 
 class TensorRTRunner:
-    """Runs a serialized engine on CUDA tensors; outputs come back as float32 numpy arrays."""
+    """Runs a serialized engine on CUDA tensors; outputs come back as float32 numpy arrays.
 
-    def __init__(self, engine_path: str | os.PathLike) -> None:
+    Everything (input copy, execution, output allocation and copy back) runs on the runner's own
+    stream; an input made on another stream is waited for (``wait_stream``) and marked as used by
+    the runner's stream (``record_stream``).
+    """
+
+    def __init__(self, engine_path: str | os.PathLike, cuda: Any = None) -> None:
         trt = require_tensorrt()
         import torch
 
         self._trt = trt
         self._torch = torch
+        self.cuda = cuda or TorchCuda()
         logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
@@ -152,39 +250,76 @@ class TensorRTRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.stream = torch.cuda.Stream()
+        lo, _, hi = self.engine.get_tensor_profile_shape(self.input_names[0], 0)
+        self.min_batch, self.max_batch = int(tuple(lo)[0]), int(tuple(hi)[0])
+        self.stream = self.cuda.new_stream()
         self._outputs: list[Any] = []
 
     def _torch_dtype(self, name: str):
         return self._torch.from_numpy(np.empty(0, dtype=self._trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
 
     def bind(self, x_cuda) -> list:
-        """Set the input shape and addresses for ``x_cuda`` and allocate outputs; returns the output tensors."""
+        """Set the input shape and addresses for ``x_cuda`` and allocate outputs; returns the output tensors.
+
+        Raises :class:`EngineShapeError` when the engine refuses the shape (outside its profile).
+        """
+        torch, cuda = self._torch, self.cuda
         name = self.input_names[0]
-        x_cuda = x_cuda.to(self._torch_dtype(name)).contiguous()
-        self._input = x_cuda  # keep alive while the engine reads it
-        self.context.set_input_shape(name, tuple(x_cuda.shape))
-        self.context.set_tensor_address(name, x_cuda.data_ptr())
-        self._outputs = []
-        for out in self.output_names:
-            shape = tuple(self.context.get_tensor_shape(out))
-            tensor = self._torch.empty(shape, dtype=self._torch_dtype(out), device="cuda")
-            self.context.set_tensor_address(out, tensor.data_ptr())
-            self._outputs.append(tensor)
+        shape = tuple(x_cuda.shape)
+        if not self.min_batch <= shape[0] <= self.max_batch:
+            raise EngineShapeError(f"batch {shape[0]} is outside the engine's optimization profile "
+                                   f"({self.min_batch}..{self.max_batch}); split the input or rebuild the engine")
+        self.stream.wait_stream(cuda.current_stream())  # the input was made on the caller's stream
+        with cuda.on(self.stream):
+            x_cuda = x_cuda.to(self._torch_dtype(name)).contiguous()
+            cuda.record(x_cuda, self.stream)
+            self._input = x_cuda  # keep alive while the engine reads it
+            if not self.context.set_input_shape(name, shape):
+                raise EngineShapeError(f"TensorRT refused input shape {list(shape)} for {name!r}; the engine's "
+                                       f"profile takes batch {self.min_batch}..{self.max_batch}")
+            if not self.context.set_tensor_address(name, x_cuda.data_ptr()):
+                raise EngineShapeError(f"TensorRT refused the input buffer of {name!r}")
+            self._outputs = []
+            for out in self.output_names:
+                out_shape = tuple(self.context.get_tensor_shape(out))
+                if any(d < 0 for d in out_shape):
+                    raise EngineShapeError(f"output {out!r} has no concrete shape ({list(out_shape)}) for input "
+                                           f"{list(shape)}")
+                tensor = torch.empty(out_shape, dtype=self._torch_dtype(out), device=cuda.device)
+                if not self.context.set_tensor_address(out, tensor.data_ptr()):
+                    raise EngineShapeError(f"TensorRT refused the output buffer of {out!r}")
+                self._outputs.append(tensor)
         return self._outputs
 
     def enqueue(self) -> None:
         """Launch one inference on the runner's stream (asynchronous)."""
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+        if not self.context.execute_async_v3(self.cuda.handle(self.stream)):
             raise RuntimeError("TensorRT execution failed")
 
+    def chunks(self, count: int) -> list[tuple[int, int]]:
+        """(start, stop) pieces of ``count`` samples, each within the profile's maximum batch."""
+        return [(i, min(i + self.max_batch, count)) for i in range(0, count, self.max_batch)]
+
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Copy ``batch`` in, run once, copy every output back (for parity checks)."""
-        torch = self._torch
-        outputs = self.bind(torch.from_numpy(np.ascontiguousarray(batch)).cuda())
-        self.enqueue()
-        self.stream.synchronize()
-        return [t.float().cpu().numpy() for t in outputs]
+        """Copy ``batch`` in, run, copy every output back (for parity checks).
+
+        A batch larger than the profile's maximum runs in chunks; a chunk below its minimum (a
+        static-batch engine) is padded with copies of its last sample, whose outputs are dropped.
+        """
+        torch, cuda = self._torch, self.cuda
+        pieces: list[list[np.ndarray]] = []
+        for start, stop in self.chunks(len(batch)):
+            chunk = np.ascontiguousarray(batch[start:stop])
+            pad = max(0, self.min_batch - len(chunk))
+            if pad:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+            with cuda.on(self.stream):
+                x = torch.from_numpy(chunk).to(cuda.device, non_blocking=False)
+            outputs = self.bind(x)
+            self.enqueue()
+            self.stream.synchronize()
+            pieces.append([t.float().cpu().numpy()[: stop - start] for t in outputs])
+        return [np.concatenate([p[i] for p in pieces]) for i in range(len(self.output_names))]
 
 
 def engine_outputs(engine_path: str | os.PathLike, batches: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
