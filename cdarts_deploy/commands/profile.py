@@ -118,6 +118,17 @@ def check_args(args: argparse.Namespace, backends: list[str], is_onnx: bool) -> 
     return device
 
 
+def _looks_like_onnx(target: Path) -> bool:
+    """An ``.onnx`` file, or an existing non-JSON file whose first bytes are not genotype text."""
+    if target.suffix.lower() == ".onnx":
+        return True
+    if target.suffix.lower() == ".json" or not target.is_file():
+        return False
+    with open(target, "rb") as fh:
+        head = fh.read(64).lstrip()
+    return head[:1] not in (b"{", b"[", b"G", b"")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -127,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from cdarts_deploy.deploy.versions import conditions
 
     target = Path(args.target)
-    is_onnx = target.suffix.lower() == ".onnx" or (target.is_file() and not target.suffix.lower() == ".json"
-                                                   and target.read_bytes()[:1] not in (b"{", b"G"))
+    is_onnx = _looks_like_onnx(target)
     if is_onnx and not target.is_file():
         raise ProfileError(f"ONNX file {target} not found; pass an existing .onnx file or a genotype")
     backends = list(dict.fromkeys(args.backend or (["onnxruntime"] if is_onnx else ["torch", "onnxruntime"])))
@@ -136,14 +146,13 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or torch.get_num_threads()
     peers = sj.resolve_peers(args.peers)
 
-    out_dir = prepare_out_dir(args.out)
-
-    with torch_threads(threads), tempfile.TemporaryDirectory(prefix="cdarts-profile-") as tmp:
-        work = Path(tmp)
+    # Everything the user named is resolved before the output folder exists: bad input leaves nothing behind.
+    genotype = None if is_onnx else gt.load(args.target)
+    with torch_threads(threads):
         if is_onnx:
             main_subject = sj.from_onnx(target, args.input_size)
         else:
-            main_subject = sj.from_genotype(gt.load(args.target), args.layout, args.width, args.cells,
+            main_subject = sj.from_genotype(genotype, args.layout, args.width, args.cells,
                                             args.num_classes, args.input_size)
         subjects = [main_subject]
         for peer in peers:
@@ -152,6 +161,10 @@ def run(args: argparse.Namespace) -> int:
                                                  input_hw=main_subject.input_hw, name=peer, peer=True))
             else:
                 subjects.append(sj.from_timm(peer, main_subject.input_hw, args.num_classes))
+    out_dir = prepare_out_dir(args.out)
+
+    with torch_threads(threads), tempfile.TemporaryDirectory(prefix="cdarts-profile-") as tmp:
+        work = Path(tmp)
         missing = unsupported_percentiles(args.iters)
         if missing:
             _log(f"--iters {args.iters} is too few for {', '.join(missing)} (each would be the maximum); those "
