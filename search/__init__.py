@@ -11,22 +11,26 @@ Space-agnostic machinery (shared by the DARTS cell space and the chain-structure
 * ``runlog``        -- the per-epoch JSON-lines log (``log.jsonl``), truncated safely on resume.
 * ``distill``       -- embedding heads and the multi-level soft-target distillation loss (KL, T=2, x T^2).
 * ``regularization``-- Eq. 11's L1 penalty and the linearly decaying lambda'.
-* ``trainer``       -- :class:`CyclicSearch`: Algorithm 1's step order, warm-up, schedules, checkpoints;
-                       it drives a *space* object whose protocol is documented at the top of that module.
-* ``cli``           -- argument parsing, output-folder ownership (``run.json``), ``--resume``, exit codes.
-                       ``--space chain`` selects the chain space, which has its own options.
+* ``space``         -- :class:`SearchSpace`: what the loop needs from a space (student with levels, derive,
+                       build/inherit the evaluation network, write back, optional cost term).
+* ``eval_pool``     -- :class:`WeightPool`: w_E weights and momentum of every part any evaluation network used.
+* ``trainer``       -- :class:`CyclicSearch`: Algorithm 1 for any space: step order, warm-up, schedules,
+                       BN averaging across processes, checkpoints, the log.
+* ``run_lock``      -- one writer per ``--out`` (an flock that dies with its process).
+* ``cli``           -- ``cdarts-search --space cell|chain``: one set of options, output-folder ownership
+                       (``run.json``), ``--resume``, exit codes.
 
 DARTS cell space:
 
 * ``cell_supernet`` -- mixed operations, search cells, the search network with alpha (and optional beta).
 * ``cell_discretize`` -- top-2 discretization into a :class:`cdarts_deploy.genotype.CellGenotype`.
 * ``cell_eval``     -- the evaluation network (``backbones.darts_net.DartsNet``) and its weight pool.
-* ``cell_space``    -- the cell space object the trainer drives.
+* ``cell_space``    -- the cell space adapter.
 
 Chain-structured MBConv space (paper Section 4.6.1):
 
-* ``chain_space``   -- the supernet with mixed inverted-residual blocks and their architecture weights.
-* ``chain_child``   -- the derived child network (timm) with inherited weights.
+* ``chain_supernet`` -- the supernet with mixed inverted-residual blocks and their architecture weights.
+* ``chain_child``   -- the derived child network (timm) with weights inherited from the supernet.
 * ``chain_cost``    -- multiply-add table of the candidates, budget fitting and penalty.
-* ``chain_search``  -- :class:`ChainSearch` and ``run_search``: the search loop of the chain space.
+* ``chain_space``   -- the chain space adapter, its (block, candidate) weight pool, ``TINY_BASE``.
 """

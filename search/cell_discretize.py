@@ -66,10 +66,3 @@ def count_op(genotype: CellGenotype, op: str = "skip_connect", which: str = "nor
         cell = st.normal if which == "normal" else st.reduce
         total += sum(1 for node in cell.nodes for name, _ in node if name == op)
     return total
-
-
-def alpha_entropy(alpha: torch.Tensor) -> float:
-    """Mean entropy (nats) of the per-edge operation distributions; it falls as the search commits."""
-    with torch.no_grad():
-        p = F.softmax(alpha.detach().float(), dim=-1)
-        return float(-(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean())

@@ -1,4 +1,4 @@
-"""The DARTS cell space as a plug-in of the cyclic search (see :mod:`search.trainer`)."""
+"""The DARTS cell space (paper Section 3.3) as a space of the search loop (:mod:`search.space`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from torch import nn
 
 from cdarts_deploy.genotype import CellGenotype, CellNetwork, SEARCH_OPS
 
-from .cell_discretize import alpha_entropy, count_op, discretize
+from .cell_discretize import count_op, discretize
 from .cell_eval import EvalPool
 from .cell_supernet import SearchNetwork
 from .config import SearchConfig
 from .distill import EmbeddingHead
 from .errors import SearchInputError
 from .regularization import l1_penalty
+from .space import alpha_entropy
 
 
 class CellSpace:
@@ -36,19 +37,18 @@ class CellSpace:
                                    + ", ".join(SEARCH_OPS))
         self.search_net = SearchNetwork(num_classes, cfg.width, cfg.cells, layout, cfg.per_stage_alpha,
                                         cfg.learn_beta).to(device)
-        self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes) for c in self.search_net.tap_channels).to(device)
+        self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes, cfg.head_mid, cfg.head_embed)
+                                           for c in self.search_net.tap_channels).to(device)
         share = cfg.share_stem and cfg.eval_width == cfg.width
         self.pool = EvalPool(layout, cfg.eval_width, cfg.eval_cells, num_classes,
-                             shared_stem=self.search_net.stem_modules() if share else None, seed=cfg.seed)
+                             shared_stem=self.search_net.stem_modules() if share else None, seed=cfg.seed,
+                             head_mid=cfg.head_mid, head_embed=cfg.head_embed)
         self.device = device
+        self.levels = len(self.search_net.tap_cells) + 1
 
     @property
     def reg_ops(self) -> list[str]:
         return [s.strip() for s in self.cfg.reg_ops.split(",") if s.strip()]
-
-    @property
-    def levels(self) -> int:
-        return len(self.search_net.tap_cells) + 1
 
     # ----- parameters -----------------------------------------------------------------------------------
 
@@ -62,6 +62,13 @@ class CellSpace:
         return [p for m in self.pool.shared_stem.values() for p in m.parameters()]
 
     # ----- forward ---------------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        self.search_net.train()
+        self.student_heads.train()
+
+    def search_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.search_net(x)[0]
 
     def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         logits, feats = self.search_net(x)
@@ -82,13 +89,26 @@ class CellSpace:
         idx = [SEARCH_OPS.index(op) for op in self.reg_ops]
         return l1_penalty([self.search_net.alpha_normal, self.search_net.alpha_reduce], idx)
 
+    def arch_cost(self) -> torch.Tensor | None:
+        return None  # no cost term in the cell space yet
+
+    def bn_modules(self) -> list[nn.Module]:
+        return [self.search_net, self.student_heads]
+
     def stats(self, genotype: CellGenotype) -> dict[str, Any]:
         return {
             "skip_normal": count_op(genotype, "skip_connect", "normal"),
             "skip_reduce": count_op(genotype, "skip_connect", "reduce"),
+            "skip_mass_normal": round(self.op_mass("skip_connect", "normal"), 5),
             "alpha_entropy_normal": round(alpha_entropy(self.search_net.alpha_normal), 5),
             "alpha_entropy_reduce": round(alpha_entropy(self.search_net.alpha_reduce), 5),
         }
+
+    def op_mass(self, op: str, which: str = "normal") -> float:
+        """Softmax weight of ``op`` averaged over the edges of the ``which`` cells."""
+        alpha = self.search_net.alpha_normal if which == "normal" else self.search_net.alpha_reduce
+        with torch.no_grad():
+            return float(torch.softmax(alpha.detach().float(), -1)[..., SEARCH_OPS.index(op)].mean())
 
     def arch_state(self) -> dict[str, list]:
         return {n: p.detach().cpu().tolist() for n, p in self.search_net.named_parameters() if n.startswith(("alpha", "beta"))}
@@ -119,7 +139,7 @@ class CellSpace:
         self.student_heads.load_state_dict(state["student_heads"])
         self.pool.load_state_dict(state["pool"])
 
-    def draw(self, genotype: CellGenotype, path: Path) -> None:
+    def finish(self, genotype: CellGenotype, out: Path, branch: nn.Module | None) -> None:
         from cdarts_deploy.drawing.cells import draw_genotype
 
-        draw_genotype(genotype, path)
+        draw_genotype(genotype, out / "cells.png")

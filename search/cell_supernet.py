@@ -49,12 +49,15 @@ class MixedOp(nn.Module):
         super().__init__()
         self.ops = nn.ModuleList(OPERATIONS[name](channels, stride, False) for name in SEARCH_OPS)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        # One unbind instead of an index per operation: one autograd node, whose backward stacks the
+        # operation gradients instead of summing one zero-padded [8] tensor per operation.
+        ws = weights.unbind(0) if isinstance(weights, torch.Tensor) else weights
         out = None
         for i, op in enumerate(self.ops):
             if i == NONE_INDEX:
                 continue  # w * 0: skipping it changes neither the value nor any gradient
-            y = weights[i] * op(x)
+            y = ws[i] * op(x)
             out = y if out is None else out + y
         return out
 
@@ -76,11 +79,12 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        rows = weights.unbind(0)  # see MixedOp.forward
         k = 0
         for i in range(NUM_NODES):
             node = None
             for j in range(i + 2):
-                y = self.edges[k](states[j], weights[k])
+                y = self.edges[k](states[j], rows[k])
                 node = y if node is None else node + y
                 k += 1
             states.append(node)

@@ -14,7 +14,7 @@ from torch import nn
 from backbones.chain_net import create_chain_model
 from cdarts_deploy.genotype import ChainGenotype, apply_choices
 
-from .chain_space import ChainSupernet, MixedInvertedResidual
+from .chain_supernet import ChainSupernet, MixedInvertedResidual
 
 __all__ = ["derive_genotype", "build_child", "inherit_weights"]
 

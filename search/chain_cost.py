@@ -15,7 +15,7 @@ import torch
 from backbones.complexity import count_macs
 from cdarts_deploy.genotype import CHAIN_CHOICES
 
-from .chain_space import ChainSupernet, MixedInvertedResidual
+from .chain_supernet import ChainSupernet, MixedInvertedResidual
 
 __all__ = [
     "candidate_madds",

@@ -1,7 +1,8 @@
 """Every option of ``cdarts-search`` with the paper's values (Table 1, CIFAR row) as defaults, plus presets.
 
-Precedence: defaults < ``--preset`` < ``--config FILE`` (a JSON object of option
-names) < options given on the command line.
+One set of options for both search spaces (``--space cell|chain``).  Precedence:
+defaults < the space's defaults (``SPACE_DEFAULTS``) < ``--preset`` < ``--config FILE``
+(a JSON object of option names) < options given on the command line.
 """
 
 from __future__ import annotations
@@ -31,37 +32,48 @@ class SearchConfig:
     dataset: str = _opt("cifar10", "cifar10, cifar100 or imagefolder", choices=("cifar10", "cifar100", "imagefolder"))
     data_root: str = _opt("", "CIFAR python batch directory, or ImageFolder root")
     out: str = _opt("", "output directory (genotype.json, log.jsonl, cells.png, checkpoint.pt)")
-    space: str = _opt("cell", "search space: cell (DARTS cells) or chain (MBConv; plug-in)", choices=("cell", "chain"))
+    space: str = _opt("cell", "search space: cell (DARTS cells, paper Sec. 3.3) or chain (MBConv blocks, "
+                      "paper Sec. 4.6.1)", choices=("cell", "chain"))
     method: str = _opt("cdarts", "cdarts (cyclic, Algorithm 1) or darts (first-order DARTS baseline)",
                        choices=("cdarts", "darts"))
     seed: int = _opt(0, "random seed (same seed, same result on CPU)")
     # schedule (Algorithm 1, Table 1)
-    epochs: int = _opt(30, "search epochs S_S (after the warm-up)")
-    warmup_epochs: int = _opt(2, "epochs training only w_S before alpha moves (10 on ImageNet)")
+    epochs: int = _opt(30, "search epochs S_S, counted after the warm-up epochs")
+    warmup_epochs: int = _opt(2, "epochs training only w_S before alpha moves (10 on ImageNet); added to --epochs")
     eval_epochs: float = _opt(1.0, "S_E: epochs of w_E training on val after each rebuild (may be fractional)")
+    eval_steps: int = _opt(0, "S_E in steps instead of epochs (0: use --eval-epochs)")
     update_epochs: int = _opt(1, "S_U: rebuild the evaluation network every this many epochs")
     batch_size: int = _opt(64, "batch size per process")
-    lr: float = _opt(0.1, "SGD learning rate of w_S and w_E (cosine-annealed)")
+    lr: float = _opt(0.1, "SGD learning rate of w_S and w_E (cosine-annealed per epoch; chain space: 0.5)")
     lr_min: float = _opt(0.001, "final learning rate of the cosine schedule")
     momentum: float = _opt(0.9, "SGD momentum")
-    weight_decay: float = _opt(3e-4, "SGD weight decay")
-    grad_clip: float = _opt(5.0, "gradient-norm clipping of w_S and w_E")
+    weight_decay: float = _opt(3e-4, "SGD weight decay (chain space: 4e-5)")
+    grad_clip: float = _opt(5.0, "gradient-norm clipping of w_S, w_E and alpha (each group separately; 0: off)")
     arch_lr: float = _opt(3e-4, "Adam learning rate of alpha")
     arch_beta1: float = _opt(0.5, "Adam beta1 of alpha")
     arch_beta2: float = _opt(0.999, "Adam beta2 of alpha")
     arch_weight_decay: float = _opt(3e-4, "Adam weight decay of alpha")
+    alpha_init_std: float = _opt(1e-3, "standard deviation of the initial alpha (chain space)")
     # distillation (Eq. 9-10) and regularization (Eq. 11)
     distill_lambda: float = _opt(4.0, "lambda: weight of the introspective distillation loss")
     distill_temperature: float = _opt(2.0, "T of the soft targets")
     distill_loss: str = _opt("kl", "kl (paper) or the reference's cosine, mse, smooth_l1",
                              choices=("kl", "cosine", "mse", "smooth_l1"))
+    level_weights: str = _opt("", "comma-separated fixed weight per distillation level, stage heads first and "
+                              "the final logits last (empty: uniform; paper Eq. 10 sums the levels)")
     detach_teacher: bool = _opt(False, "stop the distillation gradient at the evaluation network (paper: it flows)")
     head_ce_weight: float = _opt(1.0, "cross-entropy weight of the evaluation network's embedding heads")
+    head_mid: int = _opt(128, "embedding heads: width of the 1x1 conv")
+    head_embed: int = _opt(768, "embedding heads: width of the 2x2 conv")
     reg_lambda: float = _opt(5.0, "lambda': start value of the L1 skip regularization (0 switches it off)")
     reg_decay_epochs: int = _opt(0, "epochs over which lambda' decays to 0 (0: two thirds of --epochs)")
-    reg_ops: str = _opt("skip_connect", "comma-separated operations whose alpha is L1-penalised "
+    reg_ops: str = _opt("skip_connect", "cell space: comma-separated operations whose alpha is L1-penalised "
                         "(reference: skip_connect,max_pool_3x3,avg_pool_3x3)")
-    # networks
+    budget: float = _opt(0.0, "chain space: target multiply-adds of the derived network for one image, e.g. 300e6 "
+                         "(0: no cost term)")
+    budget_weight: float = _opt(1.0, "chain space: weight of the expected-cost penalty in the joint step")
+    budget_tolerance: float = _opt(0.1, "chain space: relative tolerance of the derived network's cost")
+    # networks (cell space)
     width: int = _opt(16, "search network width C")
     cells: int = _opt(8, "search network cells")
     eval_width: int = _opt(0, "evaluation network width during search (0: same as --width)")
@@ -74,6 +86,11 @@ class SearchConfig:
                              f"(0: {_C['width']} CIFAR, {_I['width']} ImageNet)")
     export_cells: int = _opt(0, f"network hint written into genotype.json "
                              f"(0: {_C['cells']} CIFAR, {_I['cells']} ImageNet)")
+    # networks (chain space)
+    base: str = _opt("cdarts_b_base", "chain space: base architecture: cdarts_a_base, cdarts_b_base, tiny, "
+                     "or a JSON file of arch-string stages")
+    stem_channels: int = _opt(16, "chain space: stem width")
+    head_channels: int = _opt(1280, "chain space: width of the 1x1 conv before the classifier")
     # data
     train_portion: float = _opt(0.5, "CIFAR: fraction of the training set used as train (the rest is val)")
     subset: int = _opt(0, "CIFAR: use only the first N training images (0: all)")
@@ -101,8 +118,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-smoke": dict(width=8, cells=5, eval_cells=8, batch_size=16, epochs=3, warmup_epochs=1, subset=1024,
                       max_steps=20, threads=0),
     # Seconds: for tests and checking that everything runs.
-    "tiny": dict(width=4, cells=3, eval_cells=3, batch_size=8, epochs=2, warmup_epochs=1, subset=128,
-                 max_steps=2, input_size=16, export_width=8, export_cells=5),
+    "tiny": dict(width=4, cells=3, eval_cells=5, batch_size=8, epochs=2, warmup_epochs=1, subset=128,
+                 max_steps=2, input_size=16, export_width=8, export_cells=5, head_mid=16, head_embed=32),
+    # Chain space, CPU smoke runs: a 4-block base at 32x32 (or CDARTS-a's base at 64x64), small heads.
+    "smoke32": dict(space="chain", base="tiny", input_size=32, stem_channels=8, head_channels=128, epochs=2,
+                    warmup_epochs=1, batch_size=8, lr=0.05, arch_lr=0.05, eval_steps=2, head_mid=16, head_embed=32),
+    "smoke64": dict(space="chain", base="cdarts_a_base", input_size=64, epochs=2, warmup_epochs=0, batch_size=8,
+                    lr=0.05, arch_lr=0.05, eval_steps=2),
+}
+
+#: Defaults that differ by space, applied before presets (chain: the reference's ImageNet chain settings).
+SPACE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cell": {},
+    "chain": dict(dataset="imagefolder", lr=0.5, weight_decay=4e-5, train_fraction=0.5, val_fraction=0.5),
 }
 
 
@@ -151,3 +179,36 @@ def resolved_defaults(cfg: SearchConfig, layout: str) -> SearchConfig:
         export_cells=cfg.export_cells or network["cells"],
         reg_decay_epochs=cfg.reg_decay_epochs or default_decay_epochs(cfg.epochs),
     )
+
+
+def level_weights(cfg: SearchConfig, levels: int) -> list[float] | None:
+    """The fixed distillation level weights of ``--level-weights`` (None: uniform)."""
+    text = cfg.level_weights.strip()
+    if not text:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise SearchInputError(f"--level-weights {text!r}: expected comma-separated numbers") from None
+    if len(values) != levels or any(not v >= 0 for v in values) or sum(values) <= 0:
+        raise SearchInputError(f"--level-weights {text!r}: expected {levels} non-negative numbers (one per stage "
+                               "head, then the final logits), not all zero")
+    return values
+
+
+def check_config(cfg: SearchConfig) -> SearchConfig:
+    """``cfg`` if its values can run; otherwise a one-line :class:`SearchInputError` naming the option."""
+    if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.update_epochs < 1 or cfg.batch_size < 1:
+        raise SearchInputError("--epochs, --update-epochs and --batch-size must be >= 1 and --warmup-epochs >= 0")
+    if cfg.eval_steps < 0 or cfg.eval_epochs < 0 or cfg.max_steps < 0:
+        raise SearchInputError("--eval-steps, --eval-epochs and --max-steps must be >= 0")
+    if cfg.budget < 0 or cfg.budget_weight < 0 or cfg.budget_tolerance < 0:
+        raise SearchInputError("--budget, --budget-weight and --budget-tolerance must be >= 0 "
+                               "(--budget is multiply-adds, e.g. 300e6)")
+    if cfg.budget and cfg.space != "chain":
+        raise SearchInputError("--budget: a multiply-add budget is a term of the chain space; add --space chain")
+    if cfg.head_mid < 1 or cfg.head_embed < 1:
+        raise SearchInputError("--head-mid and --head-embed must be >= 1")
+    if cfg.input_size and cfg.input_size < 8:
+        raise SearchInputError(f"--input-size {cfg.input_size}: must be at least 8 (or 0 for the data's default)")
+    return cfg

@@ -64,24 +64,36 @@ class EmbeddingHead(nn.Module):
 
 
 class MultiLevelDistillation(nn.Module):
-    """Learnable softmax weights over levels; the loss is their weighted sum of per-level losses."""
+    """The sum over levels of per-level distillation losses, with fixed level weights (paper Eq. 9-10).
 
-    def __init__(self, levels: int, kind: str = "kl", temperature: float = 2.0) -> None:
+    The weights are a buffer, not a parameter: a convex combination trained on the
+    losses it weighs would move all mass to the smallest level and collapse the
+    multi-level distillation to one level.  Uniform by default (the paper's plain sum,
+    divided by the level count so lambda keeps its scale for any depth).
+    """
+
+    def __init__(self, levels: int, kind: str = "kl", temperature: float = 2.0,
+                 weights: Sequence[float] | None = None) -> None:
         super().__init__()
         if kind not in DISTILL_KINDS:
             raise ValueError(f"unknown distillation loss {kind!r}; expected one of {', '.join(DISTILL_KINDS)}")
         self.kind = kind
         self.temperature = temperature
-        self.level_logits = nn.Parameter(torch.zeros(levels))
+        w = torch.full((levels,), 1.0 / levels) if not weights else torch.tensor([float(v) for v in weights])
+        if w.numel() != levels or bool((w < 0).any()) or float(w.sum()) <= 0:
+            raise ValueError(f"level weights {list(weights or [])}: expected {levels} non-negative numbers, "
+                             "not all zero")
+        self.register_buffer("weights", w / w.sum())
 
     def level_weights(self) -> torch.Tensor:
-        return F.softmax(self.level_logits, dim=0)
+        return self.weights
+
+    def level_losses(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(student) != len(teacher) or len(student) != self.weights.numel():
+            raise ValueError(
+                f"got {len(student)} student and {len(teacher)} teacher levels, expected {self.weights.numel()}"
+            )
+        return torch.stack([distill_loss(s, t, self.kind, self.temperature) for s, t in zip(student, teacher)])
 
     def forward(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(student) != len(teacher) or len(student) != self.level_logits.numel():
-            raise ValueError(
-                f"got {len(student)} student and {len(teacher)} teacher levels, expected {self.level_logits.numel()}"
-            )
-        weights = self.level_weights()
-        losses = [distill_loss(s, t, self.kind, self.temperature) for s, t in zip(student, teacher)]
-        return (weights * torch.stack(losses)).sum()
+        return (self.weights * self.level_losses(student, teacher)).sum()

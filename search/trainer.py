@@ -1,18 +1,16 @@
-"""Algorithm 1, space-agnostic: separate learning, joint learning, and the w_S update, epoch by epoch.
+"""Algorithm 1 (paper Section 3.2) for any search space: separate learning, joint learning, the w_S update.
 
-The trainer drives a *space* object (``search.cell_space.CellSpace`` for DARTS
-cells; the chain space plugs in the same way) that provides:
+The loop drives a *space* (:class:`search.space.SearchSpace`): ``search.cell_space.CellSpace``
+for DARTS cells, ``search.chain_space.ChainSpace`` for MBConv chains.  Per epoch, after
+``--warmup-epochs`` epochs of w_S alone:
 
-* ``student(x) -> (logits, levels)``: the search network's logits and its
-  distillation levels (embedding-head logits per stage, then the logits);
-* ``arch_parameters()``, ``weight_parameters()`` (w_S), ``shared_with_eval()``
-  (w_S entries the evaluation network also trains, e.g. a shared stem),
-  ``student_heads`` (a module) and ``levels`` (their count + 1);
-* ``derive() -> genotype``, ``build_eval(genotype, build_id) -> module`` returning
-  ``(logits, levels)``, ``eval_optimizer(extra, lr)``, ``write_back(optimizer)``,
-  ``inherited`` (operations inherited by the last build);
-* ``reg_loss()`` (unscaled Eq. 11 penalty), ``stats(genotype)``,
-  ``state_dict()``/``load_state_dict()``, ``draw(genotype, path)``.
+1. every ``--update-epochs`` epochs (S_U), Stage 1: discretize alpha, build the
+   evaluation network inheriting w_E from the space's weight pool, train w_E on val
+   for S_E steps with cross-entropy;
+2. per step, Stage 2 on a val batch: CE(search) + CE(eval) + lambda * multi-level
+   distillation (+ lambda' * Eq. 11 penalty, + the space's cost term); alpha (Adam)
+   and w_E (SGD) updated together (Eq. 8);
+3. on a train batch: CE of the search network; w_S updated (Eq. 6).
 
 Each epoch's randomness (augmentation, drop path) is seeded from (seed, epoch,
 rank), and data order from (seed, epoch) through the distributed samplers, so a
@@ -37,12 +35,13 @@ from tqdm import tqdm
 from cdarts_deploy import genotype as gt
 
 from .checkpoint import capture_rng, restore_rng, save_checkpoint
-from .config import SearchConfig
+from .config import SearchConfig, level_weights
 from .data import SearchData, make_loader
 from .distill import MultiLevelDistillation
 from .distributed import DistContext, average_gradients, broadcast_, mean_over_ranks, rank_spread
 from .regularization import reg_coefficient
 from .runlog import EpochLog
+from .space import SearchSpace
 
 CHECKPOINT_FORMAT = "cdarts-search-checkpoint"
 
@@ -71,25 +70,32 @@ def _params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
 
 
 class Meter:
-    """Running sums of losses and correct predictions, averaged per sample."""
+    """Running sums of losses and correct predictions, averaged per sample.
+
+    Tensor values stay on their device until :meth:`means`: no host synchronisation per step.
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 
-    def add(self, key: str, value: float, n: int) -> None:
+    def add(self, key: str, value: float | torch.Tensor, n: int) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float()
         self.sums[key] = self.sums.get(key, 0.0) + value * n
         self.counts[key] = self.counts.get(key, 0) + n
 
     def add_acc(self, key: str, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.add(key, float((logits.argmax(1) == y).float().mean()), y.numel())
+        self.add(key, (logits.detach().argmax(1) == y).float().mean(), y.numel())
 
     def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / max(1, self.counts[k]) for k in self.sums}
+        return {k: float(self.sums[k]) / max(1, self.counts[k]) for k in self.sums}
 
 
 class CyclicSearch:
-    def __init__(self, cfg: SearchConfig, space: Any, data: SearchData, ctx: DistContext, out: Path) -> None:
+    """One search run: the space, the three optimizers, the live evaluation network, the schedule."""
+
+    def __init__(self, cfg: SearchConfig, space: SearchSpace, data: SearchData, ctx: DistContext, out: Path) -> None:
         self.cfg, self.space, self.ctx, self.out = cfg, space, ctx, out
         self.device = ctx.device
         self.train_loader = make_loader(data.train, cfg.batch_size, ctx, cfg.seed, cfg.workers)
@@ -99,15 +105,20 @@ class CyclicSearch:
         if cfg.max_steps:
             self.steps = min(self.steps, cfg.max_steps)
         eval_pass = min(len(self.eval_loader), cfg.max_steps) if cfg.max_steps else len(self.eval_loader)
-        self.eval_steps = max(1, round(cfg.eval_epochs * eval_pass)) if cfg.eval_epochs > 0 else 0
+        if cfg.eval_steps > 0:
+            self.eval_steps = cfg.eval_steps
+        else:
+            self.eval_steps = max(1, round(cfg.eval_epochs * eval_pass)) if cfg.eval_epochs > 0 else 0
         self.total_epochs = cfg.warmup_epochs + cfg.epochs
         self.opt_w = torch.optim.SGD(space.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay)
         self.opt_alpha = torch.optim.Adam(space.arch_parameters(), lr=cfg.arch_lr,
                                           betas=(cfg.arch_beta1, cfg.arch_beta2), weight_decay=cfg.arch_weight_decay)
-        self.distiller = MultiLevelDistillation(space.levels, cfg.distill_loss, cfg.distill_temperature).to(self.device)
-        # Jointly-updated weights besides w_E: the student heads and the level weights (SGD with w_E).
-        self.extra = nn.ModuleDict({"student_heads": space.student_heads, "distiller": self.distiller})
+        self.distiller = MultiLevelDistillation(space.levels, cfg.distill_loss, cfg.distill_temperature,
+                                                level_weights(cfg, space.levels)).to(self.device)
+        # Jointly-updated weights besides w_E: the student heads (SGD with w_E).  The level
+        # weights are fixed: trained on the loss they weigh, they would collapse onto one level.
+        self.extra = nn.ModuleDict({"student_heads": space.student_heads})
         shared = {id(p) for p in space.shared_with_eval()}
         self.search_only = [p for p in space.weight_parameters() if id(p) not in shared]
         self.branch: nn.Module | None = None
@@ -155,7 +166,7 @@ class CyclicSearch:
         average_gradients(params, self.ctx)
         self._clip(params)
         self.opt_e.step()
-        meter.add("stage1_loss", float(loss.detach()), y.numel())
+        meter.add("stage1_loss", loss, y.numel())
         meter.add_acc("stage1_acc", logits, y)
 
     def joint_step(self, x: torch.Tensor, y: torch.Tensor, reg: float, meter: Meter) -> None:
@@ -169,21 +180,27 @@ class CyclicSearch:
             teacher = [t.detach() for t in e_levels] if self.cfg.detach_teacher else e_levels
             distill = self.distiller(s_levels, teacher)
             loss = ce_s + ce_e + self.cfg.distill_lambda * distill
-            if reg > 0:
-                penalty = self.space.reg_loss()
+            penalty = self.space.reg_loss() if reg > 0 else None
+            if penalty is not None:
                 loss = loss + reg * penalty
-                meter.add("reg_penalty", float(penalty.detach()), y.numel())
+                meter.add("reg_penalty", penalty, y.numel())
+            cost = self.space.arch_cost()
+            if cost is not None:
+                loss = loss + cost
+                meter.add("arch_cost", cost, y.numel())
             self.opt_alpha.zero_grad(set_to_none=True)
             self.opt_e.zero_grad(set_to_none=True)
             loss.backward()
             params_e = _params(self.opt_e)
-            average_gradients(self.space.arch_parameters() + params_e, self.ctx)
+            alpha = self.space.arch_parameters()
+            average_gradients(alpha + params_e, self.ctx)
             self._clip(params_e)
+            self._clip(alpha)
             self.opt_alpha.step()
             self.opt_e.step()
-        meter.add("val_loss_search", float(ce_s.detach()), y.numel())
-        meter.add("val_loss_eval", float(ce_e.detach()), y.numel())
-        meter.add("distill_loss", float(distill.detach()), y.numel())
+        meter.add("val_loss_search", ce_s, y.numel())
+        meter.add("val_loss_eval", ce_e, y.numel())
+        meter.add("distill_loss", distill, y.numel())
         meter.add_acc("val_acc_search", s_logits, y)
         meter.add_acc("val_acc_eval", e_logits, y)
 
@@ -192,7 +209,7 @@ class CyclicSearch:
                          clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """One cross-entropy update of the search network's ``params``; ``fixed`` gets no gradient."""
         with _frozen(fixed):
-            logits, _ = self.space.search_net(x)
+            logits = self.space.search_logits(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -205,15 +222,15 @@ class CyclicSearch:
     def darts_arch_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
         """First-order DARTS: alpha alone on a val batch with the search network's cross-entropy."""
         logits, loss = self._search_net_step(x, y, self.opt_alpha, self.space.arch_parameters(),
-                                             fixed=self.space.weight_parameters(), clip=False)
-        meter.add("val_loss_search", float(loss.detach()), y.numel())
+                                             fixed=self.space.weight_parameters(), clip=True)
+        meter.add("val_loss_search", loss, y.numel())
         meter.add_acc("val_acc_search", logits, y)
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
         """Eq. 6: w_S on a train batch with cross-entropy; alpha stays fixed."""
         logits, loss = self._search_net_step(x, y, self.opt_w, self.space.weight_parameters(),
                                              fixed=self.space.arch_parameters(), clip=True)
-        meter.add("train_loss", float(loss.detach()), y.numel())
+        meter.add("train_loss", loss, y.numel())
         meter.add_acc("train_acc", logits, y)
 
     # ----- evaluation network ------------------------------------------------------------------------
@@ -263,7 +280,7 @@ class CyclicSearch:
         reg = self.reg_at(search_epoch) if phase == "search" else 0.0
         meter = Meter()
         started = time.perf_counter()
-        self.space.search_net.train()
+        self.space.train()
         if self.rebuilds_at(epoch) or (phase == "search" and cfg.method == "cdarts" and self.branch is None):
             self.separate_learning(epoch, meter)
         self.train_loader.sampler.set_epoch(epoch)
@@ -279,6 +296,7 @@ class CyclicSearch:
             self.weight_step(xt, yt, meter)
             steps.update(1)
         steps.close()
+        self.sync_batchnorm()
         metrics = mean_over_ranks(meter.means(), self.ctx)
         genotype = self.derive()
         row: dict[str, Any] = {"epoch": epoch, "phase": phase, "method": cfg.method, "lr": round(lr, 6),
@@ -290,6 +308,18 @@ class CyclicSearch:
         row["seconds"] = round(time.perf_counter() - started, 2)
         row["genotype"] = gt.to_dict(genotype)
         return {"row": row, "genotype": genotype}
+
+    def sync_batchnorm(self) -> None:
+        """Average BN running statistics over processes: averaged gradients keep the weights in step, but
+        each process's statistics come from its own batches (and the checkpoint, the derived network and a
+        resume use them)."""
+        if not self.ctx.distributed:
+            return
+        from timm.utils import distribute_bn
+
+        modules = list(self.space.bn_modules()) + ([self.branch] if self.branch is not None else [])
+        for module in modules:
+            distribute_bn(module, self.ctx.world_size, reduce=True)
 
     def checkpoint_state(self, next_epoch: int) -> dict[str, Any]:
         if self.branch is not None:
@@ -303,7 +333,6 @@ class CyclicSearch:
             "space": self.space.state_dict(),
             "opt_w": self.opt_w.state_dict(),
             "opt_alpha": self.opt_alpha.state_dict(),
-            "distiller": self.distiller.state_dict(),
             "branch_genotype": gt.dumps(self.branch_genotype) if self.branch_genotype is not None else None,
             "rng": capture_rng(),
         }
@@ -312,7 +341,6 @@ class CyclicSearch:
         self.space.load_state_dict(state["space"])
         self.opt_w.load_state_dict(state["opt_w"])
         self.opt_alpha.load_state_dict(state["opt_alpha"])
-        self.distiller.load_state_dict(state["distiller"])
         restore_rng(state["rng"])
         self.start_epoch = int(state["epoch"])
         if state["branch_genotype"] is not None and not self.rebuilds_at(self.start_epoch):
@@ -340,7 +368,7 @@ class CyclicSearch:
             genotype = self.derive()
         if main:
             gt.save(genotype, self.out / "genotype.json")
-            self.space.draw(genotype, self.out / "cells.png")
+            self.space.finish(genotype, self.out, self.branch)
         return genotype
 
 
@@ -349,6 +377,9 @@ def _summary(row: dict[str, Any]) -> str:
     for key in ("train_acc", "val_acc_search", "val_acc_eval", "distill_loss"):
         if key in row:
             parts.append(f"{key} {row[key]:.3f}")
-    parts.append(f"skip(normal) {row.get('skip_normal')}")
+    if "skip_normal" in row:
+        parts.append(f"skip(normal) {row['skip_normal']}")
+    if "child_madds" in row:
+        parts.append(f"{row['child_madds'] / 1e6:.1f}M MAdds")
     parts.append(f"{row['seconds']:.1f}s")
     return " | ".join(parts)

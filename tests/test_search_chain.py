@@ -19,11 +19,10 @@ from timm.layers import make_divisible
 
 from backbones.complexity import count_macs
 from backbones.factory import create_model_from_genotype
-from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, load
+from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, load, to_dict
 from search.chain_child import build_child
 from search.chain_cost import CostModel, budget_penalty
-from search.chain_search import TINY_BASE
-from search.chain_space import ChainSupernet, MixedInvertedResidual
+from search.chain_space import TINY_BASE, ChainSupernet, MixedInvertedResidual
 from search.cli import main as search_main
 
 INPUT = 32
@@ -169,14 +168,15 @@ def test_search_end_to_end_with_budget(tmp_path, tiny_cost):
     lo, hi = tiny_cost.range()
     budget = lo + 0.6 * (hi - lo)  # the tiny base at 32x32 costs between lo and hi multiply-adds
     out = tmp_path / "run"
-    argv = ["--data-root", str(data), "--out", str(out), "--preset", "smoke32", "--epochs", "2",
+    argv = ["--data-root", str(data), "--out", str(out), "--preset", "smoke32", "--epochs", "1",
             "--batch-size", "4", "--budget", str(budget), "--budget-weight", "5"]
     assert main(argv) == 0
     genotype = load(out / "genotype.json")
     assert isinstance(genotype, ChainGenotype)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1]
-    assert rows[-1]["genotype"] == genotype.arch_strings()
+    assert [(r["epoch"], r["phase"]) for r in rows] == [(0, "warmup"), (1, "search")]  # warm-up + --epochs
+    assert rows[-1]["genotype"] == to_dict(genotype)
+    assert rows[-1]["budget_madds"] == budget and "arch_cost" in rows[-1] and "val_acc_eval" in rows[-1]
 
     model = create_model_from_genotype(out / "genotype.json").eval()
     madds = count_macs(model, INPUT)
@@ -200,28 +200,31 @@ def test_search_end_to_end_with_budget(tmp_path, tiny_cost):
 
 
 def test_resume_after_a_kill_reaches_the_same_architecture(tmp_path, monkeypatch):
-    import search.chain_search as chain_search
+    import search.trainer as trainer
 
     data = _image_folder(tmp_path / "data", per_class=4)
     common = ["--data-root", str(data), "--preset", "smoke32", "--batch-size", "3", "--warmup-epochs", "0",
-              "--eval-train-steps", "1", "--epochs", "2"]
+              "--eval-steps", "1", "--epochs", "2"]
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(common + ["--out", str(full)]) == 0
 
-    real_save = chain_search.save_checkpoint
+    real_save = trainer.save_checkpoint
 
     def save_then_die(state, path):
         real_save(state, path)
         raise KeyboardInterrupt  # the process dies right after epoch 0's checkpoint
 
-    monkeypatch.setattr(chain_search, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
     assert main(common + ["--out", str(part)]) == 130  # interrupted: "continue with --resume"
-    monkeypatch.setattr(chain_search, "save_checkpoint", real_save)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
     assert main(common + ["--out", str(part), "--resume"]) == 0
 
-    a = torch.load(full / "checkpoint.pt", weights_only=True)["supernet"]["alphas"]
-    b = torch.load(part / "checkpoint.pt", weights_only=True)["supernet"]["alphas"]
-    torch.testing.assert_close(a, b)
+    a = torch.load(full / "checkpoint.pt", weights_only=True)["space"]
+    b = torch.load(part / "checkpoint.pt", weights_only=True)["space"]
+    assert torch.equal(a["search_net"]["alphas"], b["search_net"]["alphas"])
+    for key, weights in a["pool"]["ops"].items():  # the evaluation networks' w_E as well
+        for name, t in weights.items():
+            assert torch.equal(t, b["pool"]["ops"][key][name]), (key, name)
     assert (full / "genotype.json").read_text() == (part / "genotype.json").read_text()
     assert [json.loads(r)["epoch"] for r in (part / "log.jsonl").read_text().splitlines()] == [0, 1]
 
@@ -251,9 +254,9 @@ def test_torchrun_two_process_search_on_cpu(tmp_path, capsys):
     assert [r["epoch"] for r in rows] == [0, 1]  # one writer: rank 0
     # the architecture weights and the derived choices are the same on both ranks after every epoch
     assert all(r["alpha_rank_spread"] == 0.0 for r in rows)
-    assert rows[-1]["genotype"] == genotype.arch_strings()
+    assert rows[-1]["genotype"] == to_dict(genotype)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "child.pth", "choices.png", "genotype.json",
-                                                     "log.jsonl"]
+                                                     "log.jsonl", "run.json", "search.lock"]
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["world_size"] == 2
     # resuming the 2-process run in one process is refused: the data each rank read would change
@@ -270,10 +273,10 @@ def test_resume_with_changed_options_is_refused(tmp_path, capsys):
     argv = ["--data-root", str(data), "--out", str(out), "--preset", "smoke32", "--batch-size", "3", "--epochs", "1"]
     assert main(argv) == 0
     capsys.readouterr()
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert main([*argv, "--resume", "--epochs", "2", "--w-lr", "0.1"]) == 2
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "search.lock"}
+    assert main([*argv, "--resume", "--epochs", "2", "--lr", "0.1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--resume" in err[0] and "--epochs" in err[0] and "--w-lr" in err[0], err
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert len(err) == 1 and "--resume" in err[0] and "--epochs" in err[0] and "--lr" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "search.lock"} == before
     # the same options resume (here: the run is complete, so nothing is trained)
     assert main([*argv, "--resume"]) == 0

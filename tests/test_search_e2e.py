@@ -86,8 +86,10 @@ def test_cifar_search_writes_genotype_log_png_checkpoint(cifar_run, tmp_path):
     rows = _rows(cifar_run)
     assert [r["epoch"] for r in rows] == [0, 1, 2] and [r["phase"] for r in rows] == ["warmup", "search", "search"]
     search = rows[1:]
-    for key in ("val_acc_search", "val_acc_eval", "distill_loss", "alpha_entropy_normal", "skip_normal", "genotype"):
+    for key in ("val_acc_search", "val_acc_eval", "distill_loss", "alpha_entropy_normal", "skip_normal",
+                "skip_mass_normal", "level_weights", "genotype"):
         assert all(key in r for r in search), key
+    assert all(0.0 <= r["alpha_entropy_normal"] <= 1.0 for r in search)  # normalised by log(#operations)
     assert rows[0]["lr"] > rows[1]["lr"] > rows[2]["lr"]  # the cosine schedule steps
     assert [r["reg_coef"] for r in search] == [5.0, 0.0]  # 2 search epochs: lambda' decays over round(4/3) = 1
     assert search[1]["inherited_ops"] > 0  # the second evaluation network inherited from the first
@@ -120,7 +122,7 @@ def test_darts_baseline_has_no_evaluation_network(cifar_dir, tmp_path):
     gt.load(out / "genotype.json")
 
 
-def test_sigkill_and_resume_reproduce_the_uninterrupted_run(cifar_dir, cifar_run, tmp_path):
+def test_sigkill_and_resume_reproduce_the_uninterrupted_run(cifar_dir, cifar_run, tmp_path, capsys):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "search.cli", *TINY, "--dataset", "cifar10", "--data-root", str(cifar_dir),
            "--out", str(out)]
@@ -132,6 +134,11 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run(cifar_dir, cifar_run
             if checkpoint.exists():
                 break
             time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        # a second process pointed at the same --out is refused, naming the one writing there
+        for extra in ([], ["--resume"]):
+            _fails(capsys, *TINY, "--dataset", "cifar10", "--data-root", str(cifar_dir), "--out", str(out), *extra,
+                   match=f"another cdarts-search (pid {proc.pid}) is writing there")
         assert proc.poll() is None, "the run ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)  # in epoch 1, after epoch 0's checkpoint
     finally:
@@ -172,7 +179,8 @@ def _fails(capsys, *args: str, match: str) -> None:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    """The run's files (not the lock file, which holds the pid of whichever process last took it)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != "search.lock"}
 
 
 def test_bad_data_directories(capsys, tmp_path, cifar_dir):
@@ -200,7 +208,7 @@ def test_existing_run_and_corrupt_checkpoint_are_refused(capsys, cifar_run, cifa
     before = _snapshot(out)
     _fails(capsys, *TINY, "--dataset", "cifar10", "--data-root", str(cifar_dir), "--out", str(out),
            match="already holds a search run")
-    _fails(capsys, "--out", str(out), "--resume", "--width", "8", match="holds a run with --width 4")
+    _fails(capsys, "--out", str(out), "--resume", "--width", "8", match="differ from the run's (--width 4 -> 8)")
     assert _snapshot(out) == before
     (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
     before = _snapshot(out)

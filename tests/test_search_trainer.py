@@ -1,7 +1,9 @@
-"""The cell-space search trainer (``search.trainer.CyclicSearch``) driven step by step on a tiny network.
+"""The search loop (``search.trainer.CyclicSearch``) driven step by step in both spaces on tiny networks.
 
-Algorithm 1 (paper Section 3.2): the w_S update leaves alpha alone, the joint update moves alpha
-and w_E but not the search-only weights, and a checkpoint restores the run exactly.
+Algorithm 1 (paper Section 3.2): each of the three updates moves only its own parameter groups;
+distillation reaches alpha; the Eq. 11 penalty shrinks the skip alphas; the multi-level distillation
+keeps every level; the chain space's evaluation networks share w_E through a (block, candidate)
+pool; a checkpoint restores the run exactly, also into an epoch without a rebuild.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from torch.utils.data import TensorDataset
 
 from cdarts_deploy.atomic_files import default_file_mode
 from cdarts_deploy.errors import UserError
+from cdarts_deploy.genotype import SEARCH_OPS
 from search.cell_space import CellSpace
+from search.chain_child import derive_genotype
+from search.chain_space import ChainSpace
 from search.checkpoint import load_checkpoint, save_checkpoint
 from search.config import SearchConfig, resolved_defaults
 from search.data import SearchData
@@ -24,25 +29,34 @@ from search.errors import SearchInputError
 from search.trainer import CyclicSearch, Meter
 
 SIZE, CLASSES, BATCH = 16, 4, 4
+SPACES = ("cell", "chain")
+BAR = type("Bar", (), {"disable": True})()
 
 
-def _search(out: Path, seed: int = 0) -> CyclicSearch:
-    torch.manual_seed(seed)
+def _search(out: Path, space: str = "cell", seed: int = 0, **options) -> CyclicSearch:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)  # the same data for every seed
     x = torch.randn(3 * BATCH, 3, SIZE, SIZE)
     y = torch.randint(0, CLASSES, (3 * BATCH,))
     data = SearchData(TensorDataset(x, y), TensorDataset(x.clone(), y.clone()), CLASSES, "cifar", SIZE)
-    cfg = resolved_defaults(SearchConfig(width=4, cells=3, eval_cells=3, batch_size=BATCH, epochs=2,
-                                         warmup_epochs=1, input_size=SIZE, max_steps=1, progress=False,
-                                         out=str(out)), "cifar")
-    space = CellSpace(cfg, CLASSES, "cifar", SIZE, torch.device("cpu"))
-    return CyclicSearch(cfg, space, data, DistContext(), out)
+    values = dict(space=space, width=4, cells=3, eval_cells=5, batch_size=BATCH, epochs=2, warmup_epochs=1,
+                  input_size=SIZE, max_steps=1, progress=False, out=str(out), head_mid=8, head_embed=16,
+                  base="tiny", stem_channels=8, head_channels=32)
+    values.update(options)
+    cfg = resolved_defaults(SearchConfig(**values), "cifar")
+    torch.manual_seed(seed)  # initial weights
+    if space == "chain":
+        sp = ChainSpace(cfg, CLASSES, SIZE, torch.device("cpu"))
+    else:
+        sp = CellSpace(cfg, CLASSES, "cifar", SIZE, torch.device("cpu"))
+    return CyclicSearch(cfg, sp, data, DistContext(), out)
 
 
-def _copy(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+def _copy(params) -> list[torch.Tensor]:
     return [p.detach().clone() for p in params]
 
 
-def _changed(before: list[torch.Tensor], params: list[torch.nn.Parameter]) -> bool:
+def _changed(before: list[torch.Tensor], params) -> bool:
     return any(not torch.equal(b, p.detach()) for b, p in zip(before, params))
 
 
@@ -55,61 +69,181 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture()
-def search(tmp_path) -> CyclicSearch:
-    return _search(tmp_path)
-
-
 def _batch(search: CyclicSearch) -> tuple[torch.Tensor, torch.Tensor]:
     return next(iter(search.train_loader))
 
 
-def test_weight_step_moves_w_s_and_not_alpha(search):
-    alpha, weights = search.space.arch_parameters(), search.space.weight_parameters()
-    alpha_before, weights_before = _copy(alpha), _copy(weights)
-    meter = Meter()
-    search.weight_step(*_batch(search), meter)
-    assert _changed(weights_before, weights)
-    assert not _changed(alpha_before, alpha)
-    assert all(p.requires_grad for p in alpha)  # the freeze is undone after the step
-    assert set(meter.means()) == {"train_loss", "train_acc"}
-
-
-def test_joint_step_moves_alpha_and_w_e_but_not_the_search_only_weights(search):
+def _with_branch(search: CyclicSearch) -> CyclicSearch:
     search.install_branch(search.derive(), build_id=0, lr=search.cfg.lr)
-    alpha = search.space.arch_parameters()
-    eval_params = [p for g in search.opt_e.param_groups for p in g["params"]]
-    alpha_before, eval_before = _copy(alpha), _copy(eval_params)
-    search_only_before = _copy(search.search_only)
-    search.joint_step(*_batch(search), reg=search.reg_at(0), meter=Meter())
-    assert _changed(alpha_before, alpha)
-    assert _changed(eval_before, eval_params)
-    assert not _changed(search_only_before, search.search_only)
-    assert all(p.requires_grad for p in search.search_only)
+    return search
 
 
-def test_warmup_epoch_leaves_alpha_and_search_epoch_moves_it(search):
+def _groups(search: CyclicSearch) -> dict[str, list[torch.nn.Parameter]]:
+    shared = {id(p) for p in search.space.shared_with_eval()}
+    return {
+        "alpha": search.space.arch_parameters(),
+        "search_only": search.search_only,
+        "w_E": [p for p in search.branch.parameters() if id(p) not in shared],
+        "student_heads": list(search.space.student_heads.parameters()),
+    }
+
+
+def _moved(search: CyclicSearch, step) -> set[str]:
+    groups = _groups(search)
+    before = {k: _copy(v) for k, v in groups.items()}
+    step()
+    assert all(p.requires_grad for ps in groups.values() for p in ps)  # the freeze is undone after the step
+    return {k for k, ps in groups.items() if _changed(before[k], ps)}
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_each_update_moves_only_its_own_parameter_groups(tmp_path, space):
+    search = _with_branch(_search(tmp_path, space))
+    x, y = _batch(search)
+    # Eq. 6: w_S alone (search-only weights; a stem shared with w_E also moves, it is w_S)
+    assert _moved(search, lambda: search.weight_step(x, y, Meter())) == {"search_only"}
+    # Stage 1: w_E alone
+    assert _moved(search, lambda: search.eval_step(x, y, Meter())) == {"w_E"}
+    # Stage 2 (Eq. 8): alpha, w_E and the student heads; never the search-only w_S
+    assert _moved(search, lambda: search.joint_step(x, y, reg=search.reg_at(0), meter=Meter())) == \
+        {"alpha", "w_E", "student_heads"}
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_warmup_epoch_leaves_alpha_and_search_epoch_moves_it(tmp_path, space):
+    search = _search(tmp_path, space)
     alpha = search.space.arch_parameters()
     before = _copy(alpha)
-    bar = type("Bar", (), {"disable": True})()
-    warm = search.run_epoch(0, bar)["row"]
+    warm = search.run_epoch(0, BAR)["row"]
     assert warm["phase"] == "warmup" and not _changed(before, alpha)
     assert search.branch is None  # no evaluation network before the search phase
-    searched = search.run_epoch(1, bar)["row"]
+    searched = search.run_epoch(1, BAR)["row"]
     assert searched["phase"] == "search" and _changed(before, alpha)
     assert search.branch is not None
+    assert searched["level_weights"] == [round(1 / search.space.levels, 4)] * search.space.levels
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_distillation_reaches_alpha(tmp_path, space):
+    alphas = []
+    for lam in (0.0, 4.0):
+        search = _with_branch(_search(tmp_path / f"l{lam}", space, distill_lambda=lam))
+        search.joint_step(*_batch(search), reg=0.0, meter=Meter())
+        alphas.append(_copy(search.space.arch_parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(*alphas))
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_level_weights_stay_fixed_and_every_level_reaches_the_student(tmp_path, space):
+    search = _with_branch(_search(tmp_path, space))
+    x, y = _batch(search)
+    for _ in range(6):
+        search.joint_step(x, y, reg=0.0, meter=Meter())
+    levels = search.space.levels
+    assert torch.equal(search.distiller.level_weights(), torch.full((levels,), 1.0 / levels))
+    s_logits, s_levels = search.space.student(x)
+    _, e_levels = search.branch(x)
+    weighted = search.distiller.level_weights() * search.distiller.level_losses(s_levels, e_levels)
+    alpha = search.space.arch_parameters()
+    for i in range(levels):
+        grads = torch.autograd.grad(weighted[i], alpha, retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), f"level {i} gives alpha no gradient"
+
+
+def test_skip_penalty_shrinks_the_skip_alphas(tmp_path):
+    skip = SEARCH_OPS.index("skip_connect")
+    norms = []
+    for reg in (0.0, 5.0):
+        search = _with_branch(_search(tmp_path / f"r{reg}", "cell"))
+        x, y = _batch(search)
+        for _ in range(3):
+            search.joint_step(x, y, reg=reg, meter=Meter())
+        net = search.space.search_net
+        norms.append(float((net.alpha_normal[:, skip].abs().sum() + net.alpha_reduce[:, skip].abs().sum()).detach()))
+    assert norms[1] < norms[0]
+
+
+def test_chain_rebuild_keeps_the_w_e_of_unchanged_blocks(tmp_path):
+    search = _search(tmp_path, "chain")
+    space = search.space
+    units = space.supernet.units
+    first = [0] * len(units)
+    second = [0] * (len(units) - 1) + [5]  # only the last block changes its candidate
+    def genotype(choices):
+        return derive_genotype(space.supernet, choices)
+
+    branch = space.build_eval(genotype(first), build_id=0)
+    opt = space.eval_optimizer(torch.nn.Identity(), lr=0.1)
+    with torch.no_grad():  # stand-in for training: recognisable values in every block
+        for n, p in branch.net.blocks.named_parameters():
+            p.fill_(0.5 + 0.01 * len(n))
+    trained = {n: t.clone() for n, t in branch.net.state_dict().items()}
+    space.write_back(opt)
+    rebuilt = space.build_eval(genotype(second), build_id=1)
+    last = units[-1]
+    changed = tuple(f"blocks.{last.stage}.{m}." for m in last.modules)
+    kept = 0
+    for name, tensor in rebuilt.net.state_dict().items():
+        if name.startswith(changed):
+            continue
+        torch.testing.assert_close(tensor, trained[name], rtol=0, atol=0, msg=name)
+        kept += 1
+    assert kept > 0
+    # the changed block starts from the supernet's slice of its new candidate, not from stamped values
+    m = last.modules[0]
+    want = space.supernet.net.blocks[last.stage][m].candidate_weights(5)["conv_pw.weight"]
+    assert torch.equal(rebuilt.net.blocks[last.stage][m].conv_pw.weight, want)
+    space.write_back(space.eval_optimizer(torch.nn.Identity(), lr=0.1))
+    back = space.build_eval(genotype(first), build_id=2)  # and the first candidate comes back trained
+    torch.testing.assert_close(back.net.state_dict(), trained, rtol=0, atol=0)
+
+
+def _state_equal(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _state_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _state_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_resume_into_an_epoch_without_rebuild_is_bit_exact(tmp_path, space):
+    options = dict(warmup_epochs=0, epochs=2, update_epochs=2)  # epoch 0 rebuilds, epoch 1 continues
+    straight = _search(tmp_path / "a", space, **options)
+    straight.run()
+    part = _search(tmp_path / "b", space, **options)
+    part.run_epoch(0, BAR)
+    save_checkpoint(part.checkpoint_state(next_epoch=1), tmp_path / "epoch0.pt")
+    resumed = _search(tmp_path / "c", space, seed=1, **options)
+    resumed.load_state(load_checkpoint(tmp_path / "epoch0.pt"))
+    assert not resumed.rebuilds_at(1) and resumed.branch is not None
+    resumed.run()
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    c = load_checkpoint(tmp_path / "c" / "checkpoint.pt")
+    for key in ("space", "opt_w", "opt_alpha", "branch_genotype"):
+        _state_equal(a[key], c[key], key)
 
 
 def test_checkpoint_round_trip_restores_the_run(tmp_path):
     first = _search(tmp_path / "a")
     first.weight_step(*_batch(first), Meter())
     state = first.checkpoint_state(next_epoch=1)
-    path = tmp_path / "checkpoint.pt"
+    (tmp_path / "ckpt").mkdir()
+    path = tmp_path / "ckpt" / "checkpoint.pt"
     save_checkpoint(state, path)
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]  # no temporary file left beside it
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["checkpoint.pt"]  # no temporary file left beside it
     assert path.stat().st_mode & 0o777 == default_file_mode()  # not mkstemp's 0600
 
     second = _search(tmp_path / "b", seed=1)
+    torch.manual_seed(5)
+    second.space.search_net.alpha_normal.data.normal_()
     second.load_state(load_checkpoint(path))
     assert second.start_epoch == 1
     for a, b in zip(first.space.arch_parameters() + first.space.weight_parameters(),
@@ -134,3 +268,19 @@ def test_bad_checkpoint_is_a_one_line_user_error(tmp_path, content, match):
     assert isinstance(info.value, UserError)
     assert "\n" not in str(info.value)
     assert "torch.save(model.state_dict())" not in str(info.value)  # a resume file is not re-saved by hand
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_darts_baseline_moves_alpha_without_an_evaluation_network(tmp_path, space):
+    search = _search(tmp_path, space, method="darts", warmup_epochs=0)
+    before = _copy(search.space.arch_parameters())
+    row = search.run_epoch(0, BAR)["row"]
+    assert search.branch is None and "val_acc_eval" not in row and "distill_loss" not in row
+    assert _changed(before, search.space.arch_parameters())
+
+
+def test_level_weights_option_is_checked_and_used(tmp_path):
+    search = _search(tmp_path, "cell", level_weights="0,0,1,1")
+    assert search.distiller.level_weights().tolist() == [0.0, 0.0, 0.5, 0.5]
+    with pytest.raises(SearchInputError, match="expected 4 non-negative numbers"):
+        _search(tmp_path / "bad", "cell", level_weights="1,1")

@@ -1,0 +1,243 @@
+"""The chain-structured MBConv space (paper Section 4.6.1) as a space of the search loop.
+
+The search network is :class:`search.chain_supernet.ChainSupernet`; the evaluation
+network is the arg-max child (fitted to ``--budget`` when given) built with timm.
+Its w_E weights live in a pool keyed by (block, candidate), so successive
+evaluation networks share weights exactly as in the cell space: a block whose
+choice did not change keeps training from where it was.  A (block, candidate) the
+pool has never held starts from the supernet's slice of that candidate, and the
+fixed parts (stem, fixed stages, head) start from the supernet the first time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from backbones.chain_net import create_chain_model
+from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype
+
+from .chain_child import build_child, derive_genotype
+from .chain_cost import CostModel, budget_penalty
+from .chain_supernet import ChainSupernet, MixedInvertedResidual, forward_levels
+from .config import SearchConfig
+from .distill import EmbeddingHead
+from .errors import SearchInputError
+from .eval_pool import WeightPool
+from .space import alpha_entropy
+
+__all__ = ["TINY_BASE", "ChainSpace", "ChainEvalPool", "ChainSupernet", "MixedInvertedResidual",
+           "resolve_base_option", "choices_of"]
+
+#: A 4-stage base small enough for CPU tests: 4 searchable blocks in 2 stages.
+TINY_BASE: list[list[str]] = [
+    ["ds_r1_k3_s1_e1_c8_se0.25"],
+    ["ir_r1_k3_s2_e4_c16_se0.25", "ir_r1_k3_s1_e4_c16_se0.25"],
+    ["ir_r1_k3_s2_e4_c24_se0.25", "ir_r1_k3_s1_e4_c24_se0.25"],
+    ["cn_r1_k1_s1_c64"],
+]
+
+
+def resolve_base_option(base: str) -> str | list[list[str]]:
+    if base == "tiny":
+        return TINY_BASE
+    if base in ("cdarts_a_base", "cdarts_b_base"):
+        return base
+    path = Path(base)
+    if not path.is_file():
+        raise SearchInputError(f"--base {base!r}: expected cdarts_a_base, cdarts_b_base, tiny or a JSON file of stages")
+    try:
+        stages = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SearchInputError(f"--base {base}: unreadable JSON ({exc}); expected a list of lists of arch strings") from None
+    if not (isinstance(stages, list) and all(isinstance(s, list) and all(isinstance(a, str) for a in s) for s in stages)):
+        raise SearchInputError(f"--base {base}: expected a JSON list of lists of arch strings")
+    return stages
+
+
+def choices_of(supernet: ChainSupernet, genotype: ChainGenotype) -> list[int]:
+    """The candidate index of every searchable block of ``genotype``."""
+    out = []
+    for u in supernet.units:
+        b = genotype.stages[u.stage][u.arch_index]
+        out.append(CHAIN_CHOICES.index((int(b.kernel), int(b.expansion))))
+    return out
+
+
+class ChainBranch(nn.Module):
+    """A timm chain network plus one embedding head per tapped stage; ``forward`` returns ``(logits, levels)``."""
+
+    def __init__(self, net: nn.Module, heads: nn.ModuleList, taps: tuple[int, ...], choices: list[int]) -> None:
+        super().__init__()
+        self.net, self.heads, self.taps, self.choices = net, heads, taps, list(choices)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits, feats = forward_levels(self.net, x, self.taps)
+        return logits, [h(f) for h, f in zip(self.heads, feats)] + [logits]
+
+
+class ChainEvalPool(WeightPool):
+    """w_E of successive chain children; parts are ``(stage, block, candidate)``."""
+
+    def __init__(self, supernet: ChainSupernet, head_mid: int, head_embed: int, seed: int) -> None:
+        super().__init__()
+        self.supernet, self.seed = supernet, seed
+        self.head_sizes = dict(mid=head_mid, embed=head_embed)
+        self._source: dict[str, torch.Tensor] = {}
+
+    def parts(self, branch: nn.Module) -> Iterator[tuple[str, str, nn.Module]]:
+        for u, choice in zip(self.supernet.units, branch.choices):
+            for m in u.modules:
+                yield f"{u.stage}.{m}.{choice}", f"net.blocks.{u.stage}.{m}.", branch.net.blocks[u.stage][m]
+
+    def init_part(self, key: str, module: nn.Module) -> None:
+        stage, m, choice = (int(v) for v in key.split("."))
+        mixed = self.supernet.net.blocks[stage][m]
+        module.load_state_dict({k: t.detach() for k, t in mixed.candidate_weights(choice).items()})
+
+    def init_rest(self, name: str, tensor: torch.Tensor) -> None:
+        source = self._source.get(name[len("net."):]) if name.startswith("net.") else None
+        if source is not None and source.shape == tensor.shape:
+            tensor.copy_(source)
+
+    def build(self, genotype: ChainGenotype, device: torch.device, build_id: int) -> ChainBranch:
+        choices = choices_of(self.supernet, genotype)
+        num_classes = self.supernet.network.num_classes
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 100003 + build_id)
+            net = create_chain_model(genotype, num_classes=num_classes)
+            heads = nn.ModuleList(EmbeddingHead(c, num_classes, **self.head_sizes)
+                                  for c in self.supernet.tap_channels)
+        branch = ChainBranch(net, heads, self.supernet.taps, choices).to(device)
+        self._source = self.supernet.net.state_dict()
+        try:
+            return self.adopt(branch)
+        finally:
+            self._source = {}
+
+
+class ChainSpace:
+    """Supernet, student heads, cost model and the evaluation-network pool of the chain space."""
+
+    def __init__(self, cfg: SearchConfig, num_classes: int, input_size: int, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        try:
+            self.supernet = ChainSupernet(resolve_base_option(cfg.base), num_classes=num_classes,
+                                          input_size=input_size, stem_channels=cfg.stem_channels,
+                                          head_channels=cfg.head_channels,
+                                          alpha_init_std=cfg.alpha_init_std).to(device)
+        except ValueError as exc:
+            raise SearchInputError(f"--base {cfg.base}: {exc}") from None
+        heads = dict(mid=cfg.head_mid, embed=cfg.head_embed)
+        self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes, **heads)
+                                           for c in self.supernet.tap_channels).to(device)
+        self.cost = CostModel(self.supernet, input_size)
+        self.pool = ChainEvalPool(self.supernet, cfg.head_mid, cfg.head_embed, cfg.seed)
+        self.levels = len(self.supernet.taps) + 1
+
+    @property
+    def inherited(self) -> int:
+        return self.pool.last_inherited
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return self.supernet.arch_parameters()
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return self.supernet.weight_parameters()
+
+    def shared_with_eval(self) -> list[nn.Parameter]:
+        return []
+
+    def train(self) -> None:
+        self.supernet.train()
+        self.student_heads.train()
+
+    def search_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.supernet(x)
+
+    def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits, feats = self.supernet.forward_with_levels(x)
+        return logits, [h(f) for h, f in zip(self.student_heads, feats)] + [logits]
+
+    def choices(self) -> list[int]:
+        if self.cfg.budget:
+            return self.cost.fit_to_budget(self.supernet.alphas, self.cfg.budget, self.cfg.budget_tolerance)
+        return self.supernet.argmax_choices()
+
+    def derive(self) -> ChainGenotype:
+        return derive_genotype(self.supernet, self.choices(), name="cdarts_chain_search")
+
+    def build_eval(self, genotype: ChainGenotype, build_id: int) -> nn.Module:
+        return self.pool.build(genotype, self.device, build_id)
+
+    def eval_optimizer(self, extra: nn.Module, lr: float) -> torch.optim.Optimizer:
+        return self.pool.make_optimizer(extra, lr, self.cfg.momentum, self.cfg.weight_decay)
+
+    def write_back(self, optimizer: torch.optim.Optimizer | None) -> None:
+        self.pool.write_back(optimizer)
+
+    def reg_loss(self) -> torch.Tensor | None:
+        return None  # the chain space has no parameter-free operation to regularize
+
+    def arch_cost(self) -> torch.Tensor | None:
+        if not self.cfg.budget:
+            return None
+        expected = self.cost.expected_madds(self.supernet.choice_weights())
+        return self.cfg.budget_weight * budget_penalty(expected, self.cfg.budget)
+
+    def bn_modules(self) -> list[nn.Module]:
+        return [self.supernet, self.student_heads]
+
+    def stats(self, genotype: ChainGenotype) -> dict[str, Any]:
+        choices = choices_of(self.supernet, genotype)
+        with torch.no_grad():
+            expected = float(self.cost.expected_madds(self.supernet.choice_weights()))
+        return {"choices": choices, "child_madds": self.cost.child_madds(choices), "expected_madds": expected,
+                "budget_madds": self.cfg.budget or None, "alpha_entropy": round(alpha_entropy(self.supernet.alphas), 5)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"search_net": self.supernet.state_dict(), "student_heads": self.student_heads.state_dict(),
+                "pool": self.pool.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.supernet.load_state_dict(state["search_net"])
+        self.student_heads.load_state_dict(state["student_heads"])
+        self.pool.load_state_dict(state["pool"])
+
+    def finish(self, genotype: ChainGenotype, out: Path, branch: nn.Module | None) -> None:
+        """``child.pth``: the final network's weights (trained w_E when the live evaluation network is this
+        genotype, else inherited from the supernet), loadable into ``create_model_from_genotype``; ``choices.png``."""
+        from .checkpoint import save_checkpoint
+
+        choices = choices_of(self.supernet, genotype)
+        if branch is not None and list(branch.choices) == choices:
+            state = branch.net.state_dict()
+        else:
+            state = build_child(self.supernet, choices)[1].state_dict()
+        save_checkpoint({k: v.detach().cpu() for k, v in state.items()}, out / "child.pth")
+        draw_choice_weights(self.supernet, choices, out / "choices.png")
+
+
+def draw_choice_weights(supernet: ChainSupernet, choices: list[int], path: Path) -> None:
+    """A heatmap of the softmax choice weights per searchable block, the derived choice boxed."""
+    from cdarts_deploy.drawing.figures import pyplot, save_figure
+
+    plt = pyplot()
+    probs = supernet.choice_weights().detach().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(4 + 0.1 * len(choices), 1 + 0.3 * len(choices)))
+    im = ax.imshow(probs, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(CHAIN_CHOICES)), [f"k{k} e{e}" for k, e in CHAIN_CHOICES])
+    ax.set_yticks(range(len(choices)), [f"stage {u.stage} block {u.arch_index}" for u in supernet.units])
+    for row, c in enumerate(choices):
+        ax.add_patch(plt.Rectangle((c - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    fig.colorbar(im, ax=ax, label="choice weight")
+    ax.set_title("chain search: choice weights (red: derived network)")
+    fig.tight_layout()
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
