@@ -19,7 +19,7 @@ from cdarts_deploy import genotype as gt
 from cdarts_deploy.commands.export import main
 
 SMALL_CELL = ["--width", "8", "--cells", "5", "--input-size", "32", "--latency-iters", "2"]
-# The tracing exporter is several times faster; the default (dynamo) exporter is covered by the first test.
+# The tracing exporter (the default) is several times faster; the dynamo exporter is covered by the first test.
 FAST = ["--exporter", "torchscript"]
 
 
@@ -40,7 +40,7 @@ def _small_darts(num_classes=10):
 
 
 def test_export_cell_genotype_writes_verified_onnx_and_report(tmp_path, capsys):
-    code, out, err = _run(["darts_v2", "--onnx", "--out", tmp_path, *SMALL_CELL], capsys)
+    code, out, err = _run(["darts_v2", "--onnx", "--out", tmp_path, *SMALL_CELL, "--exporter", "dynamo"], capsys)
     assert code == 0, err
     onnx_path, report_path = tmp_path / "darts_v2.onnx", tmp_path / "darts_v2.json"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["darts_v2.json", "darts_v2.onnx"]
@@ -52,6 +52,7 @@ def test_export_cell_genotype_writes_verified_onnx_and_report(tmp_path, capsys):
     assert report["macs"] > 0 and report["macs_inclusive"] > report["macs"]
     assert report["genotype"] == gt.to_dict(gt.load("darts_v2"))
     assert report["input_shape"] == ["batch", 3, 32, 32]
+    assert report["exporter"] == "dynamo"
     assert {p["batch"] for p in report["parity"]} == {1, 2}
     assert all(p["passed"] and p["max_abs"] < 1e-4 for p in report["parity"])
     assert report["versions"]["torch"] == torch.__version__
@@ -192,7 +193,8 @@ def export(capsys, *args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     "args, needle",
     [(["--int8"], "--int8 needs --calib-dir"), (["--fp16", "--int8"], "exclude each other"),
-     (["--check", "--calib-dir", "/no/such/folder"], "does not exist")],
+     (["--check", "--calib-dir", "/no/such/folder"], "does not exist"),
+     (["--trt", "--int8", "--int8-target", "onnxruntime"], "use --int8-target tensorrt")],
 )
 def test_export_option_errors(tmp_path, capsys, args, needle):
     code, err = export(capsys, "darts_v2", *args, "--out", str(tmp_path / "out"))
@@ -230,7 +232,14 @@ def test_export_int8_check_features_plot(tmp_path, capsys, calibration_dir):
     assert all(r["torch_fp32_noise"] >= 0 for r in fp32)
     int8 = [r for r in rows if r["precision"] == "int8"]
     assert {r["input"] for r in int8} == {"random b1", "random b2", "images"}
-    assert report["int8"]["top1_agreement_onnxruntime"] >= report["check"]["tolerances"]["int8"]["min_top1_agreement"]
+    held_out = report["int8"]["held_out"]
+    assert held_out["top1_agreement"] >= report["check"]["tolerances"]["int8"]["min_top1_agreement"]
+    # calibrated on one half of the 40 pictures, judged on the other half
+    assert report["int8"]["calibration_images"] == 20 and held_out["images"] == 20
+    assert report["int8"]["target"] == "onnxruntime" and report["int8"]["format"] == "QOperator"
+    low, high = held_out["wilson95"]
+    assert 0 <= low <= held_out["top1_agreement"] <= high <= 1
+    assert report["int8"]["speed_onnxruntime_cpu"]["int8_speedup"] > 0
     feats = report["features"]
     assert feats["reductions"] == [1, 2, 4] and len(feats["outputs"]) == 3
     assert all(p["passed"] for p in feats["parity"])

@@ -56,7 +56,8 @@ def test_pure_fp16_conversion_also_runs(tiny, tmp_path):
 def test_int8_qdq_onnx_is_symmetric_and_agrees_on_top1(tiny, tmp_path):
     model, path, images = tiny
     dst = tmp_path / "tiny.int8.onnx"
-    pr.quantize_int8(path, dst, images)
+    settings = pr.quantize_int8(path, dst, images, target="tensorrt")
+    assert settings["format"] == "QDQ" and settings["weight_granularity"] == "per-tensor"
     proto = onnx.load(str(dst))
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("QuantizeLinear") > 5 and ops.count("DequantizeLinear") > 5
@@ -108,3 +109,66 @@ def test_failed_quantization_leaves_no_file(tiny, tmp_path):
     with pytest.raises(pr.PrecisionError, match="calibration method"):
         pr.quantize_int8(path, dst, np.zeros((2, 3, *HW), np.float32), method="magic")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_for_onnxruntime_uses_operator_format_with_float_depthwise(tiny, tmp_path):
+    model, path, images = tiny
+    calibration, held_out = pr.split_held_out(images)
+    dst = tmp_path / "tiny.ort.int8.onnx"
+    settings = pr.quantize_int8(path, dst, calibration)
+    assert settings["target"] == "onnxruntime" and settings["weight_granularity"] == "per-channel"
+    proto = onnx.load(str(dst))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QLinearConv") > 5 and "QuantizeLinear" in ops
+    # depthwise convolutions stay float
+    assert settings["float_depthwise_convs"] == len(pr.depthwise_convs(proto)) > 0
+    grouped_q = [n for n in proto.graph.node if n.op_type == "QLinearConv"
+                 and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert grouped_q == []
+    # the stem convolution and the classifier stay float too
+    assert settings["float_stem_and_classifier"] and "Gemm" in ops and "QGemm" not in ops
+    # a Relu whose input feeds other ops too stays float (dropping it would clip those other consumers)
+    assert "Relu" in ops and 0 < ops.count("Relu") < sum(n.op_type == "Relu" for n in onnx.load(str(path)).graph.node)
+    measured = pr.agreement(torch_outputs(model, held_out)[0], onnxruntime_outputs(onnxruntime_session(dst), held_out)[0])
+    assert measured["images"] == len(held_out) == 20
+    assert measured["top1_agreement"] >= 0.8 and measured["logit_cosine"] > 0.97
+
+
+def test_unknown_int8_target_is_a_user_error(tiny, tmp_path):
+    _, path, images = tiny
+    with pytest.raises(pr.PrecisionError, match="INT8 target"):
+        pr.quantize_int8(path, tmp_path / "x.onnx", images[:2], target="tpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_agreement_and_wilson_interval():
+    ref = np.eye(10, dtype=np.float32)[np.arange(40) % 10]
+    wrong = ref.copy()
+    wrong[:4] = np.roll(wrong[:4], 1, axis=1)  # 4 of 40 images change class
+    measured = pr.agreement(ref, wrong)
+    assert measured["agree"] == 36 and measured["top1_agreement"] == 0.9
+    low, high = measured["wilson95"]
+    assert 0.76 < low < 0.77 and 0.96 < high < 0.97  # Wilson 95% for 36/40
+    assert pr.wilson_interval(20, 20)[1] == 1.0 and pr.wilson_interval(0, 20)[0] == 0.0
+    assert pr.agreement(ref, ref)["logit_cosine"] == pytest.approx(1.0)
+
+
+def test_split_held_out_is_disjoint_and_needs_two_images():
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    calibration, held_out = pr.split_held_out(images)
+    assert set(calibration.ravel()).isdisjoint(held_out.ravel()) and len(calibration) + len(held_out) == 10
+    with pytest.raises(pr.PrecisionError, match="at least 2"):
+        pr.split_held_out(images[:1])
+
+
+def test_normalization_comes_from_the_models_pretrained_cfg(tmp_path):
+    from types import SimpleNamespace
+
+    from backbones.pretrained import CIFAR_MEAN, CIFAR_STD
+
+    cifar = SimpleNamespace(pretrained_cfg={"mean": CIFAR_MEAN, "std": CIFAR_STD})
+    assert pr.normalization(cifar) == (tuple(CIFAR_MEAN), tuple(CIFAR_STD))
+    assert pr.normalization(object()) == (pr.IMAGENET_MEAN, pr.IMAGENET_STD)
+    Image.new("RGB", (8, 8), (128, 64, 255)).save(tmp_path / "flat.png")
+    arr = pr.load_images(tmp_path, (8, 8), mean=CIFAR_MEAN, std=CIFAR_STD)[0]
+    assert np.allclose(arr[0], (128 / 255 - CIFAR_MEAN[0]) / CIFAR_STD[0], atol=1e-5)

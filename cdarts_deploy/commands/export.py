@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -47,17 +48,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="state_dict of the matching timm model (loaded with weights_only=True)")
     p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--batch", type=positive_int, default=2, help="example batch; parity is checked at 1 and N (default 2)")
-    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
-                   help="torch ONNX exporter: dynamo (torch.export, default) or torchscript (tracing, faster)")
+    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="torchscript",
+                   help="torch ONNX exporter: torchscript (tracing; default, several times faster, and the graph "
+                   "ONNX Runtime quantizes best) or dynamo (torch.export)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to --batch instead of dynamic")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads for the latency check")
     p.add_argument("--latency-iters", type=int, default=10, help="timed runs for the report's latency (0 to skip)")
     g = p.add_argument_group("deployment")
     g.add_argument("--trt", action="store_true", help="also build a TensorRT engine (NVIDIA GPU and tensorrt needed)")
     g.add_argument("--fp16", action="store_true", help="also write an FP16 ONNX (and build the engine from it)")
-    g.add_argument("--int8", action="store_true", help="also write an INT8 Q/DQ ONNX calibrated on --calib-dir")
+    g.add_argument("--int8", action="store_true",
+                   help="also write an INT8 ONNX calibrated on half of --calib-dir and judged on the other half")
+    g.add_argument("--int8-target", choices=("onnxruntime", "tensorrt"),
+                   help="INT8 file format: onnxruntime (operator format, fast on ONNX Runtime CPU; the default) or "
+                   "tensorrt (symmetric Q/DQ; the default with --trt, which builds its engine from it)")
     g.add_argument("--calib-dir", help="folder of images: INT8 calibration and the real-image inputs of --check")
     g.add_argument("--check", action="store_true", help="parity across PyTorch, ONNX Runtime and TensorRT, per tensor")
+    g.add_argument("--debug-layers", action="store_true",
+                   help="compare every layer's output in ONNX Runtime with PyTorch, print the first divergent layer "
+                   "and a per-layer table, and save <name>.golden.npz for cdarts-compare")
     g.add_argument("--features", action="store_true", help="also export the multi-scale features_only backbone")
     g.add_argument("--plot", action="store_true", help="draw the genotype (PNG and SVG)")
     g.add_argument("--max-batch", type=int, default=32, help="TensorRT profile's largest batch (default 32)")
@@ -74,17 +83,28 @@ def _log(message: str) -> None:
 
 
 def wants_onnx(args: argparse.Namespace) -> bool:
-    return bool(args.onnx or args.trt or args.fp16 or args.int8 or args.check or args.features)
+    return bool(args.onnx or args.trt or args.fp16 or args.int8 or args.check or args.features or args.debug_layers)
+
+
+def _int8_target(args: argparse.Namespace) -> str:
+    """TensorRT builds its INT8 engine from the Q/DQ file, so --trt --int8 asks for that format."""
+    if args.int8_target is None:
+        return "tensorrt" if args.trt else "onnxruntime"
+    if args.trt and args.int8 and args.int8_target != "tensorrt":
+        raise UsageError("--trt --int8 builds the engine from the Q/DQ file; use --int8-target tensorrt")
+    return args.int8_target
 
 
 def run(args: argparse.Namespace) -> int:
     from cdarts_deploy.deploy import artifacts
 
     if not (wants_onnx(args) or args.plot):
-        raise UsageError("nothing to do: pass --onnx (or --trt, --fp16, --int8, --check, --features, --plot)")
+        raise UsageError("nothing to do: pass --onnx (or --trt, --fp16, --int8, --check, --features, --debug-layers, "
+                         "--plot)")
     request = artifacts.ArtifactRequest(
         fp16=args.fp16, int8=args.int8, tensorrt=args.trt, check=args.check, features=args.features,
-        pictures=args.plot, calib_dir=args.calib_dir, max_batch=args.max_batch, workspace_mb=args.workspace_mb,
+        pictures=args.plot, calib_dir=args.calib_dir, int8_target=_int8_target(args), max_batch=args.max_batch,
+        workspace_mb=args.workspace_mb,
         threads=args.threads,
     )
     artifacts.validate(request, args.batch)
@@ -101,25 +121,35 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
     from backbones.complexity import count_macs, count_macs_inclusive, count_params
     from cdarts_deploy.deploy import artifacts
     from cdarts_deploy.deploy import model_spec as ms
+    from cdarts_deploy.deploy import parity
     from cdarts_deploy.deploy import precision as pr
     from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
 
     spec = ms.resolve_spec(genotype, args.layout, args.width, args.cells, args.num_classes, args.input_size)
     name = args.name or genotype.name or "model"
     _log(f"building {name} ({genotype.kind} genotype) {spec.as_dict()}")
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
     model = ms.build_model(genotype, spec)
+    seconds["build"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
     if args.checkpoint:
         ms.load_weights(model, args.checkpoint)
+        seconds["load_weights"] = round(time.perf_counter() - start, 3)
     else:
         # Random weights: calibrate BN statistics so that the parity check tests something.
         ms.calibrate_batchnorm(model, spec.input_size)
+        seconds["bn_calibration"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
     sizes = {
         "params": count_params(model),
         "macs": count_macs(model, spec.input_size),
         "macs_inclusive": count_macs_inclusive(model, spec.input_size),
     }
+    seconds["count_macs"] = round(time.perf_counter() - start, 3)
     hw = tuple(spec.input_size)
-    images = pr.load_images(args.calib_dir, hw, limit=256) if args.calib_dir else None
+    mean, std = pr.normalization(model)  # the statistics the network was trained with (CIFAR or ImageNet)
+    images = pr.load_images(args.calib_dir, hw, limit=256, mean=mean, std=std) if args.calib_dir else None
     if images is not None:
         request = replace(request, calibration=images)
     batches = [args.batch] if args.static_batch else sorted({1, args.batch})
@@ -136,15 +166,30 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
         "input_shape": ["batch" if not args.static_batch else args.batch, 3, *hw],
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "weights": "checkpoint" if args.checkpoint else "random init, BatchNorm statistics calibrated on random batches",
+        "seconds": seconds,
     }
 
     def more_files(verified, staging) -> tuple[dict, list[str]]:
         return artifacts.build(request, genotype, model, spec, export, verified, staging, out_dir, name, _log)
 
+    def debug_layers(verified, staging) -> tuple[dict, list[str]]:
+        from cdarts_deploy.deploy import layer_compare as lc
+
+        # a real picture where there is one (a dynamic graph takes any batch), else the first random batch
+        x = inputs[parity.IMAGES][:1] if parity.IMAGES in inputs else next(iter(inputs.values()))
+        _log(f"comparing every layer with PyTorch on {len(x)} input(s)")
+        golden = lc.record_golden(model, x)
+        layers = lc.compare_layers(golden, verified.path, args.threads)
+        print(lc.format_table(layers), file=sys.stderr)
+        _log(lc.summary(layers))
+        golden.save(staging.temp(lc.golden_path(out_dir, name)))
+        return {"layers": {**layers.as_dict(), "golden": lc.golden_path(out_dir, name).name}}, []
+
     wanted = any((request.fp16, request.int8, request.tensorrt, request.check, request.features, request.pictures))
     result = export_verified(model, out_dir, name, export, inputs, report, threads=args.threads,
                              latency_iters=args.latency_iters, require_input_dependence=True,
-                             artifacts=more_files if wanted else None, log=_log)
+                             artifacts=more_files if wanted else None,
+                             diagnose=debug_layers if args.debug_layers else None, log=_log)
     if not result.passed:
         print(f"{PROG}: error: {result.failures[0]}; no files written", file=sys.stderr)
         return 1
@@ -165,6 +210,16 @@ def _print_summary(report: dict, written: list[Path], onnx_path: Path, report_pa
     if latency:
         print(f"  latency (ORT CPU, batch {latency['batch']}) median {latency['median_ms']:.2f} ms, "
               f"p90 {latency['p90_ms']:.2f} ms over {latency['iters']} runs")
+    int8 = report.get("int8")
+    if int8:
+        held = int8["held_out"]
+        low, high = held["wilson95"]
+        print(f"  int8 ({int8['target']})  top-1 agreement {held['top1_agreement']:.1%} on {held['images']} held-out "
+              f"images (95% CI {low:.1%}-{high:.1%}), logit cosine {held['logit_cosine']:.4f}")
+        speed = int8.get("speed_onnxruntime_cpu")
+        if speed:
+            print(f"  int8 speed-up   {speed['int8_speedup']:.2f}x (fp32 time / int8 time) at batch {speed['batch']} "
+                  f"(ORT CPU, {speed['fp32_median_ms']:.2f} -> {speed['int8_median_ms']:.2f} ms)")
     for path in written:
         if path not in (onnx_path, report_path):
             print(f"  also            {path}")

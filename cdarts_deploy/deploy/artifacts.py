@@ -1,7 +1,8 @@
 """Files made from a verified FP32 ONNX model, each checked by the one parity rule before it is kept.
 
 ``fp16``      FP16 ONNX (``<name>.fp16.onnx``), ONNX Runtime at the FP16 tolerance
-``int8``      INT8 Q/DQ ONNX (``<name>.int8.onnx``) calibrated on images, judged by top-1 agreement
+``int8``      INT8 ONNX (``<name>.int8.onnx``) for ONNX Runtime (operator format) or TensorRT (Q/DQ),
+              calibrated on half the images, judged by top-1 agreement on the other half
 ``tensorrt``  TensorRT engine (``<name>[.fp16|.int8].engine``) from the matching ONNX
 ``check``     the FP32 file's rows on every input, next to the other runtimes' rows
 ``features``  multi-scale ``features_only`` model (``<name>.features.onnx``), checked output by output
@@ -43,6 +44,7 @@ class ArtifactRequest:
     pictures: bool = False
     calibration: np.ndarray | None = None  # NCHW float32 images (INT8 calibration, real-image checks)
     calib_dir: str | None = None
+    int8_target: str = "onnxruntime"
     max_batch: int = 32
     workspace_mb: int = 1024
     threads: int | None = None
@@ -96,19 +98,10 @@ def build(request: ArtifactRequest, genotype: Genotype, model: torch.nn.Module, 
         report["fp16"] = {"file": f"{name}.fp16.onnx", "kept_fp32_ops": kept}
         rows += _onnxruntime_rows(dst, reference, "fp16", request.threads)
     if request.int8:
-        images = request.calibration
-        log(f"calibrating the INT8 Q/DQ ONNX on {len(images)} images from {request.calib_dir}")
-        dst = staging.temp(out_dir / f"{name}.int8.onnx")
-        pr.quantize_int8(verified.path, dst, images)
-        onnx_files["int8"] = dst
-        session = ort.session(dst, request.threads)
-        agreement = parity.top1_agreement(parity.torch_outputs(model, images)[0], ort.run(session, images)[0])
-        report["int8"] = {"file": f"{name}.int8.onnx", "calibration_images": len(images),
-                          "top1_agreement_onnxruntime": agreement, "min_top1_agreement": parity.INT8_MIN_TOP1}
-        if agreement < parity.INT8_MIN_TOP1:
-            failures.append(f"INT8 ONNX agrees with PyTorch on top-1 for {agreement:.0%} of the calibration images "
-                            f"(need {parity.INT8_MIN_TOP1:.0%})")
-        rows += _onnxruntime_rows(dst, reference, "int8", request.threads)
+        onnx_files["int8"], report["int8"], more = _int8(request, model, verified, staging, out_dir, name,
+                                                         export.input_shape[0], log)
+        failures += more
+        rows += _onnxruntime_rows(onnx_files["int8"], reference, "int8", request.threads)
 
     if request.tensorrt:
         report["tensorrt"], trt_rows = _engine(request, onnx_files, reference, staging, out_dir, name,
@@ -130,6 +123,33 @@ def build(request: ArtifactRequest, genotype: Genotype, model: torch.nn.Module, 
     return report, failures
 
 
+#: Timed runs per round and rounds of the INT8/FP32 speed comparison in the report (alternating rounds,
+#: so that load from other processes hits both files alike).
+SPEED_ITERS, SPEED_ROUNDS = 3, 3
+
+
+def _int8(request: ArtifactRequest, model: torch.nn.Module, verified: Verified, staging: Staging, out_dir: Path,
+          name: str, batch: int, log: Callable[[str], None]) -> tuple[Path, dict, list[str]]:
+    """Quantize on one half of the images, judge top-1 agreement with PyTorch FP32 on the other half."""
+    calibration, held_out = pr.split_held_out(request.calibration)
+    log(f"calibrating the INT8 ONNX ({request.int8_target}) on {len(calibration)} images from {request.calib_dir}, "
+        f"judging it on {len(held_out)} others")
+    dst = staging.temp(out_dir / f"{name}.int8.onnx")
+    settings = pr.quantize_int8(verified.path, dst, calibration, target=request.int8_target)
+    session = ort.session(dst, request.threads)
+    measured = pr.agreement(parity.torch_outputs(model, held_out)[0], ort.run(session, held_out)[0])
+    section = {"file": f"{name}.int8.onnx", **settings, "held_out": measured,
+               "min_top1_agreement": parity.INT8_MIN_TOP1}
+    if verified.session is not None:
+        x = request.calibration[:batch] if len(request.calibration) >= batch else calibration[:1]
+        section["speed_onnxruntime_cpu"] = pr.speed_ratio(verified.session, session, x, SPEED_ITERS, SPEED_ROUNDS)
+    failures = []
+    if measured["top1_agreement"] < parity.INT8_MIN_TOP1:
+        failures.append(f"INT8 ONNX agrees with PyTorch on top-1 for {measured['top1_agreement']:.0%} of "
+                        f"{measured['images']} held-out images (need {parity.INT8_MIN_TOP1:.0%})")
+    return dst, section, failures
+
+
 def _onnxruntime_rows(path: Path, reference: parity.TorchReference, precision: str,
                       threads: int | None) -> list[dict]:
     session = ort.session(path, threads)
@@ -144,7 +164,7 @@ def _engine(request: ArtifactRequest, onnx_files: dict[str, Path], reference: pa
     precision = request.precision
     suffix = "" if precision == "fp32" else f".{precision}"
     engine = staging.temp(out_dir / f"{name}{suffix}.engine")
-    log(f"building the TensorRT {precision} engine")
+    log(f"building the TensorRT {precision} engine (TF32 off: FP32 layers compute in FP32)")
     info = build_engine(onnx_files[precision], engine, hw, precision, min_batch=1, opt_batch=batch,
                         max_batch=request.max_batch, workspace_mb=request.workspace_mb)
     runner = TensorRTRunner(engine)

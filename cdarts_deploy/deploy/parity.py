@@ -259,7 +259,9 @@ def compare_runtime(
         head = {"runtime": runtime, "input": label, "batch": int(x.shape[0]), "precision": precision, **dependence}
         if precision == "int8":
             agreement = top1_agreement(reference.outputs(label)[0], out[0])
-            judged = label == IMAGES or not dependence["input_dependent"]
+            # INT8 is judged by top-1 agreement on real images only; on random inputs a trained network's
+            # classes hardly move, so those rows are reported, never judged
+            judged = label == IMAGES
             passed = agreement >= INT8_MIN_TOP1 and dependence["input_dependent"]
             rows.append({**head, "name": names[0], "top1_agreement": agreement, "passed": passed if judged else None})
             continue

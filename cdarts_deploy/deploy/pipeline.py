@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -102,6 +103,7 @@ class Verified:
     reference: parity.TorchReference
     rows: list[dict]
     failures: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def export_and_compare(model: torch.nn.Module, path: Path, export: OnnxExport,
@@ -110,16 +112,27 @@ def export_and_compare(model: torch.nn.Module, path: Path, export: OnnxExport,
     """Steps 1-3 for one file: export to ``path``, check the graph, compare every input with PyTorch FP32."""
     log(f"exporting {what + ' ' if what else ''}ONNX ({export.exporter} exporter, opset {export.opset}, "
         f"{'dynamic' if export.dynamic_batch else 'static'} batch)")
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
     export_onnx(model, path, export.input_shape, opset=export.opset, dynamic_batch=export.dynamic_batch,
                 output_names=export.output_names, exporter=export.exporter)
+    seconds["export"] = _since(start)
+    start = time.perf_counter()
     try:
         check_onnx(path)
     except GraphCheckError as exc:
-        return Verified(path, None, [], reference, [], [str(exc)])
+        return Verified(path, None, [], reference, [], [str(exc)], seconds)
+    seconds["check"] = _since(start)
+    start = time.perf_counter()
     session = ort.session(path, threads)
     names = ort.output_names(session)
     rows = parity.compare_runtime(reference, lambda x: ort.run(session, x), names, "fp32")
-    return Verified(path, session, names, reference, rows, parity.failures(rows, what))
+    seconds["parity"] = _since(start)
+    return Verified(path, session, names, reference, rows, parity.failures(rows, what), seconds)
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
 
 
 @dataclass
@@ -148,6 +161,7 @@ def export_verified(
     latency_iters: int | None = None,
     require_input_dependence: bool = False,
     artifacts: Artifacts | None = None,
+    diagnose: Artifacts | None = None,
     parity_key: str = "parity",
     log: Log = lambda m: None,
 ) -> PipelineResult:
@@ -156,7 +170,9 @@ def export_verified(
     ``inputs`` (label -> NCHW float32 batch) are the inputs of the comparison; ``report`` holds the
     caller's entries, to which the pipeline adds the export settings, the rule, the per-output parity
     rows (under ``parity_key``), an ONNX Runtime latency sample (when ``latency_iters`` is given) and
-    the library versions.  ``require_input_dependence`` refuses a model whose outputs are the same for
+    the library versions.  ``diagnose`` runs on the exported file even when parity failed (a per-layer
+    comparison); its report entries are printed or kept, its files are written only on success.
+    ``require_input_dependence`` refuses a model whose outputs are the same for
     every sample of a batch (a user error: parity would prove nothing).
     """
     out_dir = Path(out_dir)
@@ -171,8 +187,16 @@ def export_verified(
                 raise InputIndependentError("the model's outputs do not depend on its input, so parity proves "
                                             "nothing; pass a --checkpoint with trained weights")
         extra: dict = {}
+        seconds = dict(verified.seconds)
+        if diagnose is not None and verified.session is not None:
+            start = time.perf_counter()
+            extra, _ = diagnose(verified, staging)
+            seconds["diagnose"] = _since(start)
         if not failures and artifacts is not None:
-            extra, more = artifacts(verified, staging)
+            start = time.perf_counter()
+            more_entries, more = artifacts(verified, staging)
+            extra.update(more_entries)
+            seconds["other_artifacts"] = _since(start)
             failures += more
         full = {
             **report,
@@ -183,8 +207,12 @@ def export_verified(
             parity_key: verified.rows,
         }
         if latency_iters is not None:
+            start = time.perf_counter()
             full["latency_onnxruntime_cpu"] = _latency(verified, inputs, latency_iters)
+            seconds["latency"] = _since(start)
         full["versions"] = library_versions()
+        # wall time per step, the caller's steps (model build, BN calibration, ...) first
+        full["seconds"] = {**full.get("seconds", {}), **seconds}
         full.update(extra)
         if failures:
             return PipelineResult(False, failures, full, [])

@@ -1,23 +1,35 @@
-"""Reduced-precision ONNX files: FP16 (optionally mixed) and INT8 with explicit Q/DQ nodes.
+"""Reduced-precision ONNX files: FP16 (optionally mixed) and INT8 (for ONNX Runtime or for TensorRT).
 
-Both are what TensorRT 10/11 builds strongly typed engines from, and both run
-under ONNX Runtime on the CPU, which is how they are checked without a GPU.
+Every file runs under ONNX Runtime on the CPU, which is how it is checked without a GPU; the FP16
+and the TensorRT-target INT8 files are what TensorRT 10/11 builds strongly typed engines from.
 
 * FP16: ONNX Runtime's float16 converter; graph inputs and outputs stay float32
   so callers feed the same arrays, and reductions/exponentials can stay FP32.
-* INT8: ONNX Runtime's static QDQ quantization of convolutions and linear
-  layers, calibrated on images from a folder.  Weights and activations are
-  symmetric signed INT8 (zero point 0), the form TensorRT accepts; biases stay
-  float.  Weights are per tensor by default: on the random-weight test networks
-  ONNX Runtime's per-channel mode agreed far less with FP32 (see tests).
+* INT8, two targets (:data:`INT8_TARGETS`), both calibrated on images from a folder:
+
+  - ``onnxruntime`` (the default, for ONNX Runtime on the CPU): operator format (QLinearConv,
+    QLinearAdd, QLinearConcat, QGemm, ...) with unsigned 8-bit activations and signed 8-bit
+    per-channel weights, the pairing ONNX Runtime's x86 kernels (VNNI) run fastest, quantized after
+    ONNX Runtime's own graph optimisation (BatchNorm folded, so the scales describe the tensors that
+    are really computed).  Stays float: Relus whose input also feeds other ops (see
+    :data:`ORT_INT8_OP_TYPES`), the stem convolution and the classifier (agreement), and depthwise
+    convolutions (quantizing them too measured no faster within the noise of a shared machine and
+    agreed less with FP32; ``benchmarks/int8_speed.py --variants ort,ort-int8-depthwise``).
+  - ``tensorrt``: explicit Q/DQ pairs around convolutions and linear layers, symmetric signed INT8
+    (zero point 0), the form TensorRT builds strongly typed engines from; biases stay float.  Weights
+    are per tensor (TensorRT's Q/DQ import and the earlier measurements on random-weight networks).
+    ONNX Runtime runs this file too, but slowly: it cannot fuse Q/DQ pairs it has no kernels for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +41,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".ti
 #: Normalization of the timm ImageNet models (mean and std per RGB channel).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Where an INT8 file is meant to run; decides its format (see the module docstring).
+INT8_TARGETS = ("onnxruntime", "tensorrt")
+#: Op types the ONNX Runtime target quantizes.  A quantized Relu is dropped by the quantizer, which
+#: gives the Relu's input tensor the Relu's output range so that saturation at zero does the Relu: exact
+#: when the Relu is that tensor's only consumer, wrong where the tensor also feeds other ops (DARTS
+#: cells: a node's output feeds several ReLU-Conv branches and identity edges; the tiny network's
+#: logits lost all agreement, cosine 0.23).  Such Relus stay float (:func:`shared_input_relus`).
+ORT_INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Sigmoid", "Relu", "GlobalAveragePool",
+                     "MaxPool", "AveragePool")
 #: Ops kept in FP32 by ``to_fp16(mixed=True)``: long reductions and exponentials lose most in half precision.
 SENSITIVE_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum", "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt")
 
@@ -104,10 +125,33 @@ def load_image(
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def load_images(folder: str | os.PathLike, input_hw: tuple[int, int], limit: int | None = None) -> np.ndarray:
-    """Up to ``limit`` images of ``folder`` as one NCHW float32 batch."""
+def load_images(
+    folder: str | os.PathLike,
+    input_hw: tuple[int, int],
+    limit: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """Up to ``limit`` images of ``folder`` as one NCHW float32 batch, normalized with ``mean``/``std``."""
     files = image_files(folder)[:limit]
-    return np.stack([load_image(f, input_hw) for f in files])
+    return np.stack([load_image(f, input_hw, mean, std) for f in files])
+
+
+def normalization(model: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and std a timm model was trained with (its ``pretrained_cfg``).
+
+    CIFAR-layout networks use the CIFAR statistics, ImageNet-layout and chain networks ImageNet's;
+    a model without a ``pretrained_cfg`` gets ImageNet's.
+    """
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+
+
+def split_held_out(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint calibration and held-out halves (alternate images, so both see every kind of picture)."""
+    if len(images) < 2:
+        raise PrecisionError(f"INT8 needs at least 2 images (calibration and held-out), found {len(images)}")
+    return images[0::2], images[1::2]
 
 
 class ImageBatchReader:
@@ -130,18 +174,50 @@ class ImageBatchReader:
         self._iter = None
 
 
+def depthwise_convs(model: Any) -> list[str]:
+    """Names of the grouped (depthwise) Conv nodes of an ONNX ``ModelProto``."""
+    return [n.name for n in model.graph.node
+            if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+
+def shared_input_relus(model: Any) -> list[str]:
+    """Relu nodes whose input tensor has other consumers too (or is a graph input/output)."""
+    consumers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    fixed = {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
+    return [n.name for n in model.graph.node
+            if n.op_type == "Relu" and (consumers.get(n.input[0], 0) > 1 or n.input[0] in fixed)]
+
+
+def float_ends(model: Any) -> list[str]:
+    """The first convolution (on the 3-channel image) and the last linear layer (the classifier) of a ModelProto."""
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    linear = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+    return convs[:1] + linear[-1:]
+
+
 def quantize_int8(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     calibration: np.ndarray,
-    per_channel: bool = False,
+    per_channel: bool | None = None,
     method: str = "minmax",
-) -> None:
-    """Write an INT8 Q/DQ copy of ``src`` to ``dst``, calibrated on ``calibration`` (NCHW float32).
+    target: str = "onnxruntime",
+    float_depthwise: bool = True,
+    keep_ends_float: bool = True,
+) -> dict[str, Any]:
+    """Write an INT8 copy of ``src`` to ``dst`` for ``target``, calibrated on ``calibration`` (NCHW float32).
 
-    The model is first prepared with ONNX Runtime's pre-processing (shape
-    inference, BatchNorm folded into the convolutions) so that the scales
-    apply to the tensors the runtimes actually compute.
+    Returns the settings used (for the report).  ``float_depthwise`` (ONNX Runtime target) keeps
+    depthwise convolutions in float; ``keep_ends_float`` keeps the stem convolution and the classifier
+    in float (held-out top-1 agreement of a trained digits network: 98.8% -> 99.4%; both layers are a
+    tiny share of the multiply-adds).  ``per_channel`` None picks the target's default
+    (per-channel for ONNX Runtime, per-tensor for TensorRT).  The model is first prepared with ONNX
+    Runtime's pre-processing (shape inference; for the ONNX Runtime target also its graph
+    optimisation, which folds BatchNorm into the convolutions) so that the scales apply to the
+    tensors the runtime actually computes.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
@@ -151,9 +227,13 @@ def quantize_int8(
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise PrecisionError(f"unknown calibration method {method!r}; use one of {', '.join(methods)}")
+    if target not in INT8_TARGETS:
+        raise PrecisionError(f"unknown INT8 target {target!r}; use one of {', '.join(INT8_TARGETS)}")
     if calibration.ndim != 4 or len(calibration) == 0:
         raise PrecisionError(f"calibration data has shape {calibration.shape}; expected a non-empty NCHW batch")
     input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    for_ort = target == "onnxruntime"
+    per_channel = for_ort if per_channel is None else per_channel
 
     class _Reader(ImageBatchReader, CalibrationDataReader):
         pass
@@ -161,19 +241,87 @@ def quantize_int8(
     dst = Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent) as work:
         prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(src), str(prepared), skip_optimization=not for_ort, skip_symbolic_shape=True)
         out_tmp = Path(work) / "int8.onnx"
-        quantize_static(
-            str(prepared),
-            str(out_tmp),
-            _Reader(calibration.astype(np.float32), input_name),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
-            # the layers TensorRT runs in INT8; biases stay float (TensorRT has no INT32 dequantization)
-            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        )
+        if for_ort:
+            graph = onnx.load(str(prepared))
+            excluded = [*(depthwise_convs(graph) if float_depthwise else []),
+                        *(float_ends(graph) if keep_ends_float else []), *shared_input_relus(graph)]
+            options: dict[str, Any] = dict(
+                quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded, op_types_to_quantize=list(ORT_INT8_OP_TYPES),
+            )
+            settings = {"format": "QOperator", "activations": "uint8 asymmetric", "weights": "int8 symmetric",
+                        "float_depthwise_convs": len(depthwise_convs(graph)) if float_depthwise else 0,
+                        "float_stem_and_classifier": keep_ends_float}
+        else:
+            options = dict(
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                # the layers TensorRT runs in INT8; biases stay float (TensorRT has no INT32 dequantization)
+                op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            )
+            settings = {"format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric"}
+        with warnings.catch_warnings(), _quiet_root_logger():
+            warnings.simplefilter("ignore")
+            quantize_static(str(prepared), str(out_tmp), _Reader(calibration.astype(np.float32), input_name),
+                            per_channel=per_channel, calibrate_method=methods[method], **options)
         publish(out_tmp, dst)
+    return {"target": target, **settings, "weight_granularity": "per-channel" if per_channel else "per-tensor",
+            "calibration_method": method, "calibration_images": int(len(calibration))}
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs harmless per-tensor warnings on the root logger (e.g. a 1-D BatchNorm
+    weight it cannot quantize per channel); keep them off the command's output."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion (95% for z=1.96); stays inside [0, 1] even at 0 or n successes."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> dict[str, Any]:
+    """Top-1 agreement of ``candidate`` with ``reference`` (with its 95% Wilson interval) and the logit cosine."""
+    ref = np.asarray(reference_logits, np.float64).reshape(len(reference_logits), -1)
+    cand = np.asarray(candidate_logits, np.float64).reshape(len(candidate_logits), -1)
+    agree = int((ref.argmax(1) == cand.argmax(1)).sum())
+    low, high = wilson_interval(agree, len(ref))
+    cosine = float((ref * cand).sum() / max(np.linalg.norm(ref) * np.linalg.norm(cand), 1e-30))
+    return {"images": len(ref), "agree": agree, "top1_agreement": agree / len(ref),
+            "wilson95": [round(low, 4), round(high, 4)], "logit_cosine": cosine}
+
+
+def speed_ratio(fp32_session: Any, int8_session: Any, batch: np.ndarray, iters: int = 3, rounds: int = 3) -> dict:
+    """Median ONNX Runtime latency of both sessions on ``batch``, timed in alternating rounds, and fp32/int8.
+
+    Alternating rounds share out the load of other processes on a busy machine between the two files.
+    """
+    from cdarts_deploy.deploy.timing import sample_host
+
+    def run(sess: Any) -> Any:
+        return lambda: sess.run(None, {sess.get_inputs()[0].name: batch})
+
+    fp32, int8 = [], []
+    for i in range(rounds):
+        fp32.append(sample_host(run(fp32_session), len(batch), warmup=1 if i == 0 else 0, iters=iters).median_ms)
+        int8.append(sample_host(run(int8_session), len(batch), warmup=1 if i == 0 else 0, iters=iters).median_ms)
+    f, q = float(np.median(fp32)), float(np.median(int8))
+    return {"batch": int(len(batch)), "fp32_median_ms": f, "int8_median_ms": q, "int8_speedup": f / q,
+            "timed_runs_each": iters * rounds}

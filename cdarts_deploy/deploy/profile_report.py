@@ -144,6 +144,42 @@ def _flat(d: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def published_comparable(report: dict, rows: Sequence[dict], batch: int) -> bool:
+    """Whether the published figures belong beside these measurements: same batch, a GPU, CIFAR-size input."""
+    cond = report["published"]["conditions"]
+    return (batch == cond["batch"] and bool(report["conditions"].get("gpu"))
+            and any(list(r["input_shape"][-2:]) == cond["input_shape"][-2:] for r in rows))
+
+
+#: Offsets (points) tried in turn for a label, nearest first; the first that overlaps nothing is kept.
+LABEL_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 4, 6, 8)
+                 for dx, dy in ((4, 3), (4, -9), (-4, 3), (-4, -9), (0, 8), (0, -13))]
+
+
+def place_labels(ax, labels: Sequence[tuple[str, float, float]], fontsize: float = 7) -> list:
+    """Annotate each ``(text, x, y)`` at the first offset whose text box overlaps no label placed before it.
+
+    Text boxes are measured with the figure's renderer (``get_window_extent``); a label that finds no
+    free place within :data:`LABEL_OFFSETS` is left out, since an unreadable one is no better.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    placed, boxes = [], []
+    for text, x, y in labels:
+        for dx, dy in LABEL_OFFSETS:
+            ha = "right" if dx < 0 else "left"
+            art = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha=ha,
+                              color="grey" if text.startswith("published") else "black")
+            box = art.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(b) for b in boxes) and fig.bbox.contains(box.x0, box.y0) \
+                    and fig.bbox.contains(box.x1, box.y1):
+                placed.append(art)
+                boxes.append(box)
+                break
+            art.remove()
+    return placed
+
+
 def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | None = None) -> None:
     """PNG of median latency against multiply-adds per image, one marker per model and backend.
 
@@ -161,6 +197,7 @@ def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | Non
     rows = [r for r in rows if r["stats"]["batch"] == batch]
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     markers = {"torch": "o", "torch-compile": "D", "onnxruntime": "s", "tensorrt": "^"}
+    labels: list[tuple[str, float, float]] = []
     for backend in sorted({r["backend"] for r in rows}):
         pts = [r for r in rows if r["backend"] == backend]
         for peer in (False, True):
@@ -177,16 +214,14 @@ def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | Non
                 s=55,
                 label=f"{backend}{' (peers)' if peer else ''}",
             )
-            for r in sel:
-                ax.annotate(r["model"], (r["macs"] / 1e6, r["stats"]["median_ms"]), fontsize=7, xytext=(4, 3),
-                            textcoords="offset points")
+            labels += [(r["model"], r["macs"] / 1e6, r["stats"]["median_ms"]) for r in sel]
     pub = report["published"]
-    if batch == pub["conditions"]["batch"]:
+    cond = report["conditions"]
+    if published_comparable(report, rows, batch):
         for p in pub["rows"]:
             ax.axhline(p["latency_ms"], color="grey", linestyle="--", linewidth=0.8)
-            ax.text(ax.get_xlim()[0], p["latency_ms"], f" published {p['model']} {p['latency_ms']} ms "
-                    f"({pub['conditions']['device']}, 32x32) - not measured", fontsize=7, color="grey", va="bottom")
-    cond = report["conditions"]
+            labels.append((f"published {p['model']} {p['latency_ms']} ms ({pub['conditions']['device']}, 32x32) - "
+                           "not measured", ax.get_xlim()[0], p["latency_ms"]))
     ax.set_xlabel("multiply-adds per image (M)")
     ax.set_ylabel(f"median latency at batch {batch} (ms)")
     ax.set_title(f"Latency vs multiply-adds - {cond['gpu'] or cond['cpu']}, {cond['threads']} threads", fontsize=9)
@@ -194,6 +229,7 @@ def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | Non
     if rows:
         ax.legend(fontsize=8)
     fig.tight_layout()
+    place_labels(ax, labels)
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")

@@ -1,0 +1,192 @@
+"""INT8 versus FP32 under ONNX Runtime on the CPU, for every zoo model, measured side by side.
+
+    python benchmarks/int8_speed.py --threads 2 --out bench/int8     # all zoo models, batch 1 and 32
+    python benchmarks/int8_speed.py --models cdarts_cifar,cdarts_b --batches 1 --variants ort,ort-per-tensor
+
+Each model gets random weights whose BatchNorm statistics come from real pictures (scikit-learn's
+handwritten digits, upsampled to the input size and normalised with the model's own mean/std), is
+exported with the tracing exporter, and quantized with :func:`cdarts_deploy.deploy.precision.quantize_int8`
+on ``--calib`` digits.  Top-1 agreement with the FP32 file (and its 95% Wilson interval, and the logit
+cosine) is measured on ``--held-out`` other digits.  Latency: FP32 and INT8 sessions alternate in
+``--rounds`` rounds of ``--iters`` runs, so load from other processes hits both alike; the table shows
+the median over all runs and the FP32/INT8 ratio.
+
+Variants: ``ort`` (the default ONNX Runtime target), ``ort-per-tensor`` (per-tensor weights),
+``ort-int8-depthwise`` (depthwise convolutions quantized too), ``tensorrt`` (the symmetric Q/DQ file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cdarts_deploy import genotype as gt  # noqa: E402
+from cdarts_deploy.atomic_files import write_text  # noqa: E402
+from cdarts_deploy.deploy import model_spec as ms  # noqa: E402
+from cdarts_deploy.deploy import ort  # noqa: E402
+from cdarts_deploy.deploy import precision as pr  # noqa: E402
+from cdarts_deploy.deploy.onnx_graph import export_onnx  # noqa: E402
+from cdarts_deploy.deploy.parity import torch_outputs  # noqa: E402
+
+ZOO = ["cdarts_cifar", "pcdarts_cifar", "darts_v1", "darts_v2", "pdarts", "cdarts_imagenet", "pcdarts_imagenet",
+       "cdarts_a", "cdarts_b"]
+VARIANTS = {
+    "ort": dict(target="onnxruntime"),
+    "ort-per-tensor": dict(target="onnxruntime", per_channel=False),
+    "ort-int8-depthwise": dict(target="onnxruntime", float_depthwise=False),
+    "tensorrt": dict(target="tensorrt"),
+}
+
+
+def digits(count: int, offset: int, hw: tuple[int, int], mean, std) -> np.ndarray:
+    """``count`` handwritten digits from ``offset`` on, as normalised NCHW float32 pictures of size ``hw``.
+
+    Each 8x8 digit is upsampled bilinearly and tinted per channel (so the three channels differ).
+    """
+    import torch
+    from sklearn.datasets import load_digits
+
+    data = load_digits().images.astype(np.float32) / 16.0
+    if offset + count > len(data):
+        raise SystemExit(f"only {len(data)} digits: --calib plus --held-out plus BN images must fit")
+    x = torch.from_numpy(data[offset:offset + count, None])
+    x = torch.nn.functional.interpolate(x, size=hw, mode="bilinear", align_corners=False).numpy()
+    tint = np.random.default_rng(offset).uniform(0.4, 1.0, size=(count, 3, 1, 1)).astype(np.float32)
+    rgb = np.clip(x * tint + 0.1 * (1 - tint), 0, 1)
+    m, s = np.asarray(mean, np.float32)[:, None, None], np.asarray(std, np.float32)[:, None, None]
+    return np.ascontiguousarray((rgb - m) / s, dtype=np.float32)
+
+
+def bn_from_pictures(model, pictures: np.ndarray, batch: int = 16) -> None:
+    """BatchNorm statistics of a random network averaged over real pictures (activations of sane scale)."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(pictures), batch):
+            model(torch.from_numpy(pictures[start:start + batch]))
+    model.eval()
+
+
+def side_by_side(sessions: dict, x: np.ndarray, iters: int, rounds: int) -> dict[str, float]:
+    """Median milliseconds per run of each session, timed in alternating rounds after one warm-up run each."""
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for s in sessions.values():
+        ort.run(s, x)
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            for _ in range(iters):
+                start = time.perf_counter()
+                ort.run(s, x)
+                times[k].append((time.perf_counter() - start) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    import torch
+
+    genotype = gt.load(name)
+    spec = ms.resolve_spec(genotype)
+    hw = tuple(spec.input_size)
+    torch.manual_seed(0)
+    model = ms.build_model(genotype, spec)
+    mean, std = pr.normalization(model)
+    bn_from_pictures(model, digits(64, 0, hw, mean, std))
+    calibration = digits(args.calib, 64, hw, mean, std)
+    held_out = digits(args.held_out, 64 + args.calib, hw, mean, std)
+    fp32_path = work / f"{name}.onnx"
+    start = time.perf_counter()
+    export_onnx(model, fp32_path, (2, 3, *hw), exporter="torchscript")
+    export_s = time.perf_counter() - start
+    reference = torch_outputs(model, held_out)[0]
+    fp32 = ort.session(fp32_path, args.threads)
+    rows = []
+    big = name in ("cdarts_imagenet", "pcdarts_imagenet", "cdarts_a", "cdarts_b")
+    batches = [b for b in args.batches if not (big and b > 1 and args.skip_large_batch_224)]
+    for variant in args.variants:
+        path = work / f"{name}.{variant}.int8.onnx"
+        start = time.perf_counter()
+        settings = pr.quantize_int8(fp32_path, path, calibration, **VARIANTS[variant])
+        quant_s = time.perf_counter() - start
+        int8 = ort.session(path, args.threads)
+        held = pr.agreement(reference, np.concatenate([ort.run(int8, held_out[i:i + 32])[0]
+                                                       for i in range(0, len(held_out), 32)]))
+        row = {"model": name, "variant": variant, "input": [3, *hw], "export_s": round(export_s, 1),
+               "quantize_s": round(quant_s, 1), "weights": settings["weight_granularity"], **held}
+        for b in batches:
+            x = held_out[:b] if b <= len(held_out) else np.resize(held_out, (b, *held_out.shape[1:]))
+            med = side_by_side({"fp32": fp32, "int8": int8}, x, args.iters if b > 1 else args.iters * 3, args.rounds)
+            row[f"b{b}"] = {"fp32_ms": med["fp32"], "int8_ms": med["int8"], "speedup": med["fp32"] / med["int8"]}
+        row["load_average"] = os.getloadavg()[0]
+        print(format_row(row, args.batches), flush=True)
+        rows.append(row)
+    return rows
+
+
+def format_row(row: dict, batches: list[int]) -> str:
+    cells = [row["model"], row["variant"], "x".join(map(str, row["input"][1:])), row["weights"]]
+    for b in batches:
+        r = row.get(f"b{b}")
+        cells += [f"{r['fp32_ms']:.1f} / {r['int8_ms']:.1f}", f"{r['speedup']:.2f}x"] if r else ["-", "-"]
+    low, high = row["wilson95"]
+    cells += [f"{row['agree']}/{row['images']} ({row['top1_agreement']:.1%}, 95% CI {low:.1%}-{high:.1%})",
+              f"{row['logit_cosine']:.4f}", f"{row['load_average']:.1f}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def header(batches: list[int]) -> str:
+    cols = ["model", "variant", "input", "weights"]
+    for b in batches:
+        cols += [f"b{b} fp32 / int8 ms", f"b{b} speed-up"]
+    cols += ["top-1 agreement (held-out)", "logit cosine", "load avg"]
+    return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(ZOO))
+    p.add_argument("--variants", default="ort", help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument("--batches", default="1,32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--iters", type=int, default=3, help="timed runs per round at batch > 1 (3x that at batch 1)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--calib", type=int, default=32, help="calibration digits")
+    p.add_argument("--held-out", type=int, default=400, help="held-out digits for the agreement")
+    p.add_argument("--skip-large-batch-224", action="store_true", help="224x224 models at batch 1 only")
+    p.add_argument("--out", help="folder for int8_speed.json and int8_speed.md")
+    args = p.parse_args(argv)
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.variants = args.variants.split(",")
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}; use {', '.join(VARIANTS)}")
+    print(f"threads {args.threads}, load average at start {os.getloadavg()[0]:.1f}")
+    print(header(args.batches), flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for name in args.models.split(","):
+            rows += measure(name, args, Path(work))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "int8_speed.json", json.dumps({"threads": args.threads, "rows": rows}, indent=2) + "\n")
+        write_text(out / "int8_speed.md", header(args.batches) + "\n" +
+                   "\n".join(format_row(r, args.batches) for r in rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
