@@ -47,7 +47,7 @@ demo-train: $(CORE_STAMP)
 		--json out/demo-train/eval.json
 
 test: $(CORE_STAMP) $(MM_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 clean:
 	rm -rf $(VENV) out
