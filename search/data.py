@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
 from torchvision.transforms import v2
 
+from backbones.pretrained import CIFAR_MEAN, CIFAR_STD
 from cdarts_deploy.data import cifar
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS
 
@@ -32,8 +33,6 @@ from .distributed import DistContext
 from .errors import SearchInputError
 
 DATASETS = ("cifar10", "cifar100", "imagefolder")
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

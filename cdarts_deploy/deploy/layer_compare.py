@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cdarts_deploy.atomic_files import write_with
-from cdarts_deploy.deploy import parity
+from cdarts_deploy.deploy import ort, parity
 from cdarts_deploy.deploy.ort import OnnxRuntimeError
 from cdarts_deploy.errors import UserError
 
@@ -173,7 +173,6 @@ class LayerReport:
 def compare_layers(golden: Golden, onnx_path: str | os.PathLike, threads: int | None = None) -> LayerReport:
     """Run ``onnx_path`` on the golden input with every module's tensor exposed; one row per comparable module."""
     import onnx
-    import onnxruntime
 
     try:
         proto = onnx.load(str(onnx_path))
@@ -194,12 +193,8 @@ def compare_layers(golden: Golden, onnx_path: str | os.PathLike, threads: int | 
             target, label = nxt, f"{name} (+{nxt.rpartition('.')[2] or nxt} folded)"
         rows_plan.append((label, target, tensors[name]))
     exposed = expose(proto, sorted({t for _, _, t in rows_plan}))
-    options = onnxruntime.SessionOptions()
     # no graph rewriting, so every exposed tensor is computed as exported
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.session(exposed.SerializeToString(), threads, optimize=False)
     wanted = [o.name for o in session.get_outputs()]
     values = dict(zip(wanted, session.run(wanted, {session.get_inputs()[0].name: golden.input})))
     tol = parity.TOLERANCES["fp32"]

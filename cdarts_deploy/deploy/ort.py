@@ -14,19 +14,40 @@ class OnnxRuntimeError(UserError):
     """ONNX Runtime cannot load the file or lacks the requested device."""
 
 
-def session(onnx_path: str | os.PathLike, threads: int | None = None, device: str = "cpu") -> Any:
-    """An ONNX Runtime session with full graph optimization.
-
-    ``threads``: intra-op threads (None = the runtime's default, all cores) and one inter-op thread;
-    ``device``: ``cpu`` or ``cuda`` (needs onnxruntime-gpu's CUDAExecutionProvider).
-    """
+def _options(threads: int | None, optimize: bool | str) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    levels = {True: ort.GraphOptimizationLevel.ORT_ENABLE_ALL, False: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
+    options.graph_optimization_level = levels[optimize]
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    return options
+
+
+def _open(model: str | os.PathLike | bytes, options: Any, providers: list[str], what: str) -> Any:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for invalid files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxRuntimeError(f"{what} is not a usable ONNX model ({first[:200]}); pass a file written by "
+                               "cdarts-export") from None
+
+
+def session(onnx_model: str | os.PathLike | bytes, threads: int | None = None, device: str = "cpu",
+            optimize: bool = True) -> Any:
+    """An ONNX Runtime session on a file (or serialized model bytes).
+
+    ``threads``: intra-op threads (None = the runtime's default, all cores) and one inter-op thread;
+    ``device``: ``cpu`` or ``cuda`` (needs onnxruntime-gpu's CUDAExecutionProvider);
+    ``optimize``: full graph optimization, or none (every tensor computed as exported, for layer comparisons).
+    """
+    import onnxruntime as ort
+
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -34,13 +55,8 @@ def session(onnx_path: str | os.PathLike, threads: int | None = None, device: st
                 "ONNX Runtime has no CUDAExecutionProvider here; install onnxruntime-gpu or profile on the CPU"
             )
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    try:
-        return ort.InferenceSession(str(onnx_path), options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types for invalid files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OnnxRuntimeError(
-            f"{onnx_path} is not a usable ONNX model ({first[:200]}); pass a file written by cdarts-export"
-        ) from None
+    what = "the model" if isinstance(onnx_model, bytes) else str(onnx_model)
+    return _open(onnx_model, _options(threads, optimize), providers, what)
 
 
 def output_names(sess: Any) -> list[str]:
@@ -55,13 +71,6 @@ def run(sess: Any, batch: np.ndarray) -> list[np.ndarray]:
 def fold_constants(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Write ``src`` with ONNX Runtime's basic (semantics-preserving) optimizations applied to ``dst``:
     constant subgraphs folded, Conv/BatchNorm and similar pairs fused."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options = _options(None, "basic")
     options.optimized_model_filepath = str(dst)
-    try:
-        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for invalid files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OnnxRuntimeError(f"{src} is not a usable ONNX model ({first[:200]})") from None
+    _open(src, options, ["CPUExecutionProvider"], str(src))
