@@ -151,3 +151,26 @@ def test_prepare_digits_image_and_bad_input(tmp_path, capsys):
     assert img.getpixel((0, 0))[0] > 200 and img.getpixel((0, 23))[0] < 50  # top half white, bottom black
     assert tool.main(["--out", str(tmp_path / "d"), "--val-fraction", "1.5"]) == 2
     assert not (tmp_path / "d").exists()
+
+
+def test_digits_path_end_to_end(tmp_path, capsys):
+    """Real images: digits -> cdarts-train -> cdarts-export with the checkpoint -> cdarts-eval of the ONNX file."""
+    digits = tmp_path / "digits"
+    assert _prepare_digits().main(["--out", str(digits), "--size", str(SIZE), "--per-class", "10"]) == 0
+    assert sorted(p.name for p in (digits / "train").iterdir()) == [str(d) for d in range(10)]
+    run = tmp_path / "run"
+    assert train_cmd.main(["cdarts_cifar", "--data-root", str(digits), "--out", str(run), "--preset", "cpu-smoke",
+                           *TINY, "--batch-size", "16", "--epochs", "2", "--threads", "1", "--no-progress",
+                           "--cutout", "0", "--hflip", "0"]) == 0
+    onnx_dir = tmp_path / "onnx"
+    i = EXPORT.index("--num-classes")
+    export = EXPORT[: i + 1] + ["10"] + EXPORT[i + 2:]
+    assert export_cmd.main([str(run / "genotype.json"), *export, "--checkpoint", str(run / "best.pth"),
+                            "--out", str(onnx_dir)]) == 0
+    report = tmp_path / "eval.json"
+    assert eval_cmd.main([str(run / "best.pth"), "--data-root", str(digits), "--onnx",
+                          str(onnx_dir / "cdarts_cifar.onnx"), "--threads", "1", "--no-progress",
+                          "--json", str(report)]) == 0
+    doc = json.loads(report.read_text())
+    assert doc["images"] == 20
+    assert doc["onnx"]["agreement"] >= 0.995 and doc["onnx"]["top1"] == doc["top1"]

@@ -2,7 +2,7 @@
 """Write scikit-learn's 1,797 handwritten digits (8x8, bundled with scikit-learn: nothing is downloaded) as an
 ImageFolder tree for ``cdarts-train``:
 
-    python tools/prepare_digits.py --out data/digits [--size 32] [--val-fraction 0.2] [--seed 0]
+    python tools/prepare_digits.py --out data/digits [--size 32] [--val-fraction 0.2] [--seed 0] [--per-class N]
 
 ``OUT/train/<digit>/<index>.png`` and ``OUT/val/<digit>/<index>.png``: a stratified, seeded split; each image is
 scaled from 0..16 to 0..255, upsampled to ``--size`` (bilinear) and stored as 3-channel PNG, each file written
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=positive_int, default=32, help="image side in pixels (default 32)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class for val/ (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--per-class", type=positive_int, default=None,
+                   help="keep only this many images of each digit before splitting (default: all, about 180)")
     return p
 
 
@@ -58,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("scikit-learn is not installed; pip install scikit-learn") from None
     digits = load_digits()
     index = list(range(len(digits.target)))
-    train, val = train_test_split(index, test_size=args.val_fraction, stratify=digits.target,
+    if args.per_class:  # the first N of each digit: a small real data set for quick checks
+        kept: dict[int, list[int]] = {}
+        for i in index:
+            kept.setdefault(int(digits.target[i]), []).append(i)
+        index = sorted(i for members in kept.values() for i in members[: args.per_class])
+    train, val = train_test_split(index, test_size=args.val_fraction, stratify=digits.target[index],
                                   random_state=args.seed)
     out = prepare_out_dir(args.out)
     for part, chosen in (("train", train), ("val", val)):

@@ -17,6 +17,7 @@ import torch
 from timm.data import resolve_data_config
 
 from backbones.checkpoint_io import load_into, read_state_dict
+from cdarts_deploy import bounded_json
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, run_main
@@ -46,11 +47,11 @@ def _read_run(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"{path} not found; pass --run with the run.json that cdarts-train wrote for this checkpoint")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = bounded_json.load(path, expected="a cdarts-train run.json")
         if doc.get("format") != "cdarts-train-run/1":
             raise ValueError("format")
         return doc
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError):  # JSONInputError is a ValueError too
         raise UsageError(f"{path} is not a cdarts-train run.json") from None
 
 
