@@ -118,22 +118,8 @@ def time_cuda(step: Callable[[], Any], warmup: int, iters: int, stream: Any = No
     """Milliseconds per call of ``step`` measured with CUDA events recorded on ``stream``."""
     import torch
 
-    stream = stream or torch.cuda.current_stream()
-    times: list[float] = []
-    with _progress(warmup + iters, desc) as bar:
-        for _ in range(warmup):
-            step()
-            bar.update()
-        torch.cuda.synchronize()
-        for _ in range(iters):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record(stream)
-            step()
-            end.record(stream)
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-            bar.update()
-    return times
+    return time_events(step, warmup, iters, lambda: torch.cuda.Event(enable_timing=True),
+                       stream or torch.cuda.current_stream(), desc=desc)
 
 
 def sample_host(step: Callable[[], Any], batch: int, warmup: int, iters: int,
