@@ -126,3 +126,30 @@ def test_get_flops_counts_every_part(tmp_path):
     plain = count_macs(body, (128, 128))
     assert plain <= result["parts"]["backbone"]["multiply_adds"] <= plain * 1.1
     assert result["params"] == sum(p["params"] for p in result["parts"].values())
+
+
+class _ScaledOutputs(torch.nn.Module):
+    """A detector graph whose every output is 1% off: what a wrong artifact looks like to the check."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor):
+        return tuple(o * 1.01 for o in self.inner(x))
+
+
+def test_detector_export_refuses_a_wrong_artifact(tmp_path, monkeypatch, capsys):
+    from cdarts_deploy.deploy import pipeline
+
+    real_export = pipeline.export_onnx
+    monkeypatch.setattr(pipeline, "export_onnx",
+                        lambda model, path, *a, **k: real_export(_ScaledOutputs(model), path, *a, **k))
+    config = CONFIGS / "retinanet_cdarts-b_fpn_1x_coco.py"
+    _, ckpt = _model_and_checkpoint(config, tmp_path, {"model.backbone.init_cfg": None})
+    out = tmp_path / "out"
+    rc = export_main([str(config), "--checkpoint", str(ckpt), "--input-size", "64x96", "--out", str(out),
+                      "--name", "det", "--cfg-options", "model.backbone.init_cfg=None"])
+    assert rc == 1
+    assert "differs from PyTorch" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
