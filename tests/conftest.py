@@ -43,3 +43,14 @@ def tiny_network(tmp_path_factory, calibration_dir):
     path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
     export_onnx(model, path, (2, 3, *HW), exporter="torchscript")  # the fast exporter; both are verified
     return model, path, images
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for a module of tiny models: OpenMP spin-waiting costs more than it gives on 2 cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

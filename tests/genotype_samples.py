@@ -40,3 +40,18 @@ def set_at(doc: dict, keys: list, value) -> dict:
         target = target[k]
     target[keys[-1]] = value
     return doc
+
+
+def refusal_of_file(doc, tmp_path):
+    """Write ``doc`` as ``bad.json``, load it, and return the GenotypeError with the file's path."""
+    import json
+
+    import pytest
+
+    from cdarts_deploy import genotype as gt
+
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(gt.GenotypeError) as info:
+        gt.load(path)
+    return info.value, path

@@ -47,13 +47,7 @@ def expanded_blocks(g: ChainGenotype) -> list[tuple[int, object]]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # Tiny 64x64 models: one thread avoids OpenMP spin-waiting on the shared 2-core CI box.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ EXPORT_SIZE = 32
 SIZES = (32, 33, 35, 40, 47)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def calibrated_net(seed: int) -> nn.Module:

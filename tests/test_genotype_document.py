@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from genotype_samples import DARTS_V2_LEGACY, set_at, valid_cell_doc, valid_chain_doc
+from genotype_samples import refusal_of_file, DARTS_V2_LEGACY, set_at, valid_cell_doc, valid_chain_doc
 
 from cdarts_deploy import genotype as gt
 
@@ -22,11 +22,7 @@ from cdarts_deploy import genotype as gt
 )
 def test_header_validation_names_location(keys, value, location, fragment, tmp_path):
     doc = set_at(valid_cell_doc(), keys, value)
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(doc))
-    with pytest.raises(gt.GenotypeError) as info:
-        gt.load(path)
-    err = info.value
+    err, path = refusal_of_file(doc, tmp_path)
     assert err.location == location
     assert fragment in str(err)
     assert str(path) in str(err)

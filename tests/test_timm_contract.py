@@ -24,12 +24,7 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def build(key: str, scriptable: bool = False, **kwargs) -> tuple[nn.Module, torch.Tensor]:
