@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from genotype_samples import refusal_of_file, set_at, valid_cell_doc
