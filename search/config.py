@@ -8,12 +8,13 @@ defaults < the space's defaults (``SPACE_DEFAULTS``) < ``--preset`` < ``--config
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from cdarts_deploy import bounded_json
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS
+from cdarts_deploy.options import option
 
 from .errors import SearchInputError
 from .regularization import default_decay_epochs
@@ -22,88 +23,86 @@ from .regularization import default_decay_epochs
 _C, _I = LAYOUT_DEFAULTS["cifar"], LAYOUT_DEFAULTS["imagenet"]  # for the help texts
 
 
-def _opt(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass
 class SearchConfig:
     # what to search on
-    dataset: str = _opt("cifar10", "cifar10, cifar100 or imagefolder", choices=("cifar10", "cifar100", "imagefolder"))
-    data_root: str = _opt("", "CIFAR python batch directory, or ImageFolder root")
-    out: str = _opt("", "output directory (genotype.json, log.jsonl, cells.png, checkpoint.pt)")
-    space: str = _opt("cell", "search space: cell (DARTS cells, paper Sec. 3.3) or chain (MBConv blocks, "
+    dataset: str = option("cifar10", "cifar10, cifar100 or imagefolder", choices=("cifar10", "cifar100", "imagefolder"))
+    data_root: str = option("", "CIFAR python batch directory, or ImageFolder root")
+    out: str = option("", "output directory (genotype.json, log.jsonl, cells.png, checkpoint.pt)")
+    space: str = option("cell", "search space: cell (DARTS cells, paper Sec. 3.3) or chain (MBConv blocks, "
                       "paper Sec. 4.6.1)", choices=("cell", "chain"))
-    method: str = _opt("cdarts", "cdarts (cyclic, Algorithm 1) or darts (first-order DARTS baseline)",
+    method: str = option("cdarts", "cdarts (cyclic, Algorithm 1) or darts (first-order DARTS baseline)",
                        choices=("cdarts", "darts"))
-    seed: int = _opt(0, "random seed (same seed, same result on CPU)")
+    seed: int = option(0, "random seed (same seed, same result on CPU)")
     # schedule (Algorithm 1, Table 1)
-    epochs: int = _opt(30, "search epochs S_S, counted after the warm-up epochs")
-    warmup_epochs: int = _opt(2, "epochs training only w_S before alpha moves (10 on ImageNet); added to --epochs")
-    eval_epochs: float = _opt(1.0, "S_E: epochs of w_E training on val after each rebuild (may be fractional)")
-    eval_steps: int = _opt(0, "S_E in steps instead of epochs (0: use --eval-epochs)")
-    update_epochs: int = _opt(1, "S_U: rebuild the evaluation network every this many epochs")
-    batch_size: int = _opt(64, "batch size per process")
-    lr: float = _opt(0.1, "SGD learning rate of w_S and w_E (cosine-annealed per epoch; chain space: 0.5)")
-    lr_min: float = _opt(0.001, "final learning rate of the cosine schedule")
-    momentum: float = _opt(0.9, "SGD momentum")
-    weight_decay: float = _opt(3e-4, "SGD weight decay (chain space: 4e-5)")
-    grad_clip: float = _opt(5.0, "gradient-norm clipping of w_S, w_E and alpha (each group separately; 0: off)")
-    arch_lr: float = _opt(3e-4, "Adam learning rate of alpha")
-    arch_beta1: float = _opt(0.5, "Adam beta1 of alpha")
-    arch_beta2: float = _opt(0.999, "Adam beta2 of alpha")
-    arch_weight_decay: float = _opt(3e-4, "Adam weight decay of alpha")
-    alpha_init_std: float = _opt(1e-3, "standard deviation of the initial alpha (chain space)")
+    epochs: int = option(30, "search epochs S_S, counted after the warm-up epochs")
+    warmup_epochs: int = option(2, "epochs training only w_S before alpha moves (10 on ImageNet); added to --epochs")
+    eval_epochs: float = option(1.0, "S_E: epochs of w_E training on val after each rebuild (may be fractional)")
+    eval_steps: int = option(0, "S_E in steps instead of epochs (0: use --eval-epochs)")
+    update_epochs: int = option(1, "S_U: rebuild the evaluation network every this many epochs")
+    batch_size: int = option(64, "batch size per process")
+    lr: float = option(0.1, "SGD learning rate of w_S and w_E (cosine-annealed per epoch; chain space: 0.5)")
+    lr_min: float = option(0.001, "final learning rate of the cosine schedule")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(3e-4, "SGD weight decay (chain space: 4e-5)")
+    grad_clip: float = option(5.0, "gradient-norm clipping of w_S, w_E and alpha (each group separately; 0: off)")
+    arch_lr: float = option(3e-4, "Adam learning rate of alpha")
+    arch_beta1: float = option(0.5, "Adam beta1 of alpha")
+    arch_beta2: float = option(0.999, "Adam beta2 of alpha")
+    arch_weight_decay: float = option(3e-4, "Adam weight decay of alpha")
+    alpha_init_std: float = option(1e-3, "standard deviation of the initial alpha (chain space)")
     # distillation (Eq. 9-10) and regularization (Eq. 11)
-    distill_lambda: float = _opt(4.0, "lambda: weight of the introspective distillation loss")
-    distill_temperature: float = _opt(2.0, "T of the soft targets")
-    distill_loss: str = _opt("kl", "kl (paper) or the reference's cosine, mse, smooth_l1",
+    distill_lambda: float = option(4.0, "lambda: weight of the introspective distillation loss")
+    distill_temperature: float = option(2.0, "T of the soft targets")
+    distill_loss: str = option("kl", "kl (paper) or the reference's cosine, mse, smooth_l1",
                              choices=("kl", "cosine", "mse", "smooth_l1"))
-    level_weights: str = _opt("", "comma-separated fixed weight per distillation level, stage heads first and "
+    level_weights: str = option("", "comma-separated fixed weight per distillation level, stage heads first and "
                               "the final logits last (empty: uniform; paper Eq. 10 sums the levels)")
-    detach_teacher: bool = _opt(False, "stop the distillation gradient at the evaluation network (paper: it flows)")
-    head_ce_weight: float = _opt(1.0, "cross-entropy weight of the evaluation network's embedding heads")
-    head_mid: int = _opt(128, "embedding heads: width of the 1x1 conv")
-    head_embed: int = _opt(768, "embedding heads: width of the 2x2 conv")
-    reg_lambda: float = _opt(5.0, "lambda': start value of the L1 skip regularization (0 switches it off)")
-    reg_decay_epochs: int = _opt(0, "epochs over which lambda' decays to 0 (0: two thirds of --epochs)")
-    reg_ops: str = _opt("skip_connect", "cell space: comma-separated operations whose alpha is L1-penalised "
+    detach_teacher: bool = option(False, "stop the distillation gradient at the evaluation network (paper: it flows)")
+    head_ce_weight: float = option(1.0, "cross-entropy weight of the evaluation network's embedding heads")
+    head_mid: int = option(128, "embedding heads: width of the 1x1 conv")
+    head_embed: int = option(768, "embedding heads: width of the 2x2 conv")
+    reg_lambda: float = option(5.0, "lambda': start value of the L1 skip regularization (0 switches it off)")
+    reg_decay_epochs: int = option(0, "epochs over which lambda' decays to 0 (0: two thirds of --epochs)")
+    reg_ops: str = option("skip_connect", "cell space: comma-separated operations whose alpha is L1-penalised "
                         "(reference: skip_connect,max_pool_3x3,avg_pool_3x3)")
-    budget: float = _opt(0.0, "chain space: target multiply-adds of the derived network for one image, e.g. 300e6 "
+    budget: float = option(0.0, "chain space: target multiply-adds of the derived network for one image, e.g. 300e6 "
                          "(0: no cost term)")
-    budget_weight: float = _opt(1.0, "chain space: weight of the expected-cost penalty in the joint step")
-    budget_tolerance: float = _opt(0.1, "chain space: relative tolerance of the derived network's cost")
+    budget_weight: float = option(1.0, "chain space: weight of the expected-cost penalty in the joint step")
+    budget_tolerance: float = option(0.1, "chain space: relative tolerance of the derived network's cost")
     # networks (cell space)
-    width: int = _opt(16, "search network width C")
-    cells: int = _opt(8, "search network cells")
-    eval_width: int = _opt(0, "evaluation network width during search (0: same as --width)")
-    eval_cells: int = _opt(0, f"evaluation network cells (0: {_C['cells']} for CIFAR, "
+    width: int = option(16, "search network width C")
+    cells: int = option(8, "search network cells")
+    eval_width: int = option(0, "evaluation network width during search (0: same as --width)")
+    eval_cells: int = option(0, f"evaluation network cells (0: {_C['cells']} for CIFAR, "
                            f"{_I['cells']} for ImageNet layouts)")
-    share_stem: bool = _opt(True, "the evaluation network shares the search network's stem (equal widths only)")
-    per_stage_alpha: bool = _opt(False, "one alpha per network stage (3-stage genotype)")
-    learn_beta: bool = _opt(False, "learn per-node edge weights beta")
-    export_width: int = _opt(0, f"network hint written into genotype.json "
+    share_stem: bool = option(True, "the evaluation network shares the search network's stem (equal widths only)")
+    per_stage_alpha: bool = option(False, "one alpha per network stage (3-stage genotype)")
+    learn_beta: bool = option(False, "learn per-node edge weights beta")
+    export_width: int = option(0, f"network hint written into genotype.json "
                              f"(0: {_C['width']} CIFAR, {_I['width']} ImageNet)")
-    export_cells: int = _opt(0, f"network hint written into genotype.json "
+    export_cells: int = option(0, f"network hint written into genotype.json "
                              f"(0: {_C['cells']} CIFAR, {_I['cells']} ImageNet)")
     # networks (chain space)
-    base: str = _opt("cdarts_b_base", "chain space: base architecture: cdarts_a_base, cdarts_b_base, tiny, "
+    base: str = option("cdarts_b_base", "chain space: base architecture: cdarts_a_base, cdarts_b_base, tiny, "
                      "or a JSON file of arch-string stages")
-    stem_channels: int = _opt(16, "chain space: stem width")
-    head_channels: int = _opt(1280, "chain space: width of the 1x1 conv before the classifier")
+    stem_channels: int = option(16, "chain space: stem width")
+    head_channels: int = option(1280, "chain space: width of the 1x1 conv before the classifier")
     # data
-    train_portion: float = _opt(0.5, "CIFAR: fraction of the training set used as train (the rest is val)")
-    subset: int = _opt(0, "CIFAR: use only the first N training images (0: all)")
-    num_classes: int = _opt(0, "ImageFolder: use the first N classes (0: all)")
-    train_fraction: float = _opt(0.1, "ImageFolder: fraction of each class for train")
-    val_fraction: float = _opt(0.1, "ImageFolder: another fraction of each class for val")
-    input_size: int = _opt(0, f"input resolution (0: {_C['input_size']} for CIFAR, {_I['input_size']} for ImageFolder)")
+    train_portion: float = option(0.5, "CIFAR: fraction of the training set used as train (the rest is val)")
+    subset: int = option(0, "CIFAR: use only the first N training images (0: all)")
+    num_classes: int = option(0, "ImageFolder: use the first N classes (0: all)")
+    train_fraction: float = option(0.1, "ImageFolder: fraction of each class for train")
+    val_fraction: float = option(0.1, "ImageFolder: another fraction of each class for val")
+    input_size: int = option(0, f"input resolution (0: {_C['input_size']} for CIFAR, {_I['input_size']} for ImageFolder)")
     # running
-    workers: int = _opt(0, "data-loader worker processes")
-    device: str = _opt("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
-    threads: int = _opt(0, "torch CPU threads per process (0: leave torch's default)")
-    max_steps: int = _opt(0, "cap on steps per epoch (0: a full pass; for smoke runs and benchmarks)")
-    progress: bool = _opt(True, "show progress bars")
+    workers: int = option(0, "data-loader worker processes")
+    device: str = option("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    threads: int = option(0, "torch CPU threads per process (0: leave torch's default)")
+    max_steps: int = option(0, "cap on steps per epoch (0: a full pass; for smoke runs and benchmarks)")
+    progress: bool = option(True, "show progress bars")
 
 
 #: Options that may differ between the run that wrote a checkpoint and the one resuming it.

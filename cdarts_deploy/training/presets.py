@@ -20,62 +20,62 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
+
+from cdarts_deploy.options import option
 
 __all__ = ["TrainConfig", "PRESETS", "preset_config", "scaled_lr"]
 
 
-def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - argparse's word
-    return field(default=default, metadata=dict(help=help, **meta))
 
 
 @dataclass
 class TrainConfig:
     # network
-    layout: Optional[str] = _f(None, "cell genotypes: network layout cifar|imagenet (default: the data's)",
+    layout: Optional[str] = option(None, "cell genotypes: network layout cifar|imagenet (default: the data's)",
                                choices=("cifar", "imagenet"))
-    width: Optional[int] = _f(None, "cell genotypes: initial channels C")
-    cells: Optional[int] = _f(None, "cell genotypes: number of cells")
-    input_size: Optional[int] = _f(None, "image side (default: 32 for the cifar layout, 224 otherwise)")
-    drop_path: float = _f(0.0, "final drop-path probability (cell genotypes: ramped linearly from 0 over the "
+    width: Optional[int] = option(None, "cell genotypes: initial channels C")
+    cells: Optional[int] = option(None, "cell genotypes: number of cells")
+    input_size: Optional[int] = option(None, "image side (default: 32 for the cifar layout, 224 otherwise)")
+    drop_path: float = option(0.0, "final drop-path probability (cell genotypes: ramped linearly from 0 over the "
                                "epochs, every operation but the identity)")
-    drop_rate: float = _f(0.0, "dropout before the classifier")
-    aux_weight: float = _f(0.0, "weight of the auxiliary tower's loss (cell genotypes; 0 = no tower)")
+    drop_rate: float = option(0.0, "dropout before the classifier")
+    aux_weight: float = option(0.0, "weight of the auxiliary tower's loss (cell genotypes; 0 = no tower)")
     # optimisation
-    epochs: int = _f(600, "training epochs")
-    batch_size: int = _f(128, "images per process and step")
-    opt: str = _f("sgd", "timm optimizer name (sgd, rmsproptf, adamw, ...)")
-    lr: float = _f(0.025, "learning rate at a global batch of --lr-base-batch")
-    lr_base_batch: int = _f(128, "global batch that --lr refers to (linear scaling)")
-    momentum: float = _f(0.9, "optimizer momentum")
-    rmsprop_decay: float = _f(0.9, "RMSProp squared-gradient decay (alpha)")
-    opt_eps: Optional[float] = _f(None, "optimizer epsilon (default: the optimizer's)")
-    weight_decay: float = _f(5e-4, "weight decay")
-    wd_on_norm_and_bias: bool = _f(True, "apply weight decay to BN and bias parameters too (DARTS reference "
+    epochs: int = option(600, "training epochs")
+    batch_size: int = option(128, "images per process and step")
+    opt: str = option("sgd", "timm optimizer name (sgd, rmsproptf, adamw, ...)")
+    lr: float = option(0.025, "learning rate at a global batch of --lr-base-batch")
+    lr_base_batch: int = option(128, "global batch that --lr refers to (linear scaling)")
+    momentum: float = option(0.9, "optimizer momentum")
+    rmsprop_decay: float = option(0.9, "RMSProp squared-gradient decay (alpha)")
+    opt_eps: Optional[float] = option(None, "optimizer epsilon (default: the optimizer's)")
+    weight_decay: float = option(5e-4, "weight decay")
+    wd_on_norm_and_bias: bool = option(True, "apply weight decay to BN and bias parameters too (DARTS reference "
                                          "training does)")
-    sched: str = _f("cosine", "timm scheduler", choices=("cosine", "tanh", "poly", "step", "multistep"))
-    warmup_epochs: int = _f(0, "linear warm-up epochs")
-    warmup_lr: float = _f(1e-5, "learning rate at the start of the warm-up")
-    min_lr: float = _f(0.0, "final learning rate")
-    grad_clip: Optional[float] = _f(5.0, "clip the gradient norm to this value (0: no clipping)")
-    label_smoothing: float = _f(0.0, "label smoothing")
+    sched: str = option("cosine", "timm scheduler", choices=("cosine", "tanh", "poly", "step", "multistep"))
+    warmup_epochs: int = option(0, "linear warm-up epochs")
+    warmup_lr: float = option(1e-5, "learning rate at the start of the warm-up")
+    min_lr: float = option(0.0, "final learning rate")
+    grad_clip: Optional[float] = option(5.0, "clip the gradient norm to this value (0: no clipping)")
+    label_smoothing: float = option(0.0, "label smoothing")
     # data
-    cutout: int = _f(0, "cutout square side in pixels (0: none)")
-    auto_augment: Optional[str] = _f(None, "timm AutoAugment policy, e.g. original or rand-m9-mstd0.5")
-    mixup: float = _f(0.0, "mixup alpha (0: off)")
-    cutmix: float = _f(0.0, "cutmix alpha (0: off)")
-    hflip: float = _f(0.5, "horizontal flip probability")
-    color_jitter: float = _f(0.0, "colour jitter strength")
-    train_crop: Optional[str] = _f(None, "pad: random crop of the padded image (CIFAR style); rrc: random "
+    cutout: int = option(0, "cutout square side in pixels (0: none)")
+    auto_augment: Optional[str] = option(None, "timm AutoAugment policy, e.g. original or rand-m9-mstd0.5")
+    mixup: float = option(0.0, "mixup alpha (0: off)")
+    cutmix: float = option(0.0, "cutmix alpha (0: off)")
+    hflip: float = option(0.5, "horizontal flip probability")
+    color_jitter: float = option(0.0, "colour jitter strength")
+    train_crop: Optional[str] = option(None, "pad: random crop of the padded image (CIFAR style); rrc: random "
                                          "resized crop (default: pad for the cifar layout, rrc otherwise)",
                                    choices=("pad", "rrc"))
-    crop_pct: Optional[float] = _f(None, "evaluation centre-crop fraction (default: the model's)")
-    workers: int = _f(2, "data-loading worker processes per training process")
+    crop_pct: Optional[float] = option(None, "evaluation centre-crop fraction (default: the model's)")
+    workers: int = option(2, "data-loading worker processes per training process")
     # weights
-    model_ema: bool = _f(False, "keep an exponential moving average of the weights; it is evaluated and saved")
-    ema_decay: float = _f(0.9999, "EMA decay per step")
-    seed: int = _f(0, "seed of everything random (data order, augmentation, initialisation, drop path)")
+    model_ema: bool = option(False, "keep an exponential moving average of the weights; it is evaluated and saved")
+    ema_decay: float = option(0.9999, "EMA decay per step")
+    seed: int = option(0, "seed of everything random (data order, augmentation, initialisation, drop path)")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
