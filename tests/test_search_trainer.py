@@ -150,6 +150,32 @@ def test_level_weights_stay_fixed_and_every_level_reaches_the_student(tmp_path, 
         assert any(g is not None and g.abs().sum() > 0 for g in grads), f"level {i} gives alpha no gradient"
 
 
+def _alpha_grad_norm_at_step(search: CyclicSearch, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The norm of alpha's gradient as the optimizer sees it (after any clipping)."""
+    seen = []
+    step = search.opt_alpha.step
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad for p in search.space.arch_parameters() if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return step(*args, **kwargs)
+
+    search.opt_alpha.step = recording_step
+    search.joint_step(x, y, reg=search.reg_at(0), meter=Meter())
+    return seen[0]
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_architecture_gradients_are_clipped_like_the_weights(tmp_path, space):
+    clip = 1e-6  # far below any real gradient norm, so clipping must act
+    unclipped = _alpha_grad_norm_at_step(_with_branch(_search(tmp_path / "off", space, grad_clip=0.0)),
+                                         *_batch(_search(tmp_path / "data", space)))
+    clipped = _alpha_grad_norm_at_step(_with_branch(_search(tmp_path / "on", space, grad_clip=clip)),
+                                       *_batch(_search(tmp_path / "data2", space)))
+    assert unclipped > 10 * clip
+    assert clipped <= clip * (1 + 1e-3)
+
+
 def test_skip_penalty_shrinks_the_skip_alphas(tmp_path):
     skip = SEARCH_OPS.index("skip_connect")
     norms = []
