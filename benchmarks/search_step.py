@@ -48,12 +48,13 @@ def _worker(args: argparse.Namespace) -> dict:
     data = SearchData(TensorDataset(x, y), TensorDataset(x.clone(), y.clone()), 10, "cifar", args.input_size)
     cfg = resolved_defaults(SearchConfig(method=args.method, width=args.width, cells=args.cells,
                                          eval_cells=args.eval_cells, batch_size=args.batch, warmup_epochs=0,
-                                         epochs=30, progress=False), "cifar")
+                                         epochs=30, progress=False, channels_last=not args.contiguous), "cifar")
     space = CellSpace(cfg, 10, "cifar", args.input_size, ctx.device)
     with tempfile.TemporaryDirectory() as tmp:
         search = CyclicSearch(cfg, space, data, ctx, Path(tmp))
         meter = Meter()
-        batches = [(a.to(ctx.device), b.to(ctx.device)) for a, b in search.train_loader]
+        batches = [(a.to(ctx.device, memory_format=search.memory_format), b.to(ctx.device))
+                   for a, b in search.train_loader]
         if args.method == "cdarts":
             search.install_branch(search.derive(), build_id=0, lr=cfg.lr)
 
@@ -135,6 +136,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--contiguous", action="store_true", help="contiguous (NCHW) memory order instead of channels-last")
     p.add_argument("--skip-epochs", type=int, default=0, help="also run short searches and count skip connections")
     p.add_argument("--skip-steps", type=int, default=20, help="steps per epoch of those searches")
     p.add_argument("--skip-arch-lr", type=float, default=3e-4, help="alpha learning rate of those searches")
@@ -156,7 +158,8 @@ def main() -> None:
         results[method] = json.loads(line)
     d, c = results["darts"], results["cdarts"]
     print(f"search network C={args.width}, {args.cells} cells; evaluation network {args.eval_cells} cells; "
-          f"batch {args.batch}, {args.input_size}x{args.input_size}, device {d['device']}, median of {args.steps} steps")
+          f"batch {args.batch}, {args.input_size}x{args.input_size}, device {d['device']}, "
+          f"{'contiguous' if args.contiguous else 'channels-last'}, median of {args.steps} steps")
     print(f"{'':32}{'darts':>12}{'cdarts':>12}{'ratio':>10}")
     rows = [("wall s/step (alpha + w updates)", "step_s"), ("wall s/step incl. stage 1", "step_with_stage1_s")]
     if d["device"] == "cpu":

@@ -65,6 +65,18 @@ def _frozen(params: Iterable[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+@contextmanager
+def _buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Buffers (BatchNorm running statistics) of ``module`` are as before the block when it ends."""
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+
+
 def _params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
     return [p for g in optimizer.param_groups for p in g["params"]]
 
@@ -98,6 +110,10 @@ class CyclicSearch:
     def __init__(self, cfg: SearchConfig, space: SearchSpace, data: SearchData, ctx: DistContext, out: Path) -> None:
         self.cfg, self.space, self.ctx, self.out = cfg, space, ctx, out
         self.device = ctx.device
+        # Before the optimizers exist: conversion replaces parameter data, not the parameters.
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        for module in space.bn_modules():
+            module.to(memory_format=self.memory_format)
         self.train_loader = make_loader(data.train, cfg.batch_size, ctx, cfg.seed, cfg.workers)
         self.val_loader = make_loader(data.val, cfg.batch_size, ctx, cfg.seed + 1, cfg.workers)
         self.eval_loader = make_loader(data.val, cfg.batch_size, ctx, cfg.seed + 2, cfg.workers)
@@ -170,27 +186,44 @@ class CyclicSearch:
         meter.add_acc("stage1_acc", logits, y)
 
     def joint_step(self, x: torch.Tensor, y: torch.Tensor, reg: float, meter: Meter) -> None:
-        """Stage 2 (Eq. 8): alpha and w_E together on a val batch; w_S stays fixed."""
+        """Stage 2 (Eq. 8): alpha and w_E together on a val batch; w_S stays fixed.
+
+        The loss CE_S + CE_E + lambda * L_distill + penalties is differentiated in two passes so that the
+        search network's graph and the evaluation network's graph are never held at once (peak memory):
+        first the student side, with the teacher's levels as constants from a graph-free forward (the
+        same values: same weights, same batch, BatchNorm on batch statistics), then the evaluation side
+        with the student's levels as constants.  The gradients are those of the single loss: each
+        parameter depends on only one side, and the distillation term is differentiated with respect
+        to each side's levels at the other side's values.
+        """
         assert self.branch is not None and self.opt_e is not None
+        lam = self.cfg.distill_lambda
         with _frozen(self.search_only):
+            self.opt_alpha.zero_grad(set_to_none=True)
+            self.opt_e.zero_grad(set_to_none=True)
+            with torch.no_grad(), _buffers_kept(self.branch):  # a replay: its BatchNorm update happens below
+                teacher_values = self.branch(x)[1]
             s_logits, s_levels = self.space.student(x)
-            e_logits, e_levels = self.branch(x)
             ce_s = F.cross_entropy(s_logits, y)
-            ce_e = self._eval_ce(e_levels, y)
-            teacher = [t.detach() for t in e_levels] if self.cfg.detach_teacher else e_levels
-            distill = self.distiller(s_levels, teacher)
-            loss = ce_s + ce_e + self.cfg.distill_lambda * distill
+            distill = self.distiller(s_levels, teacher_values)
+            loss_s = ce_s + lam * distill
             penalty = self.space.reg_loss() if reg > 0 else None
             if penalty is not None:
-                loss = loss + reg * penalty
+                loss_s = loss_s + reg * penalty
                 meter.add("reg_penalty", penalty, y.numel())
             cost = self.space.arch_cost()
             if cost is not None:
-                loss = loss + cost
+                loss_s = loss_s + cost
                 meter.add("arch_cost", cost, y.numel())
-            self.opt_alpha.zero_grad(set_to_none=True)
-            self.opt_e.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_s.backward()
+            student_values = [s.detach() for s in s_levels]
+            del s_levels, loss_s  # frees the search network's graph before the evaluation network's is built
+            e_logits, e_levels = self.branch(x)
+            ce_e = self._eval_ce(e_levels, y)
+            loss_e = ce_e
+            if not self.cfg.detach_teacher:  # the paper lets the distillation gradient reach w_E
+                loss_e = loss_e + lam * self.distiller(student_values, e_levels)
+            loss_e.backward()
             params_e = _params(self.opt_e)
             alpha = self.space.arch_parameters()
             average_gradients(alpha + params_e, self.ctx)
@@ -246,7 +279,7 @@ class CyclicSearch:
         """Write the outgoing network back to the pool, build the new one, rebuild its optimizer."""
         if self.branch is not None:
             self.space.write_back(self.opt_e)
-        self.branch = self.space.build_eval(genotype, build_id)
+        self.branch = self.space.build_eval(genotype, build_id).to(memory_format=self.memory_format)
         self.branch.train()
         self.opt_e = self.space.eval_optimizer(self.extra, lr)
         self.branch_genotype = genotype
@@ -257,7 +290,7 @@ class CyclicSearch:
         self.install_branch(self.derive(), build_id=epoch, lr=lr)
         meter.add("inherited_ops", float(self.space.inherited), 1)
         for x, y in islice(self._cycle(self.eval_loader, epoch), self.eval_steps):
-            self.eval_step(x.to(self.device), y.to(self.device), meter)
+            self.eval_step(x.to(self.device, memory_format=self.memory_format), y.to(self.device), meter)
 
     def _cycle(self, loader: Any, epoch: int):
         """Passes over ``loader`` (S_E may exceed one epoch), each in a fresh order."""
@@ -287,7 +320,8 @@ class CyclicSearch:
         self.val_loader.sampler.set_epoch(epoch)
         steps = tqdm(total=self.steps, desc=f"epoch {epoch}", leave=False, disable=bar.disable, dynamic_ncols=True)
         for (xt, yt), (xv, yv) in islice(zip(self.train_loader, self.val_loader), self.steps):
-            xt, yt, xv, yv = (t.to(self.device, non_blocking=True) for t in (xt, yt, xv, yv))
+            xt, xv = (t.to(self.device, non_blocking=True, memory_format=self.memory_format) for t in (xt, xv))
+            yt, yv = (t.to(self.device, non_blocking=True) for t in (yt, yv))
             if phase == "search":
                 if cfg.method == "cdarts":
                     self.joint_step(xv, yv, reg, meter)
@@ -381,5 +415,7 @@ def _summary(row: dict[str, Any]) -> str:
         parts.append(f"skip(normal) {row['skip_normal']}")
     if "child_madds" in row:
         parts.append(f"{row['child_madds'] / 1e6:.1f}M MAdds")
+    if "child_latency_ms" in row:
+        parts.append(f"{row['child_latency_ms']:.2f} ms")
     parts.append(f"{row['seconds']:.1f}s")
     return " | ".join(parts)

@@ -176,6 +176,66 @@ def test_architecture_gradients_are_clipped_like_the_weights(tmp_path, space):
     assert clipped <= clip * (1 + 1e-3)
 
 
+def _single_loss_gradients(search: CyclicSearch, x: torch.Tensor, y: torch.Tensor, reg: float) -> dict[str, list]:
+    """Eq. 8 as one loss over both graphs at once: the reference for the joint step's two passes."""
+    import torch.nn.functional as F
+
+    search_only = {id(p) for p in search.search_only}
+    for p in search.search_only:
+        p.requires_grad_(False)
+    s_logits, s_levels = search.space.student(x)
+    e_logits, e_levels = search.branch(x)
+    loss = (F.cross_entropy(s_logits, y) + search._eval_ce(e_levels, y)
+            + search.cfg.distill_lambda * search.distiller(s_levels, e_levels))
+    if reg:
+        loss = loss + reg * search.space.reg_loss()
+    loss.backward()
+    for p in search.search_only:
+        p.requires_grad_(True)
+    params_e = [p for g in search.opt_e.param_groups for p in g["params"]]
+    assert not search_only & {id(p) for p in params_e}
+    return {"alpha": [p.grad.clone() for p in search.space.arch_parameters()],
+            "w_E": [None if p.grad is None else p.grad.clone() for p in params_e],
+            "buffers": [b.clone() for b in search.branch.buffers()]}
+
+
+def _joint_step_gradients(search: CyclicSearch, x: torch.Tensor, y: torch.Tensor, reg: float) -> dict[str, list]:
+    seen = {}
+    step_alpha, step_e = search.opt_alpha.step, search.opt_e.step
+
+    def record_alpha(*a, **k):
+        seen["alpha"] = [p.grad.clone() for p in search.space.arch_parameters()]
+        return step_alpha(*a, **k)
+
+    def record_e(*a, **k):
+        seen["w_E"] = [None if p.grad is None else p.grad.clone()
+                       for g in search.opt_e.param_groups for p in g["params"]]
+        return step_e(*a, **k)
+
+    search.opt_alpha.step, search.opt_e.step = record_alpha, record_e
+    search.joint_step(x, y, reg=reg, meter=Meter())
+    seen["buffers"] = [b.clone() for b in search.branch.buffers()]
+    return seen
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_joint_step_in_two_passes_gives_the_gradients_of_the_single_loss(tmp_path, space):
+    reference = _with_branch(_search(tmp_path / "one", space, grad_clip=0.0))
+    x, y = _batch(reference)
+    reg = 2.0 if space == "cell" else 0.0
+    want = _single_loss_gradients(reference, x, y, reg)
+    got = _joint_step_gradients(_with_branch(_search(tmp_path / "two", space, grad_clip=0.0)), x, y, reg)
+    for group in ("alpha", "w_E"):
+        assert len(got[group]) == len(want[group])
+        for g, w in zip(got[group], want[group]):
+            assert (g is None) == (w is None)
+            if g is not None:
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    # BatchNorm statistics moved once per forward of the loss, not once more for the teacher's replay
+    for g, w in zip(got["buffers"], want["buffers"]):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
 def test_skip_penalty_shrinks_the_skip_alphas(tmp_path):
     skip = SEARCH_OPS.index("skip_connect")
     norms = []
