@@ -1,9 +1,11 @@
-"""Exportable graphs of mmdet detectors and mmseg segmentors, and building one from a config.
+"""Exportable graphs of mmdet detectors and mmseg segmentors, building one from a config, and the
+dynamic-shape export of the end-to-end graphs.
 
-Detectors export backbone + neck + head without post-processing or NMS: the outputs are the raw
-class scores and box deltas of every level (``cls_score_s8``, ..., ``bbox_delta_s8``, ...), which
-deployment runtimes decode with their own NMS.  Segmentors export backbone + decoder with the
-logits resized to the input (``seg_logits``, N x classes x H x W).
+:class:`DetectorGraph` is the raw export (``--raw``): backbone + neck + head without post-processing or
+NMS, the outputs being the class scores and box deltas of every level (``cls_score_s8``, ...,
+``bbox_delta_s8``, ...).  The end-to-end detector (decoding and NMS in the graph) is
+:class:`downstream.end_to_end.EndToEndDetector`.  Segmentors export backbone + decoder with the logits
+resized to the input (``seg_logits``, N x classes x H x W), or their argmax.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ def graph_for(model: nn.Module) -> nn.Module:
 
 def build_from_config(config: str, cfg_options: dict | None = None, checkpoint: str | None = None) -> nn.Module:
     """Build the config's model with its registries and load ``checkpoint`` safely (``weights_only``)."""
+    return build_with_config(config, cfg_options, checkpoint)[0]
+
+
+def build_with_config(config: str, cfg_options: dict | None = None,
+                      checkpoint: str | None = None) -> tuple[nn.Module, Any]:
+    """:func:`build_from_config` and the mmengine ``Config`` it was built from."""
     from mmengine.registry import MODELS, init_default_scope
 
     from downstream.checkpoints import mmengine_safe_globals
@@ -80,9 +88,43 @@ def build_from_config(config: str, cfg_options: dict | None = None, checkpoint: 
     model = MODELS.build(model_cfg)
     if checkpoint is None:
         model.init_weights()
-        return model.eval()
+        return model.eval(), cfg
     with mmengine_safe_globals():  # mmengine checkpoints carry numpy values in their metadata
         obj: Any = read_checkpoint(checkpoint)
     load_into(model, extract_state_dict(obj, checkpoint, nested_keys=("state_dict",)), checkpoint,
               hint=CHECKPOINT_HINT)
-    return model.eval()
+    return model.eval(), cfg
+
+
+def export_dynamic(graph: nn.Module, path: Any, example: tuple[torch.Tensor, ...], opset: int,
+                   input_names: list[str], output_names: list[str],
+                   spatial_outputs: dict[str, tuple[int, int]] | None = None,
+                   fixed_dims: dict[str, dict[int, int]] | None = None) -> None:
+    """Export with the tracing exporter, the image input's (the first) batch, height and width dynamic
+    (``batch``, ``height``, ``width``); every other input's and every output's first axis is the batch, and
+    ``spatial_outputs`` names outputs whose two given axes are the input's height and width.  ONNX
+    ``NonMaxSuppression`` comes from the graph's own symbolic.  ``fixed_dims`` states output axes of a fixed
+    length that the tracer leaves symbolic (the detections per image)."""
+    import warnings
+
+    axes: dict[str, dict[int, str]] = {input_names[0]: {0: "batch", 2: "height", 3: "width"}}
+    for name in input_names[1:]:
+        axes[name] = {0: "batch"}
+    for name in output_names:
+        axes[name] = {0: "batch"}
+        if spatial_outputs and name in spatial_outputs:
+            h, w = spatial_outputs[name]
+            axes[name].update({h: "height", w: "width"})
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter; the file is checked in ONNX Runtime afterwards
+        torch.onnx.export(graph, tuple(example), str(path), dynamo=False, input_names=input_names,
+                          output_names=output_names, dynamic_axes=axes, opset_version=opset,
+                          do_constant_folding=True)
+    if fixed_dims:
+        import onnx
+
+        proto = onnx.load(str(path))
+        for out in proto.graph.output:
+            for axis, value in fixed_dims.get(out.name, {}).items():
+                out.type.tensor_type.shape.dim[axis].dim_value = value
+        onnx.save(proto, str(path))

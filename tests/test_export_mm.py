@@ -42,7 +42,7 @@ def test_detector_exports_raw_levels_without_nms(tmp_path):
     model, ckpt = _model_and_checkpoint(config, tmp_path, options)
     out = tmp_path / "out"
     rc = export_main([str(config), "--checkpoint", str(ckpt), "--input-size", "64x96", "--out", str(out),
-                      "--name", "det", "--cfg-options", "model.backbone.init_cfg=None"])
+                      "--name", "det", "--raw", "--cfg-options", "model.backbone.init_cfg=None"])
     assert rc == 0
     proto = onnx.load(str(out / "det.onnx"))
     ops = {n.op_type for n in proto.graph.node}
@@ -149,7 +149,7 @@ def test_detector_export_refuses_a_wrong_artifact(tmp_path, monkeypatch, capsys)
     _, ckpt = _model_and_checkpoint(config, tmp_path, {"model.backbone.init_cfg": None})
     out = tmp_path / "out"
     rc = export_main([str(config), "--checkpoint", str(ckpt), "--input-size", "64x96", "--out", str(out),
-                      "--name", "det", "--cfg-options", "model.backbone.init_cfg=None"])
+                      "--name", "det", "--raw", "--cfg-options", "model.backbone.init_cfg=None"])
     assert rc == 1
     assert "differs from PyTorch" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
