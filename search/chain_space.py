@@ -19,12 +19,13 @@ import torch
 from torch import nn
 
 from backbones.chain_net import create_chain_model
+from cdarts_deploy import latency_table as lt
 from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype
 
 from .chain_child import build_child, derive_genotype
-from .chain_cost import CostModel, budget_penalty
+from .chain_cost import CostModel, budget_band, budget_penalty
 from .chain_supernet import ChainSupernet, MixedInvertedResidual, forward_levels
-from .config import SearchConfig
+from .config import SearchConfig, latency_budget_ms
 from .distill import EmbeddingHead
 from .errors import SearchInputError
 from .eval_pool import WeightPool
@@ -120,8 +121,25 @@ class ChainEvalPool(WeightPool):
             self._source = {}
 
 
+def load_latency_table(cfg: SearchConfig) -> lt.LatencyTable | None:
+    """The ``--latency-table`` of ``cfg`` (None without one), refused unless measured on ``--latency-runtime``."""
+    if not cfg.latency_table:
+        return None
+    try:
+        table = lt.load(cfg.latency_table).check(runtime=cfg.latency_runtime, space=cfg.space)
+        if cfg.input_size:
+            table.check(input_size=cfg.input_size)
+    except lt.LatencyTableError as exc:
+        raise SearchInputError(f"--latency-table {exc}") from None
+    return table
+
+
 class ChainSpace:
-    """Supernet, student heads, cost model and the evaluation-network pool of the chain space."""
+    """Supernet, student heads, cost models and the evaluation-network pool of the chain space.
+
+    ``cost`` is the multiply-add model; ``latency`` the latency model of ``--latency-table`` (or None);
+    ``budget_cost`` the one the budget applies to, with ``budget`` in its unit (0: no budget).
+    """
 
     def __init__(self, cfg: SearchConfig, num_classes: int, input_size: int, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
@@ -136,6 +154,25 @@ class ChainSpace:
         self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes, **heads)
                                            for c in self.supernet.tap_channels).to(device)
         self.cost = CostModel(self.supernet, input_size)
+        self.latency_table = load_latency_table(cfg)
+        self.latency: CostModel | None = None
+        if self.latency_table is not None:
+            try:
+                self.latency = CostModel(self.supernet, input_size, latency=self.latency_table)
+            except lt.LatencyTableError as exc:
+                raise SearchInputError(f"--latency-table {exc}") from None
+        self.budget_cost, self.budget = (self.latency, latency_budget_ms(cfg)) if cfg.latency_budget \
+            else (self.cost, cfg.budget)
+        # a latency budget is a limit (the band below it), a multiply-add budget a target (+- the tolerance)
+        self.budget_upper = bool(cfg.latency_budget)
+        self.budget_target = budget_band(self.budget, cfg.budget_tolerance, self.budget_upper)[0]
+        if self.budget:
+            lo, _ = self.budget_cost.range()
+            if self.budget < lo:
+                flag = f"--latency-budget {cfg.latency_budget}" if cfg.latency_budget else f"--budget {cfg.budget:g}"
+                unit = "ms on the latency table" if cfg.latency_budget else "multiply-adds"
+                raise SearchInputError(f"{flag}: below the cheapest child of this space ({lo:.4g} {unit}); "
+                                       "give at least that much")
         self.pool = ChainEvalPool(self.supernet, cfg.head_mid, cfg.head_embed, cfg.seed)
         self.levels = len(self.supernet.taps) + 1
 
@@ -164,8 +201,9 @@ class ChainSpace:
         return logits, [h(f) for h, f in zip(self.student_heads, feats)] + [logits]
 
     def choices(self) -> list[int]:
-        if self.cfg.budget:
-            return self.cost.fit_to_budget(self.supernet.alphas, self.cfg.budget, self.cfg.budget_tolerance)
+        if self.budget:
+            return self.budget_cost.fit_to_budget(self.supernet.alphas, self.budget, self.cfg.budget_tolerance,
+                                                  upper=self.budget_upper)
         return self.supernet.argmax_choices()
 
     def derive(self) -> ChainGenotype:
@@ -184,10 +222,10 @@ class ChainSpace:
         return None  # the chain space has no parameter-free operation to regularize
 
     def arch_cost(self) -> torch.Tensor | None:
-        if not self.cfg.budget:
+        if not self.budget:
             return None
-        expected = self.cost.expected_madds(self.supernet.choice_weights())
-        return self.cfg.budget_weight * budget_penalty(expected, self.cfg.budget)
+        expected = self.budget_cost.expected_cost(self.supernet.choice_weights())
+        return self.cfg.budget_weight * budget_penalty(expected, self.budget_target)
 
     def bn_modules(self) -> list[nn.Module]:
         return [self.supernet, self.student_heads]
@@ -195,9 +233,16 @@ class ChainSpace:
     def stats(self, genotype: ChainGenotype) -> dict[str, Any]:
         choices = choices_of(self.supernet, genotype)
         with torch.no_grad():
-            expected = float(self.cost.expected_madds(self.supernet.choice_weights()))
-        return {"choices": choices, "child_madds": self.cost.child_madds(choices), "expected_madds": expected,
-                "budget_madds": self.cfg.budget or None, "alpha_entropy": round(alpha_entropy(self.supernet.alphas), 5)}
+            weights = self.supernet.choice_weights()
+            expected = float(self.cost.expected_cost(weights))
+            row = {"choices": choices, "child_madds": self.cost.child_cost(choices), "expected_madds": expected,
+                   "budget_madds": self.cfg.budget or None}
+            if self.latency is not None:
+                row.update(child_latency_ms=round(self.latency.child_cost(choices), 5),
+                           expected_latency_ms=round(float(self.latency.expected_cost(weights)), 5),
+                           budget_latency_ms=latency_budget_ms(self.cfg) or None)
+        row["alpha_entropy"] = round(alpha_entropy(self.supernet.alphas), 5)
+        return row
 
     def state_dict(self) -> dict[str, Any]:
         return {"search_net": self.supernet.state_dict(), "student_heads": self.student_heads.state_dict(),

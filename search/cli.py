@@ -5,6 +5,7 @@ or data-parallel under torchrun.
     cdarts-search --dataset imagefolder --data-root DATA/imagenet --out runs/in --warmup-epochs 10
     cdarts-search --space chain --dataset imagefolder --data-root DATA/imagenet --out runs/chain --budget 300e6
     torchrun --nproc_per_node=2 -m search --preset cpu-smoke --dataset cifar10 ...
+    cdarts-search --space chain ... --latency-table table.json --latency-budget 12ms   # latency on a runtime
     cdarts-search --out runs/c10 --resume          # continue a run after an interruption
 
 User errors (bad options, data, output folder or checkpoint, a folder another run is writing) are one
@@ -27,6 +28,7 @@ import torch
 from cdarts_deploy import bounded_json
 from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import OneLineParser, run_main
+from cdarts_deploy.errors import UserError
 
 from .checkpoint import load_checkpoint
 from .config import (PRESETS, RUNTIME_ONLY, SPACE_DEFAULTS, SearchConfig, apply_overrides, check_config,
@@ -41,7 +43,9 @@ PROG = "cdarts-search"
 INTERRUPTED = "interrupted; continue with --resume"
 RUN_FILE = "run.json"
 
-RUN_FILES = (RUN_FILE, "checkpoint.pt", "genotype.json", "log.jsonl", "cells.png", "choices.png", "child.pth")
+LATENCY_FILE = "latency.json"
+RUN_FILES = (RUN_FILE, "checkpoint.pt", "genotype.json", "log.jsonl", "cells.png", "choices.png", "child.pth",
+             LATENCY_FILE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             lock.acquire(out)  # before reading the folder: a running search is named, not mistaken for a finished one
         cfg, state = prepare_out(cfg, explicit, resume)
         check_config(cfg)
+        _check_latency_options(cfg)
         if not cfg.data_root:
             raise SearchInputError("missing --data-root; give the CIFAR batch directory or the ImageFolder root")
         if cfg.threads:
@@ -150,6 +155,54 @@ def run(args: argparse.Namespace) -> int:
             shutdown(ctx)
     finally:
         lock.release()
+
+
+def _check_latency_options(cfg: SearchConfig) -> None:
+    """Refuse a foreign or unreadable --latency-table, and a runtime the final measurement cannot use, early."""
+    if not cfg.latency_table:
+        return
+    from .chain_space import load_latency_table
+
+    table = load_latency_table(cfg)
+    if cfg.measure_latency:
+        from cdarts_deploy.deploy.latency_measure import require_runtime
+
+        try:
+            require_runtime(table.runtime)
+        except UserError as exc:
+            raise SearchInputError(f"{exc} (or pass --no-measure-latency to search with the table only)") from None
+
+
+def measure_final_latency(cfg: SearchConfig, space: Any, genotype: Any, out: Path) -> dict[str, Any]:
+    """Measure the final network end to end on the table's runtime, next to the table's prediction;
+    written to ``latency.json`` and returned."""
+    from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotype
+    from cdarts_deploy.deploy.versions import cpu_load
+
+    from .config import latency_budget_ms
+
+    table = space.latency_table
+    settings = table.conditions.get("measurement", {})
+    threads = int(settings.get("threads") or 0)
+    warmup, iters = max(10, int(settings.get("warmup", 10))), max(50, int(settings.get("iters", 50)))
+    with PartTimer(table.runtime, threads=threads, warmup=warmup, iters=iters, rounds=int(settings.get("rounds", 5)),
+                   exporter=settings.get("exporter") or "torchscript") as timer:
+        measured = measure_genotype(genotype, table, timer)
+    predicted = table.predict_ms(genotype)
+    budget = latency_budget_ms(cfg) or None
+    error = (table.correction or {}).get("after", {}).get("max_rel_error")
+    report = {
+        "format": "cdarts-search-latency", "version": 1, "runtime": table.runtime, "table": str(cfg.latency_table),
+        "input_shape": [table.batch, 3, table.input_size, table.input_size], "threads": threads or None,
+        "predicted_ms": round(predicted, 5), "measured_ms": round(measured, 5),
+        "relative_error": round((predicted - measured) / measured, 5), "budget_ms": budget,
+        "table_max_rel_error": error,
+        "within_budget": None if budget is None else measured <= budget * (1 + (error or 0)),
+        "within_budget_note": "measured <= budget * (1 + the table's max relative error on its validation children)",
+        "statistic": f"median of {iters} runs after {warmup} warm-up runs", "load": cpu_load(),
+    }
+    write_text(out / LATENCY_FILE, json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def build_space(cfg: SearchConfig, num_classes: int, layout: str, input_size: int, device: torch.device) -> Any:
@@ -191,6 +244,11 @@ def _search(cfg: SearchConfig, state: dict | None, ctx: DistContext, lock: RunLo
     genotype = search.run()
     if ctx.is_main:
         print(f"genotype: {out / 'genotype.json'}\n{genotype}")
+        if getattr(space, "latency_table", None) is not None and cfg.measure_latency:
+            r = measure_final_latency(cfg, space, genotype, out)
+            budget = f", budget {r['budget_ms']:g} ms" if r["budget_ms"] else ""
+            print(f"latency on {r['runtime']}: predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms "
+                  f"({r['relative_error']:+.1%}){budget}: {out / LATENCY_FILE}")
     return 0
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cdarts_deploy import bounded_json
+from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS
+from cdarts_deploy.latency_table import RUNTIMES, parse_duration_ms
 from cdarts_deploy.options import option
 
 from .errors import SearchInputError
@@ -72,6 +74,15 @@ class SearchConfig:
                          "(0: no cost term)")
     budget_weight: float = option(1.0, "chain space: weight of the expected-cost penalty in the joint step")
     budget_tolerance: float = option(0.1, "chain space: relative tolerance of the derived network's cost")
+    latency_table: str = option("", "chain space: latency table (cdarts-latency-table) of the deployment runtime; "
+                              "the derived network's predicted latency is logged every epoch")
+    latency_budget: str = option("", "chain space: latency limit of the derived network on the table's runtime, "
+                               "e.g. 12ms: its predicted latency lands in budget x (1 - --budget-tolerance) .. "
+                               "budget (needs --latency-table; replaces --budget)")
+    latency_runtime: str = option("onnxruntime-cpu", "chain space: runtime the --latency-table must have been "
+                                "measured on", choices=RUNTIMES)
+    measure_latency: bool = option(True, "chain space with --latency-table: measure the final network's latency on "
+                                 "the table's runtime after the search (latency.json)")
     # networks (cell space)
     width: int = option(16, "search network width C")
     cells: int = option(8, "search network cells")
@@ -108,7 +119,7 @@ class SearchConfig:
 
 
 #: Options that may differ between the run that wrote a checkpoint and the one resuming it.
-RUNTIME_ONLY = {"workers", "device", "threads", "progress", "out", "data_root"}
+RUNTIME_ONLY = {"workers", "device", "threads", "progress", "out", "data_root", "measure_latency"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -197,6 +208,16 @@ def level_weights(cfg: SearchConfig, levels: int) -> list[float] | None:
     return values
 
 
+def latency_budget_ms(cfg: SearchConfig) -> float:
+    """``--latency-budget`` in milliseconds (0: none)."""
+    if not cfg.latency_budget:
+        return 0.0
+    try:
+        return parse_duration_ms(cfg.latency_budget)
+    except UserError as exc:
+        raise SearchInputError(str(exc)) from None
+
+
 def check_config(cfg: SearchConfig) -> SearchConfig:
     """``cfg`` if its values can run; otherwise a one-line :class:`SearchInputError` naming the option."""
     if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.update_epochs < 1 or cfg.batch_size < 1:
@@ -208,6 +229,16 @@ def check_config(cfg: SearchConfig) -> SearchConfig:
                                "(--budget is multiply-adds, e.g. 300e6)")
     if cfg.budget and cfg.space != "chain":
         raise SearchInputError("--budget: a multiply-add budget is a term of the chain space; add --space chain")
+    if (cfg.latency_table or cfg.latency_budget) and cfg.space != "chain":
+        raise SearchInputError("--latency-table/--latency-budget: latency is a term of the chain space; "
+                               "add --space chain")
+    if cfg.latency_budget:
+        if not cfg.latency_table:
+            raise SearchInputError(f"--latency-budget {cfg.latency_budget}: needs --latency-table FILE (measure one "
+                                   "with cdarts-latency-table)")
+        if cfg.budget:
+            raise SearchInputError("--budget and --latency-budget: give one budget (multiply-adds or latency)")
+        latency_budget_ms(cfg)
     if cfg.head_mid < 1 or cfg.head_embed < 1:
         raise SearchInputError("--head-mid and --head-embed must be >= 1")
     if cfg.input_size and cfg.input_size < 8:

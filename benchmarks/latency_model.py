@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""How well a latency table's sum predicts measured latency: random children of the chain space, end to end.
+
+    cdarts-latency-table --space chain --runtime onnxruntime-cpu --input-size 224 --threads 2 --out table.json
+    python benchmarks/latency_model.py --table table.json --children 20 --out docs/results/latency_model
+
+For ``--children`` random children of the table's base (seeded, drawn independently of the
+table's own ``--validate`` children; ``--sampling spread``, the default, draws them from the
+cheapest to the dearest corner of the space, see
+:func:`cdarts_deploy.deploy.latency_measure.random_children`): the table's prediction (sum of its parts) against the
+median latency of the whole network exported and run on the same runtime with the table's
+threads, warm-up and runs.  Printed and written to ``<out>.json`` with a scatter ``<out>.png``:
+
+* Spearman rank correlation of the sum against the measured latency (a positive correction keeps ranks);
+* mean and max relative error of the raw sum (before), and after each correction of
+  :func:`cdarts_deploy.latency_table.fit_correction`, two-fold cross-validated (fitted on one half of the
+  children, scored on the other), plus the table's stored correction (fitted on other children) if any;
+* children are timed in interleaved rounds (as the table's parts), so that load that comes and goes falls
+  on all of them alike;
+* the load average before and after, since other processes on the machine slow long runs more than short ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", required=True, help="latency table (cdarts-latency-table)")
+    p.add_argument("--children", type=int, default=20, help="random children measured end to end (default 20)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the children (default 1; the table's --validate uses 0)")
+    p.add_argument("--sampling", choices=("spread", "uniform"), default="spread",
+                   help="spread: children from the cheapest to the dearest corner of the space (default); uniform: "
+                        "a uniform candidate per block (latencies cluster around the mean)")
+    p.add_argument("--iters", type=int, default=0, help="timed runs per child (default: the table's)")
+    p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default: the table's)")
+    p.add_argument("--out", default="docs/results/latency_model", help="output stem for .json and .png")
+    args = p.parse_args()
+
+    from tqdm import tqdm
+
+    from cdarts_deploy.atomic_files import write_text
+    from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotypes, random_children
+    from cdarts_deploy.deploy.versions import cpu_load
+    from cdarts_deploy.latency_table import (CORRECTIONS, fit_correction, genotype_candidates, load, relative_errors,
+                                             spearman)
+
+    table = load(args.table)
+    settings = table.conditions.get("measurement", {})
+    threads = int(settings.get("threads") or 0)
+    warmup, iters = int(settings.get("warmup", 10)), args.iters or int(settings.get("iters", 50))
+    load_before = cpu_load()
+    children = random_children(table, args.children, args.seed, spread=args.sampling == "spread")
+    raw = [table.raw_ms(genotype_candidates(g)) for g in children]
+    rounds = args.rounds or int(settings.get("rounds", 5))
+    started = time.perf_counter()
+    with PartTimer(table.runtime, threads=threads, warmup=warmup, iters=iters, rounds=rounds,
+                   exporter=settings.get("exporter") or "torchscript") as timer:
+        bar = tqdm(total=len(children), desc="children", unit="child")
+        measured = measure_genotypes(children, table, timer, progress=bar.update)
+        bar.close()
+    seconds = time.perf_counter() - started
+    load_after = cpu_load()
+
+    half = len(children) // 2
+    folds = [(list(range(half)), list(range(half, len(children)))),
+             (list(range(half, len(children))), list(range(half)))]
+
+    def cross_validated(mode: str) -> dict:
+        pred = [0.0] * len(children)
+        for fit_on, score_on in folds:
+            scale, offset = fit_correction([raw[i] for i in fit_on], [measured[i] for i in fit_on], mode)
+            for i in score_on:
+                pred[i] = scale * raw[i] + offset
+        return {**relative_errors(pred, measured), "predicted_ms": [round(v, 4) for v in pred]}
+
+    corrections = {mode: cross_validated(mode) for mode in CORRECTIONS}
+    stored = None
+    if table.correction:
+        pred = [table.corrected(r) for r in raw]
+        stored = {"mode": table.correction.get("mode"), "scale": table.scale, "offset_ms": table.offset_ms,
+                  "fitted_on_children": table.correction.get("children"), **relative_errors(pred, measured),
+                  "predicted_ms": [round(v, 4) for v in pred]}
+    rho = spearman(raw, measured)
+    result = {
+        "table": args.table, "runtime": table.runtime, "input_shape": [table.batch, 3, table.input_size,
+                                                                        table.input_size],
+        "base": table.base, "network": table.network, "threads": threads or None, "warmup": warmup, "iters": iters,
+        "children": len(children), "sampling": args.sampling, "seed": args.seed, "seconds": round(seconds, 1),
+        "spearman": rho, "raw": relative_errors(raw, measured),
+        "cross_validated_corrections": corrections, "table_correction": stored,
+        "raw_ms": [round(v, 4) for v in raw], "measured_ms": [round(v, 4) for v in measured],
+        "rounds": rounds, "load_before": load_before, "load_after": load_after,
+        "table_load": table.conditions.get("load"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
+    _scatter(result, out.with_suffix(".png"))
+
+    print(f"{table.runtime}, input {result['input_shape']}, {threads or 'default'} threads, {len(children)} random "
+          f"({args.sampling}) children of the table's base, median of {iters} runs each in {rounds} interleaved rounds ({seconds:.0f} s; load average "
+          f"{load_before['loadavg']} -> {load_after['loadavg']}; table measured at {result['table_load']})")
+    print(f"Spearman rank correlation, table sum vs measured: {rho:.3f}")
+    print(f"{'prediction':<34} {'mean rel err':>12} {'max rel err':>12} {'mean signed':>12}")
+
+    def line(name: str, e: dict) -> None:
+        print(f"{name:<34} {e['mean_rel_error']:>12.1%} {e['max_rel_error']:>12.1%} {e['mean_signed_rel_error']:>+12.1%}")
+
+    line("table sum (before)", result["raw"])
+    for mode, e in corrections.items():
+        line(f"{mode} correction, 2-fold held out", e)
+    if stored:
+        line(f"table's {stored['mode']} correction (x{stored['scale']:.3f} {stored['offset_ms']:+.2f} ms)", stored)
+    print(f"results: {out.with_suffix('.json')}, {out.with_suffix('.png')}")
+    return 0
+
+
+def _scatter(result: dict, path: Path) -> None:
+    from cdarts_deploy.drawing.figures import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    m = result["measured_ms"]
+    ax.scatter(m, result["raw_ms"], label=f"table sum (Spearman {result['spearman']:.2f}, mean err "
+                                          f"{result['raw']['mean_rel_error']:.0%})", marker="o")
+    best = min(result["cross_validated_corrections"].items(), key=lambda kv: kv[1]["mean_rel_error"])
+    ax.scatter(m, best[1]["predicted_ms"], label=f"{best[0]} correction, held out (mean err "
+                                                 f"{best[1]['mean_rel_error']:.0%})", marker="x")
+    lo = min(min(m), min(result["raw_ms"])) * 0.9
+    hi = max(max(m), max(result["raw_ms"]), max(best[1]["predicted_ms"])) * 1.05
+    ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1, linestyle="--", label="predicted = measured")
+    ax.set_xlabel("measured latency, whole network (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    shape = "x".join(str(v) for v in result["input_shape"])
+    ax.set_title(f"{result['runtime']} {shape}, {result['threads'] or 'default'} threads: "
+                 f"{result['children']} random children", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
