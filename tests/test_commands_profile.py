@@ -42,7 +42,7 @@ def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
     }))
     out = tmp_path / "reports"
     code = profile_cmd.main([str(genotype), "--backend", "torch", "--batch", "1,2", "--iters", "4", "--warmup", "1",
-                             "--threads", "1", "--gemm-sizes", "256", "--out", str(out), "--name", "rep"])
+                             "--threads", "1", "--gemm-sizes", "256", "--peers", "none", "--out", str(out), "--name", "rep"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["rep.json", "rep.md", "rep.png"]
     report = json.loads((out / "rep.json").read_text())
@@ -82,7 +82,8 @@ def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
 def test_profile_onnx_file_with_onnxruntime_and_fp16(tiny, tmp_path):
     _, path, _ = tiny
     code = profile_cmd.main([str(path), "--batch", "2", "--iters", "3", "--warmup", "1", "--threads", "1",
-                             "--precision", "fp16", "--no-gemm", "--out", str(tmp_path), "--name", "ort"])
+                             "--precision", "fp16", "--no-gemm", "--peers", "none", "--out", str(tmp_path),
+                             "--name", "ort"])
     assert code == 0
     report = json.loads((tmp_path / "ort.json").read_text())
     (row,) = report["rows"]
@@ -144,7 +145,7 @@ def test_interrupt_leaves_no_report(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setattr(profiling, "measure_torch", interrupted)
     code = profile_cmd.main(["darts_v2", "--backend", "torch", "--width", "8", "--cells", "5", "--no-gemm",
-                             "--out", str(tmp_path)])
+                             "--peers", "none", "--out", str(tmp_path)])
     assert code == 130 and calls["n"] == 1
     assert capsys.readouterr().err.strip().endswith("interrupted; no report written")
     assert list(tmp_path.iterdir()) == []
@@ -156,17 +157,86 @@ def test_default_iterations_support_every_printed_percentile():
     assert profile_cmd.build_parser().parse_args(["x"]).iters >= max(PERCENTILE_MIN_SAMPLES.values())
 
 
-def test_default_peers_are_all_known():
+def test_default_peers_are_the_timm_trio_and_the_zoo_models_of_the_same_layout():
     import timm
 
-    import backbones  # noqa: F401  (registers the zoo models)
     from cdarts_deploy import genotype as gt
+    from cdarts_deploy.deploy.subjects import TIMM_PEERS, resolve_peers
 
-    from cdarts_deploy.deploy.subjects import resolve_peers
+    trio = ["efficientnet_b0", "mobilenetv3_large_100", "mnasnet_100"]
+    assert list(TIMM_PEERS) == trio and all(timm.is_model(n) for n in trio)
+    # the command's default is 'default'; nothing given means the same
+    assert profile_cmd.build_parser().parse_args(["x"]).peers == "default"
+    assert resolve_peers(None, "cifar", exclude=["cdarts_cifar"]) == resolve_peers("default", "cifar",
+                                                                                    exclude=["cdarts_cifar"])
+    cifar = resolve_peers("default", "cifar", exclude=["cdarts_cifar"])
+    assert cifar == trio + ["darts_v1", "darts_v2", "pcdarts_cifar", "pdarts"]
+    assert resolve_peers("default", "imagenet", exclude=["cdarts_imagenet"]) == trio + ["pcdarts_imagenet"]
+    assert resolve_peers("default", "chain", exclude=["cdarts_b"]) == trio + ["cdarts_a"]
+    # an ONNX file (no layout): the zoo models of its input size
+    assert resolve_peers("default", None, (32, 32)) == trio + sorted(
+        ["cdarts_cifar", "darts_v1", "darts_v2", "pcdarts_cifar", "pdarts"])
+    assert set(resolve_peers("default", None, (224, 224))) - set(trio) == {
+        "cdarts_a", "cdarts_b", "cdarts_imagenet", "pcdarts_imagenet"}
+    assert resolve_peers("none", "cifar") == [] and resolve_peers(" none ", None, (32, 32)) == []
+    assert resolve_peers("darts_v2,resnet18,darts_v2") == ["darts_v2", "resnet18"]
+    assert all(n in gt.zoo_names() for n in cifar[3:])
 
-    names = resolve_peers("default")
-    assert {"efficientnet_b0", "mobilenetv3_large_100", "mnasnet_100"} <= set(names)
-    assert all(n in gt.zoo_names() or timm.is_model(n) for n in names)
+
+def _tiny_genotype(tmp_path):
+    genotype = tmp_path / "tiny.json"
+    genotype.write_text(json.dumps({
+        "format": "cdarts-genotype", "version": 1, "kind": "cell", "name": "tinynet",
+        "stages": json.loads(open(__import__("cdarts_deploy").__path__[0] + "/zoo/cdarts_cifar.json").read())["stages"],
+        "network": {"layout": "cifar", "width": 8, "cells": 5, "num_classes": 10, "input_size": 32},
+    }))
+    return genotype
+
+
+def test_peers_none_profiles_and_plots_the_target_alone(tmp_path, capsys):
+    from cdarts_deploy.deploy import profile_report as rep
+
+    code = profile_cmd.main([str(_tiny_genotype(tmp_path)), "--backend", "torch", "--iters", "2", "--warmup", "0",
+                             "--threads", "1", "--no-gemm", "--peers", "none", "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "peers, measured" not in capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "profile_tinynet.json").read_text())
+    assert [(r["model"], r["peer"]) for r in report["rows"]] == [("tinynet", False)]
+    points = rep.plot_latency_vs_macs(report, tmp_path / "again.png")
+    assert [(p["model"], p["peer"]) for p in points] == [("tinynet", False)]
+
+
+def test_default_run_measures_and_plots_the_default_peers_in_the_same_run(tmp_path, monkeypatch, capsys):
+    """Without --peers the default peers are built, timed in the same run and plotted (tiny stand-ins here)."""
+    from cdarts_deploy.deploy import profile_report as rep
+    from cdarts_deploy.deploy import subjects as sj
+
+    built = []
+
+    def stand_in(name):
+        built.append(name)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                    torch.nn.Linear(4, 10)).eval()
+        return sj.Subject(name, model, None, (32, 32), 100, 1000 * (len(built) + 1), True)
+
+    real_from_genotype = sj.from_genotype
+
+    def from_genotype(genotype, *args, peer=False, name=None, **kwargs):
+        return stand_in(name) if peer else real_from_genotype(genotype, *args, **kwargs)
+
+    monkeypatch.setattr(sj, "from_timm", lambda name, hw, classes: stand_in(name))
+    monkeypatch.setattr(sj, "from_genotype", from_genotype)
+    code = profile_cmd.main([str(_tiny_genotype(tmp_path)), "--backend", "torch", "--iters", "2", "--warmup", "0",
+                             "--threads", "1", "--no-gemm", "--out", str(tmp_path / "out")])
+    assert code == 0
+    expected = sj.resolve_peers("default", "cifar", exclude=["tinynet"])
+    assert sorted(built) == sorted(expected) and len(expected) == 8
+    assert "peers, measured in this run" in capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "profile_tinynet.json").read_text())
+    assert [r["model"] for r in report["rows"] if not r["peer"]] == ["tinynet"]
+    assert sorted(r["model"] for r in report["rows"] if r["peer"]) == sorted(expected)
+    points = rep.plot_latency_vs_macs(report, tmp_path / "again.png")
+    assert len(points) == 1 + len(expected) and sum(not p["peer"] for p in points) == 1
 
 
 def expected_trt_reason() -> str:
@@ -202,7 +272,7 @@ def test_onnxruntime_backend_exports_through_the_verified_pipeline(tmp_path, mon
 
     monkeypatch.setattr(pipeline, "export_onnx", scaled_export)
     code = profile_cmd.main(["darts_v2", "--width", "8", "--cells", "5", "--backend", "onnxruntime", "--iters", "1",
-                             "--warmup", "0", "--no-gemm", "--out", str(tmp_path / "out")])
+                             "--warmup", "0", "--no-gemm", "--peers", "none", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 1 and "differs from PyTorch" in err
     assert not list((tmp_path / "out").iterdir())

@@ -111,7 +111,7 @@ def test_failed_quantization_leaves_no_file(tiny, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_int8_for_onnxruntime_uses_operator_format_with_float_depthwise(tiny, tmp_path):
+def test_int8_for_onnxruntime_keeps_whole_cells_in_eight_bits(tiny, tmp_path):
     model, path, images = tiny
     calibration, held_out = pr.split_held_out(images)
     dst = tmp_path / "tiny.ort.int8.onnx"
@@ -120,18 +120,98 @@ def test_int8_for_onnxruntime_uses_operator_format_with_float_depthwise(tiny, tm
     proto = onnx.load(str(dst))
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("QLinearConv") > 5 and "QuantizeLinear" in ops
-    # depthwise convolutions stay float
-    assert settings["float_depthwise_convs"] == len(pr.depthwise_convs(proto)) > 0
-    grouped_q = [n for n in proto.graph.node if n.op_type == "QLinearConv"
-                 and any(a.name == "group" and a.i > 1 for a in n.attribute)]
-    assert grouped_q == []
-    # the stem convolution and the classifier stay float too
+    # depthwise convolutions run in 8 bits, padded to the fast kernel's channel multiple
+    grouped = [n for n in proto.graph.node if n.op_type == "QLinearConv"
+               and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert grouped and settings["float_depthwise_convs"] == 0 and settings["channel_padded_depthwise_convs"] > 0
+    assert all(a.i % pr.DEPTHWISE_CHANNEL_ALIGN == 0 for n in grouped for a in n.attribute if a.name == "group")
+    # each Relu got a private input copy and was folded into its range; the only float Relus left read the
+    # float stem's output
+    producers = {o: n.op_type for n in proto.graph.node for o in n.output}
+    relus = [n for n in proto.graph.node if n.op_type == "Relu"]
+    assert settings["relu_input_copies"] > 0 and "QLinearMul" in ops
+    assert len(relus) <= 2 and all(producers.get(n.input[0]) in ("Conv", "Mul") for n in relus)
+    # the stem convolution and the classifier stay float
     assert settings["float_stem_and_classifier"] and "Gemm" in ops and "QGemm" not in ops
-    # a Relu whose input feeds other ops too stays float (dropping it would clip those other consumers)
-    assert "Relu" in ops and 0 < ops.count("Relu") < sum(n.op_type == "Relu" for n in onnx.load(str(path)).graph.node)
+    assert ops.count("Conv") == 1
     measured = pr.agreement(torch_outputs(model, held_out)[0], onnxruntime_outputs(onnxruntime_session(dst), held_out)[0])
     assert measured["images"] == len(held_out) == 20
     assert measured["top1_agreement"] >= 0.8 and measured["logit_cosine"] > 0.97
+
+
+def test_without_the_rewrites_shared_input_relus_and_depthwise_stay_float(tiny, tmp_path):
+    _, path, images = tiny
+    dst = tmp_path / "plain.int8.onnx"
+    settings = pr.quantize_int8(path, dst, images[:8], rewrite=False, float_depthwise=True)
+    ops = [n.op_type for n in onnx.load(str(dst)).graph.node]
+    assert settings["relu_input_copies"] == 0 and settings["channel_padded_depthwise_convs"] == 0
+    assert "Relu" in ops and settings["float_depthwise_convs"] > 0
+
+
+def _float_outputs(proto, x):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def test_graph_rewrites_do_not_change_the_float_results(tiny, tmp_path):
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    _, path, images = tiny
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+    proto = onnx.load(str(prepared))
+    before = _float_outputs(proto, images[:4])
+    assert pr.shared_input_relus(proto)  # the DARTS cell has Relus on shared tensors
+    copies = pr.private_relu_inputs(proto)
+    assert copies > 0 and pr.shared_input_relus(proto) == []
+    padded = pr.pad_depthwise_channels(proto)
+    assert padded > 0
+    inits = {t.name: t for t in proto.graph.initializer}
+    for name in pr.depthwise_convs(proto):
+        node = next(n for n in proto.graph.node if n.name == name)
+        assert onnx.numpy_helper.to_array(inits[node.input[1]]).shape[0] % pr.DEPTHWISE_CHANNEL_ALIGN == 0
+    onnx.checker.check_model(proto)
+    after = _float_outputs(proto, images[:4])
+    assert np.allclose(before, after, rtol=1e-4, atol=1e-5)
+    # a second pass finds nothing left to do
+    assert pr.private_relu_inputs(proto) == 0 and pr.pad_depthwise_channels(proto) == 0
+
+
+def test_two_relus_of_one_tensor_become_one_with_a_private_input():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r1"]), helper.make_node("Relu", ["x"], ["r2"]),
+         helper.make_node("Add", ["r1", "r2"], ["s"]), helper.make_node("Add", ["s", "x"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.random.default_rng(1).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    before = _float_outputs(proto, x)
+    assert pr.private_relu_inputs(proto) == 1
+    relus = [n for n in proto.graph.node if n.op_type == "Relu"]
+    assert len(relus) == 1 and pr.shared_input_relus(proto) == []
+    assert np.allclose(_float_outputs(proto, x), before)
+
+
+def test_spatial_mean_becomes_a_global_pool_with_the_same_result():
+    from onnx import TensorProto, helper
+
+    axes = onnx.numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
+         helper.make_node("ReduceMean", ["x", "axes"], ["flat"], keepdims=0)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 3, 1, 1]),
+         helper.make_tensor_value_info("flat", TensorProto.FLOAT, [2, 3])], [axes])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    before = _float_outputs(proto, x)
+    assert pr.spatial_means_to_global_pools(proto) == 1  # keepdims=0 is left alone
+    assert [n.op_type for n in proto.graph.node] == ["GlobalAveragePool", "ReduceMean"]
+    assert np.allclose(_float_outputs(proto, x), before, atol=1e-6)
 
 
 def test_unknown_int8_target_is_a_user_error(tiny, tmp_path):

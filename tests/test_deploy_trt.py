@@ -197,10 +197,38 @@ def make_fake_tensorrt(version: str = "10.9.0", corrupt=None):
         def set_shape(self, name, lo, opt, hi):
             self.shapes[name] = [list(lo), list(opt), list(hi)]
 
+    class ProfilingVerbosity:
+        LAYER_NAMES_ONLY, DETAILED = "LAYER_NAMES_ONLY", "DETAILED"
+
+    class LayerInformationFormat:
+        ONELINE, JSON = "ONELINE", "JSON"
+
+    class TimingCache:
+        def __init__(self, blob):
+            self.blob = bytes(blob)
+
+        def serialize(self):
+            return self.blob
+
     class Config:
         def __init__(self):
             self.flags = {"TF32"}  # TensorRT's default
             self.profiles = []
+            self.builder_optimization_level = 3
+            self.profiling_verbosity = ProfilingVerbosity.LAYER_NAMES_ONLY
+            self.cache = None
+
+        def create_timing_cache(self, blob):
+            if blob and not bytes(blob).startswith(b"fake-cache"):
+                return None  # not a timing cache of this TensorRT
+            return TimingCache(blob or b"fake-cache")
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.cache
 
         def set_memory_pool_limit(self, pool, size):
             pass
@@ -238,7 +266,11 @@ def make_fake_tensorrt(version: str = "10.9.0", corrupt=None):
                     if any(d >= 0 and d != s for d, s in zip(tensor.shape, shape)):
                         return None  # TensorRT: profile dimensions disagree with the network's fixed ones
             trt.built.append((set(config.flags), profile.shapes))
-            return json.dumps({"onnx": network.path, "profile": profile.shapes}).encode()
+            trt.configs.append(config)
+            if config.cache is not None:  # every build times (and caches) one more tactic
+                config.cache.blob += b";tactic"
+            return json.dumps({"onnx": network.path, "profile": profile.shapes,
+                               "verbosity": config.profiling_verbosity}).encode()
 
     class Context:
         def __init__(self, engine):
@@ -270,9 +302,35 @@ def make_fake_tensorrt(version: str = "10.9.0", corrupt=None):
                 _address_array(self.addresses[name], value.shape)[...] = value
             return True
 
+    class Inspector:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def get_engine_information(self, fmt):
+            """Layers as TensorRT reports them: Q/DQ-fed convolutions in Int8, FP16 files in Half."""
+            assert fmt == LayerInformationFormat.JSON
+            proto = onnx.load(self.engine.onnx)
+            names = [n.name or n.op_type for n in proto.graph.node]
+            if self.engine.verbosity != ProfilingVerbosity.DETAILED:
+                return json.dumps({"Layers": names})
+            half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+            producers = {o: n.op_type for n in proto.graph.node for o in n.output}
+            layers = []
+            for node, name in zip(proto.graph.node, names):
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+                    continue
+                int8 = node.op_type in ("Conv", "Gemm") and producers.get(node.input[0]) == "DequantizeLinear"
+                fmt_ = "Int8 NC/32HW32" if int8 else "Half NC/8HW8" if half else "Row major linear FP32"
+                layers.append({"Name": name, "LayerType": "CaskConvolution" if node.op_type == "Conv" else node.op_type,
+                               "Inputs": [{"Name": node.input[0], "Format/Datatype": fmt_}],
+                               "Outputs": [{"Name": node.output[0], "Format/Datatype": fmt_}],
+                               "TacticName": "fake_tactic"})
+            return json.dumps({"Layers": layers, "Bindings": []})
+
     class Engine:
         def __init__(self, blob):
             spec = json.loads(blob)
+            self.onnx, self.verbosity = spec["onnx"], spec.get("verbosity")
             self.profile = spec["profile"]
             self.session = onnxruntime.InferenceSession(spec["onnx"], providers=["CPUExecutionProvider"])
             self.output_names = [o.name for o in self.session.get_outputs()]
@@ -299,6 +357,9 @@ def make_fake_tensorrt(version: str = "10.9.0", corrupt=None):
             self.contexts.append(Context(self))
             return self.contexts[-1]
 
+        def create_engine_inspector(self):
+            return Inspector(self)
+
     class Runtime:
         def __init__(self, logger):
             pass
@@ -306,8 +367,9 @@ def make_fake_tensorrt(version: str = "10.9.0", corrupt=None):
         def deserialize_cuda_engine(self, blob):
             return Engine(blob)
 
+    trt.configs = []  # the builder config of each build
     for cls in (Logger, NetworkDefinitionCreationFlag, BuilderFlag, MemoryPoolType, TensorIOMode, Builder, Runtime,
-                OnnxParser):
+                OnnxParser, ProfilingVerbosity, LayerInformationFormat):
         setattr(trt, cls.__name__, cls)
     trt.nptype = lambda dtype: dtype
     return trt
@@ -481,3 +543,101 @@ def test_tensorrt_timing_reports_compute_host_latency_enqueue_and_pipelined_thro
     assert d["throughput_ips_pipelined"] > 0 and d["cuda_graph"] is True
     assert ("capture", "runner") in cuda.log
     assert m.stats.as_dict() == d["gpu_compute"] and "GPU compute" in m.timed_region
+
+
+# --------------------------------------------------------------------------- timing cache, level, layer report
+
+
+def test_timing_cache_file_is_created_then_reused_by_the_next_build(fake_trt, tiny, tmp_path):
+    module = fake_trt()
+    cache = tmp_path / "trt.cache"
+    first = trt.build_engine(tiny[1], tmp_path / "a.engine", (32, 32), timing_cache=cache)
+    assert first.timing_cache["reused"] is False and first.timing_cache["read_bytes"] == 0
+    assert cache.read_bytes() == b"fake-cache;tactic" and first.timing_cache["written_bytes"] == len(cache.read_bytes())
+    second = trt.build_engine(tiny[1], tmp_path / "b.engine", (32, 32), timing_cache=cache)
+    assert second.timing_cache["reused"] is True and second.timing_cache["read_bytes"] == len(b"fake-cache;tactic")
+    assert module.configs[1].cache.blob.startswith(b"fake-cache;tactic")  # the second build started from the first's
+    assert cache.read_bytes() == b"fake-cache;tactic;tactic"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.engine", "b.engine", "trt.cache"]  # no temporaries
+    # no cache asked for: none read or written
+    third = trt.build_engine(tiny[1], tmp_path / "c.engine", (32, 32))
+    assert third.timing_cache is None and module.configs[2].cache is None
+
+
+def test_a_foreign_timing_cache_is_refused_and_nothing_is_written(fake_trt, tiny, tmp_path):
+    fake_trt()
+    cache = tmp_path / "trt.cache"
+    cache.write_bytes(b"something else")
+    with pytest.raises(trt.EngineBuildError, match="timing cache"):
+        trt.build_engine(tiny[1], tmp_path / "a.engine", (32, 32), timing_cache=cache)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trt.cache"] and cache.read_bytes() == b"something else"
+
+
+@pytest.mark.parametrize("level", [0, 5])
+def test_builder_optimization_level_is_set(fake_trt, tiny, tmp_path, level):
+    module = fake_trt()
+    info = trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), optimization_level=level)
+    assert module.configs[0].builder_optimization_level == level and info.optimization_level == level
+    trt.build_engine(tiny[1], tmp_path / "d.engine", (32, 32))
+    assert module.configs[1].builder_optimization_level == 3  # TensorRT's default left alone
+
+
+@pytest.mark.parametrize("bad", [dict(optimization_level=6), dict(optimization_level=-1),
+                                 dict(timing_cache="no/such/folder/trt.cache")])
+def test_bad_level_or_cache_path_is_a_user_error_before_any_build(fake_trt, tiny, tmp_path, bad):
+    module = fake_trt()
+    if "timing_cache" in bad:
+        bad = dict(timing_cache=tmp_path / bad["timing_cache"])
+    with pytest.raises(UserError):
+        trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), **bad)
+    assert module.built == [] and list(tmp_path.iterdir()) == []
+    with pytest.raises(UserError, match="folder"):
+        trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), timing_cache=tmp_path)
+
+
+def test_engine_info_lists_every_layer_with_its_precision(fake_trt, tiny, tmp_path):
+    from cdarts_deploy.deploy import precision as pr
+
+    module = fake_trt()
+    model, path, images = tiny
+    fp32 = trt.build_engine(path, tmp_path / "f.engine", (32, 32))
+    assert module.configs[0].profiling_verbosity == "DETAILED"
+    assert fp32.layers and {layer["precision"] for layer in fp32.layers} == {"fp32"}
+    assert fp32.layer_precisions == {"fp32": len(fp32.layers)}
+    assert all(layer["name"] and layer["type"] for layer in fp32.layers)
+    qdq = tmp_path / "q.onnx"
+    pr.quantize_int8(path, qdq, images[:8], target="tensorrt")
+    int8 = trt.build_engine(qdq, tmp_path / "q.engine", (32, 32), "int8")
+    counts = int8.layer_precisions
+    assert counts["int8"] > 5 and sum(counts.values()) == len(int8.layers)
+    convs = [layer for layer in int8.layers if layer["type"] == "CaskConvolution"]
+    assert convs and all(layer["precision"] == "int8" for layer in convs)
+    assert int8.as_dict()["layer_precisions"] == counts  # it reaches the export report
+
+
+def test_layer_table_reads_names_only_and_broken_information():
+    assert trt.layer_table('{"Layers": ["conv1", "relu1"]}') == [
+        {"name": "conv1", "type": None, "precision": "unknown"}, {"name": "relu1", "type": None, "precision": "unknown"}]
+    assert trt.layer_table("not json") == []
+    rows = trt.layer_table(json.dumps({"Layers": [{"Name": "c", "LayerType": "Conv",
+                                                    "Outputs": [{"Format/Datatype": "Half NC/8HW8"}]}]}))
+    assert rows[0]["precision"] == "fp16"
+    assert trt.precision_counts(rows + rows + [{"precision": "int8"}]) == {"fp16": 2, "int8": 1}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--trt-opt-level", "9"], "0 to 5"),
+    (["--trt-opt-level", "x"], "0 to 5"),
+    (["--onnx", "--trt-timing-cache", "c.cache"], "add --trt"),
+    (["--onnx", "--trt-opt-level", "2"], "add --trt"),
+])
+def test_export_tensorrt_options_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
+    from cdarts_deploy.commands import export as export_cmd
+
+    try:
+        code = export_cmd.main(["darts_v2", *args, "--out", str(tmp_path / "out")])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -67,11 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--debug-layers", action="store_true",
                    help="compare every layer's output in ONNX Runtime with PyTorch, print the first divergent layer "
                    "and a per-layer table, and save <name>.golden.npz for cdarts-compare")
+    g.add_argument("--eval-dir", help="ImageFolder (a sub-folder of images per class): report top-1/top-5 of "
+                   "PyTorch and of every file made (ONNX Runtime fp32, fp16/int8, TensorRT) on the same images")
     g.add_argument("--features", action="store_true", help="also export the multi-scale features_only backbone")
     g.add_argument("--plot", action="store_true", help="draw the genotype (PNG and SVG)")
     g.add_argument("--max-batch", type=int, default=32, help="TensorRT profile's largest batch (default 32)")
     g.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT workspace limit in MiB (default 1024)")
+    g.add_argument("--trt-timing-cache", metavar="PATH",
+                   help="TensorRT timing cache file: read if it exists, updated after the build (faster rebuilds)")
+    g.add_argument("--trt-opt-level", type=_opt_level, metavar="0-5",
+                   help="TensorRT builder optimization level (default: TensorRT's, 3)")
     return p
+
+
+def _opt_level(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"optimization level {text!r} must be an integer from 0 to 5")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,7 +99,8 @@ def _log(message: str) -> None:
 
 
 def wants_onnx(args: argparse.Namespace) -> bool:
-    return bool(args.onnx or args.trt or args.fp16 or args.int8 or args.check or args.features or args.debug_layers)
+    return bool(args.onnx or args.trt or args.fp16 or args.int8 or args.check or args.features or args.debug_layers
+                or args.eval_dir)
 
 
 def _int8_target(args: argparse.Namespace) -> str:
@@ -105,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         fp16=args.fp16, int8=args.int8, tensorrt=args.trt, check=args.check, features=args.features,
         pictures=args.plot, calib_dir=args.calib_dir, int8_target=_int8_target(args), max_batch=args.max_batch,
         workspace_mb=args.workspace_mb,
-        threads=args.threads,
+        threads=args.threads, trt_timing_cache=args.trt_timing_cache, trt_opt_level=args.trt_opt_level,
+        eval_dir=args.eval_dir,
     )
     artifacts.validate(request, args.batch)
     genotype = gt.load(args.genotype)
@@ -148,6 +166,8 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
     }
     seconds["count_macs"] = round(time.perf_counter() - start, 3)
     hw = tuple(spec.input_size)
+    if args.eval_dir:  # a bad folder is refused before anything is exported
+        artifacts.evaluation_set(args.eval_dir, model)
     mean, std = pr.normalization(model)  # the statistics the network was trained with (CIFAR or ImageNet)
     images = pr.load_images(args.calib_dir, hw, limit=256, mean=mean, std=std) if args.calib_dir else None
     if images is not None:
@@ -185,7 +205,8 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
         golden.save(staging.temp(lc.golden_path(out_dir, name)))
         return {"layers": {**layers.as_dict(), "golden": lc.golden_path(out_dir, name).name}}, []
 
-    wanted = any((request.fp16, request.int8, request.tensorrt, request.check, request.features, request.pictures))
+    wanted = any((request.fp16, request.int8, request.tensorrt, request.check, request.features, request.pictures,
+                  request.eval_dir))
     result = export_verified(model, out_dir, name, export, inputs, report, threads=args.threads,
                              latency_iters=args.latency_iters, require_input_dependence=True,
                              artifacts=more_files if wanted else None,
@@ -220,6 +241,21 @@ def _print_summary(report: dict, written: list[Path], onnx_path: Path, report_pa
         if speed:
             print(f"  int8 speed-up   {speed['int8_speedup']:.2f}x (fp32 time / int8 time) at batch {speed['batch']} "
                   f"(ORT CPU, {speed['fp32_median_ms']:.2f} -> {speed['int8_median_ms']:.2f} ms)")
+    evaluation = report.get("eval")
+    if evaluation:
+        print(f"  evaluation      {evaluation['images']} images in {len(evaluation['classes'])} classes "
+              f"({evaluation['dir']})")
+        for what, r in evaluation["results"].items():
+            topk = next(k for k in r if k.startswith("top") and k != "top1" and "agreement" not in k)
+            same = r.get("top1_agreement_with_pytorch")
+            print(f"    {what:<22} top-1 {r['top1']:.2%}  {topk} {r[topk]:.2%}"
+                  + (f"  same top-1 as PyTorch {same:.2%}" if same is not None else ""))
+        for line in evaluation["flagged"]:
+            print(f"  FLAGGED         {line}")
+    engine = report.get("tensorrt")
+    if engine and engine.get("layer_precisions"):
+        print("  tensorrt layers " + ", ".join(f"{k} {v}" for k, v in engine["layer_precisions"].items())
+              + f"  (optimization level {engine.get('optimization_level', 'default')})")
     for path in written:
         if path not in (onnx_path, report_path):
             print(f"  also            {path}")

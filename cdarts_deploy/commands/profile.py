@@ -2,7 +2,8 @@
 
     cdarts-profile cdarts_cifar --backend torch,onnxruntime --batch 1,32 --threads 2
     cdarts-profile model.onnx --backend onnxruntime --input-size 224 --iters 200
-    cdarts-profile cdarts_b --peers default --batch 32 --out reports/
+    cdarts-profile cdarts_b --batch 32 --out reports/            # with the default peers, same run
+    cdarts-profile cdarts_b --peers none --batch 32 --out reports/
 
 Writes ``<name>.json``, ``<name>.md`` and ``<name>.png`` (latency against
 multiply-adds) into ``--out`` only when every measurement finished.
@@ -22,7 +23,7 @@ from cdarts_deploy import genotype as gt
 from cdarts_deploy.commands.args import OneLineParser, non_negative_int, parse_size, positive_int, prepare_out_dir, run_main
 from cdarts_deploy.deploy.parity import PRECISIONS
 from cdarts_deploy.deploy.profiling import BACKENDS, ProfileError
-from cdarts_deploy.deploy.subjects import DEFAULT_PEERS
+from cdarts_deploy.deploy.subjects import DEFAULT_PEERS_WORD, NO_PEERS_WORD, TIMM_PEERS
 from cdarts_deploy.deploy.timing import DEFAULT_ITERS, PERCENTILE_MIN_SAMPLES, unsupported_percentiles
 from cdarts_deploy.deploy.trt import EngineBuildError
 
@@ -64,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp16: FP16 ONNX / half PyTorch on CUDA; int8: Q/DQ ONNX (needs --calib-dir)")
     p.add_argument("--calib-dir", help="folder of images for INT8 calibration")
-    p.add_argument("--peers", help="comma list of timm or zoo model names profiled the same way, or 'default' ("
-                   + ", ".join(DEFAULT_PEERS) + ")")
+    p.add_argument("--peers", default=DEFAULT_PEERS_WORD,
+                   help="models profiled the same way in the same run and plotted beside the target: a comma list of "
+                   f"timm or zoo names, '{NO_PEERS_WORD}', or '{DEFAULT_PEERS_WORD}' (the default: "
+                   + ", ".join(TIMM_PEERS) + " and the zoo models of the target's layout)")
     p.add_argument("--layout", choices=("cifar", "imagenet"), help="cell genotypes: network layout")
     p.add_argument("--width", type=positive_int, help="cell genotypes: initial channels C")
     p.add_argument("--cells", type=positive_int, help="cell genotypes: number of cells")
@@ -144,16 +147,25 @@ def run(args: argparse.Namespace) -> int:
     backends = list(dict.fromkeys(args.backend or (["onnxruntime"] if is_onnx else ["torch", "onnxruntime"])))
     device = check_args(args, backends, is_onnx)
     threads = args.threads or torch.get_num_threads()
-    peers = sj.resolve_peers(args.peers)
-
     # Everything the user named is resolved before the output folder exists: bad input leaves nothing behind.
     genotype = None if is_onnx else gt.load(args.target)
+    if genotype is None:
+        layout = None
+    elif isinstance(genotype, gt.CellGenotype):
+        layout = args.layout or sj.zoo_layout(genotype)
+    else:
+        layout = "chain"
+    if genotype is not None:  # names checked before any network is built
+        peers = sj.resolve_peers(args.peers, layout, exclude=[genotype.name or ""])
     with torch_threads(threads):
         if is_onnx:
             main_subject = sj.from_onnx(target, args.input_size)
+            peers = sj.resolve_peers(args.peers, None, main_subject.input_hw, exclude=[main_subject.name])
         else:
             main_subject = sj.from_genotype(genotype, args.layout, args.width, args.cells,
                                             args.num_classes, args.input_size)
+        if peers:
+            _log(f"peers, measured in this run: {', '.join(peers)} (--peers none to skip)")
         subjects = [main_subject]
         for peer in peers:
             if peer in gt.zoo_names():

@@ -7,6 +7,7 @@
 ``check``     the FP32 file's rows on every input, next to the other runtimes' rows
 ``features``  multi-scale ``features_only`` model (``<name>.features.onnx``), checked output by output
 ``pictures``  cell diagrams or chain strip (PNG + SVG)
+``eval_dir``  top-1/top-5 of PyTorch and of every file made, on the same ImageFolder images
 
 Everything goes into the pipeline's staging area and is renamed into place only after every
 check passed.
@@ -48,6 +49,9 @@ class ArtifactRequest:
     max_batch: int = 32
     workspace_mb: int = 1024
     threads: int | None = None
+    trt_timing_cache: str | None = None  # TensorRT timing cache file, reused across builds
+    trt_opt_level: int | None = None  # TensorRT builder optimization level 0-5 (None: TensorRT's default)
+    eval_dir: str | None = None  # ImageFolder: top-1/top-5 of PyTorch and of every file made
 
     @property
     def precision(self) -> str:
@@ -64,9 +68,15 @@ def validate(request: ArtifactRequest, batch: int) -> None:
         pr.image_files(request.calib_dir)
     if request.max_batch < max(1, batch):
         raise UserError(f"--max-batch {request.max_batch} is below --batch {batch}")
+    if request.eval_dir:
+        _image_folder(request.eval_dir)
+    if (request.trt_timing_cache is not None or request.trt_opt_level is not None) and not request.tensorrt:
+        raise UserError("--trt-timing-cache and --trt-opt-level apply to TensorRT builds; add --trt")
     if request.tensorrt:
-        from cdarts_deploy.deploy.trt import require_tensorrt
+        from cdarts_deploy.deploy.trt import check_opt_level, check_timing_cache_path, require_tensorrt
 
+        check_timing_cache_path(request.trt_timing_cache)
+        check_opt_level(request.trt_opt_level)
         require_tensorrt()
 
 
@@ -103,10 +113,21 @@ def build(request: ArtifactRequest, genotype: Genotype, model: torch.nn.Module, 
         failures += more
         rows += _onnxruntime_rows(onnx_files["int8"], reference, "int8", request.threads)
 
+    engine_runner = None
     if request.tensorrt:
-        report["tensorrt"], trt_rows = _engine(request, onnx_files, reference, staging, out_dir, name,
-                                               export.input_shape[0], tuple(spec.input_size), log)
+        report["tensorrt"], trt_rows, engine_runner = _engine(request, onnx_files, reference, staging, out_dir, name,
+                                                              export.input_shape[0], tuple(spec.input_size), log)
         rows += trt_rows
+
+    if request.eval_dir:
+        runners: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {}
+        for precision, path in onnx_files.items():
+            session = ort.session(path, request.threads)
+            runners[f"onnxruntime {precision}"] = (precision, lambda x, s=session: ort.run(s, x)[0])
+        if engine_runner is not None:
+            runners[f"tensorrt {request.precision}"] = (request.precision, lambda x: engine_runner.run(x)[0])
+        log(f"evaluating PyTorch and {', '.join(runners)} on {request.eval_dir}")
+        report["eval"] = evaluate_on_folder(model, request.eval_dir, runners, log=log)
 
     if request.features:
         report["features"], more = _features(genotype, model, spec, export, reference, staging, out_dir, name,
@@ -166,10 +187,97 @@ def _engine(request: ArtifactRequest, onnx_files: dict[str, Path], reference: pa
     engine = staging.temp(out_dir / f"{name}{suffix}.engine")
     log(f"building the TensorRT {precision} engine (TF32 off: FP32 layers compute in FP32)")
     info = build_engine(onnx_files[precision], engine, hw, precision, min_batch=1, opt_batch=batch,
-                        max_batch=request.max_batch, workspace_mb=request.workspace_mb)
+                        max_batch=request.max_batch, workspace_mb=request.workspace_mb,
+                        timing_cache=request.trt_timing_cache, optimization_level=request.trt_opt_level)
+    if info.layer_precisions:
+        log("TensorRT engine layers by precision: " +
+            ", ".join(f"{k} {v}" for k, v in info.layer_precisions.items()))
     runner = TensorRTRunner(engine)
     rows = parity.compare_runtime(reference, runner.run, runner.output_names, precision, "tensorrt")
-    return {**info.as_dict(), "path": f"{name}{suffix}.engine"}, rows
+    return {**info.as_dict(), "path": f"{name}{suffix}.engine"}, rows, runner
+
+
+#: Least top-1 agreement with PyTorch on the evaluation images before a file is flagged, per precision.
+EVAL_MIN_AGREEMENT = {"fp32": 0.995, "fp16": 0.99, "int8": 0.95}
+
+
+def _image_folder(eval_dir: str | Path, transform: Any = None) -> Any:
+    """torchvision's ImageFolder over ``eval_dir`` (class folders may be empty), or a one-line :class:`UserError`."""
+    from torchvision.datasets import ImageFolder
+
+    folder = Path(eval_dir)
+    if not folder.is_dir():
+        raise UserError(f"--eval-dir {folder} is not a folder; give an ImageFolder (one sub-folder of images per "
+                        "class)")
+    try:
+        dataset = ImageFolder(str(folder), transform=transform, allow_empty=True)
+    except (FileNotFoundError, OSError) as exc:
+        raise UserError(f"--eval-dir {folder}: {str(exc).splitlines()[0][:160]}; give one sub-folder of images "
+                        "per class") from None
+    if len(dataset) == 0:
+        raise UserError(f"--eval-dir {folder} holds no images in its class folders")
+    return dataset
+
+
+def evaluation_set(eval_dir: str | Path, model: torch.nn.Module) -> tuple[Any, dict]:
+    """The ImageFolder at ``eval_dir`` with timm's evaluation transform for ``model`` (resize, centre crop,
+    the model's own mean/std from its ``pretrained_cfg``), and that transform's settings.
+
+    Classes are the sub-folders in sorted order (index i = the model's output i), as in training.
+    """
+    from timm.data import create_transform, resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    dataset = _image_folder(eval_dir, create_transform(**cfg))
+    classes = getattr(model, "num_classes", None)
+    if classes and len(dataset.classes) > classes:
+        raise UserError(f"--eval-dir {eval_dir} has {len(dataset.classes)} class folders but the model has {classes} "
+                        "outputs; evaluate with as many classes as the model predicts")
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+    return dataset, settings
+
+
+def evaluate_on_folder(model: torch.nn.Module, eval_dir: str | Path,
+                       runners: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]], batch: int = 32,
+                       log: Callable[[str], None] = lambda m: None) -> dict:
+    """Top-1/top-5 of PyTorch and of each runner (``name -> (precision, logits of an NCHW batch)``) on the same
+    images, and each runner's top-1 agreement with PyTorch; a runner below :data:`EVAL_MIN_AGREEMENT` for its
+    precision is flagged."""
+    dataset, transform = evaluation_set(eval_dir, model)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0)
+    names = ["pytorch", *runners]
+    top1 = dict.fromkeys(names, 0)
+    top5 = dict.fromkeys(names, 0)
+    agree = dict.fromkeys(runners, 0)
+    count, k = 0, None
+    with torch.no_grad():
+        for images, labels in loader:
+            x, y = images.numpy().astype(np.float32), labels.numpy()
+            logits = {"pytorch": parity.torch_outputs(model, x)[0]}
+            logits.update({n: np.asarray(fn(x)) for n, (_, fn) in runners.items()})
+            k = min(5, logits["pytorch"].shape[1])
+            for n, out in logits.items():
+                out = out.reshape(len(x), -1)
+                best = np.argsort(-out, axis=1, kind="stable")[:, :k]
+                top1[n] += int((best[:, 0] == y).sum())
+                top5[n] += int((best == y[:, None]).any(1).sum())
+                if n != "pytorch":
+                    agree[n] += int((out.argmax(1) == logits["pytorch"].reshape(len(x), -1).argmax(1)).sum())
+            count += len(x)
+    results = {n: {"top1": top1[n] / count, f"top{k}": top5[n] / count} for n in names}
+    flagged = []
+    for n, (precision, _) in runners.items():
+        results[n]["top1_agreement_with_pytorch"] = agree[n] / count
+        results[n]["precision"] = precision
+        minimum = EVAL_MIN_AGREEMENT.get(precision, 0.0)
+        if agree[n] / count < minimum:
+            flagged.append(f"{n} agrees with PyTorch on top-1 for {agree[n] / count:.1%} of {count} images "
+                           f"(expected at least {minimum:.1%} for {precision}): top-1 {results[n]['top1']:.1%} "
+                           f"vs PyTorch {results['pytorch']['top1']:.1%}")
+    for line in flagged:
+        log(f"FLAGGED: {line}")
+    return {"dir": str(eval_dir), "images": count, "classes": list(dataset.classes), "transform": transform,
+            "results": results, "min_top1_agreement": EVAL_MIN_AGREEMENT, "flagged": flagged}
 
 
 def copy_weights(full: torch.nn.Module, features: torch.nn.Module) -> None:

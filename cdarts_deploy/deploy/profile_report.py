@@ -180,8 +180,9 @@ def place_labels(ax, labels: Sequence[tuple[str, float, float]], fontsize: float
     return placed
 
 
-def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | None = None) -> None:
-    """PNG of median latency against multiply-adds per image, one marker per model and backend.
+def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | None = None) -> list[dict]:
+    """PNG of median latency against multiply-adds per image, one marker per model and backend; returns the
+    points drawn (model, backend, peer, multiply-adds, median ms).
 
     Published rows are drawn as labelled dashed lines: they were measured on
     another machine and are references, not data points of this run.
@@ -198,6 +199,7 @@ def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | Non
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     markers = {"torch": "o", "torch-compile": "D", "onnxruntime": "s", "tensorrt": "^"}
     labels: list[tuple[str, float, float]] = []
+    points: list[dict] = []
     for backend in sorted({r["backend"] for r in rows}):
         pts = [r for r in rows if r["backend"] == backend]
         for peer in (False, True):
@@ -215,6 +217,8 @@ def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | Non
                 label=f"{backend}{' (peers)' if peer else ''}",
             )
             labels += [(r["model"], r["macs"] / 1e6, r["stats"]["median_ms"]) for r in sel]
+            points += [{"model": r["model"], "backend": backend, "peer": peer, "macs": r["macs"],
+                        "median_ms": r["stats"]["median_ms"]} for r in sel]
     pub = report["published"]
     cond = report["conditions"]
     if published_comparable(report, rows, batch):
@@ -235,6 +239,7 @@ def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | Non
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
+    return points
 
 
 def write_reports(report: dict, out_dir: str | os.PathLike, stem: str = "profile") -> list[Path]:

@@ -11,9 +11,34 @@ from cdarts_deploy import genotype as gt
 from cdarts_deploy.deploy.model_spec import build_model, calibrate_batchnorm, random_batch, resolve_spec
 from cdarts_deploy.deploy.profiling import ProfileError
 
-#: Timm models of similar cost, and the DARTS-family zoo.
-DEFAULT_PEERS = ("efficientnet_b0", "mobilenetv3_large_100", "mnasnet_100", "darts_v2", "pdarts", "pcdarts_cifar",
-                 "cdarts_cifar")
+#: Timm models of similar cost, always among the default peers.
+TIMM_PEERS = ("efficientnet_b0", "mobilenetv3_large_100", "mnasnet_100")
+#: What ``--peers`` understands besides names.
+DEFAULT_PEERS_WORD, NO_PEERS_WORD = "default", "none"
+
+
+def zoo_layout(genotype: gt.Genotype) -> str:
+    """``cifar`` or ``imagenet`` (cell genotypes, from their network hints) or ``chain``."""
+    if not isinstance(genotype, gt.CellGenotype):
+        return "chain"
+    return resolve_spec(genotype).layout or "cifar"
+
+
+def default_peers(layout: str | None, input_hw: tuple[int, int] | None = None, exclude: Sequence[str] = ()) -> list[str]:
+    """:data:`TIMM_PEERS` and the zoo models of ``layout`` (``cifar``, ``imagenet`` or ``chain``), minus ``exclude``.
+
+    Without a layout (an ONNX file) the zoo models whose natural input size is ``input_hw`` are taken.
+    """
+    zoo = []
+    for name in gt.zoo_names():
+        genotype = gt.load(name)
+        if layout is not None:
+            same = zoo_layout(genotype) == layout
+        else:
+            same = input_hw is not None and tuple(resolve_spec(genotype).input_size) == tuple(input_hw)
+        if same and name not in exclude:
+            zoo.append(name)
+    return [*TIMM_PEERS, *zoo]
 
 
 class VerificationFailed(RuntimeError):
@@ -90,17 +115,26 @@ def from_timm(name: str, input_hw: tuple[int, int], num_classes: int | None) -> 
     return Subject(name, model, None, input_hw, count_params(model), count_macs(model, input_hw), True)
 
 
-def resolve_peers(text: str | None) -> list[str]:
-    """Peer names from ``--peers`` (``default`` for :data:`DEFAULT_PEERS`); unknown names are a user error."""
-    if not text:
+def resolve_peers(text: str | None, layout: str | None = None, input_hw: tuple[int, int] | None = None,
+                  exclude: Sequence[str] = ()) -> list[str]:
+    """Peer names from ``--peers``: ``default`` (or nothing given) for :func:`default_peers`, ``none`` for no
+    peers, or a comma list of zoo and timm names; unknown names are a user error."""
+    text = DEFAULT_PEERS_WORD if text is None else text.strip()
+    if text == NO_PEERS_WORD:
         return []
+    if text == DEFAULT_PEERS_WORD:
+        return default_peers(layout, input_hw, exclude)
     import timm
 
-    names = list(DEFAULT_PEERS) if text.strip() == "default" else [n.strip() for n in text.split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ProfileError(f"--peers {text!r} names no model; give names, '{DEFAULT_PEERS_WORD}' or "
+                           f"'{NO_PEERS_WORD}'")
     zoo = gt.zoo_names()
     for n in names:
         if n not in zoo and not timm.is_model(n):
-            raise ProfileError(f"unknown peer {n!r}; use a zoo name ({', '.join(zoo)}) or a timm model name")
+            raise ProfileError(f"unknown peer {n!r}; use a zoo name ({', '.join(zoo)}), a timm model name, "
+                               f"'{DEFAULT_PEERS_WORD}' or '{NO_PEERS_WORD}'")
     return names
 
 

@@ -16,6 +16,11 @@ that shape (TensorRT rejects a profile that disagrees with a fixed dimension), a
 ``min_batch <= opt_batch <= max_batch``.  :class:`TensorRTRunner` splits larger inputs into chunks the
 profile accepts and checks every ``set_input_shape`` result.
 
+Builds can reuse a timing cache file (``timing_cache``: read when it exists, written back atomically
+after the build, so later builds of similar networks skip most tactic timing), set the builder
+optimization level (0-5, TensorRT's default 3), and report every layer of the built engine with its
+precision (the engine inspector's JSON, built with detailed profiling verbosity).
+
 Device buffers are PyTorch CUDA tensors, so no pycuda/cuda-python dependency.  All work of a
 runner happens on its own stream, which first waits for the stream that produced the input.
 """
@@ -85,9 +90,72 @@ class EngineInfo:
     build_route: str
     tf32: bool = False
     profile: dict | None = None  # input name -> [min, opt, max] shapes
+    optimization_level: int | None = None  # None: TensorRT's default
+    timing_cache: dict | None = None  # path, whether it was read, bytes written
+    layers: list | None = None  # one {name, type, precision, ...} per engine layer (engine inspector)
+    layer_precisions: dict | None = None  # precision -> number of layers
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+#: Builder optimization levels TensorRT accepts (higher: longer builds, possibly faster engines).
+OPT_LEVELS = range(0, 6)
+#: Words of the inspector's ``Format/Datatype`` strings, in the order they are looked for.
+_DATATYPES = (("int8", "int8"), ("fp8", "fp8"), ("int4", "int4"), ("bf16", "bf16"), ("half", "fp16"), ("fp16", "fp16"),
+              ("int32", "int32"), ("int64", "int64"), ("bool", "bool"), ("float", "fp32"), ("fp32", "fp32"))
+
+
+def _precision_of(datatype: str) -> str:
+    low = datatype.lower()
+    return next((label for word, label in _DATATYPES if word in low), datatype or "unknown")
+
+
+def layer_table(info_json: str) -> list[dict]:
+    """Layers of an engine from ``IEngineInspector.get_engine_information(JSON)``: name, type, the precision of
+    its first output (its inputs' where it has no output), tactic, and the raw input/output formats."""
+    import json
+
+    try:
+        info = json.loads(info_json)
+    except ValueError:
+        return []
+    rows = []
+    for layer in info.get("Layers", []) if isinstance(info, dict) else []:
+        if isinstance(layer, str):  # without detailed verbosity the inspector gives names only
+            rows.append({"name": layer, "type": None, "precision": "unknown"})
+            continue
+        outputs = [o.get("Format/Datatype", "") for o in layer.get("Outputs", []) if isinstance(o, dict)]
+        inputs = [i.get("Format/Datatype", "") for i in layer.get("Inputs", []) if isinstance(i, dict)]
+        formats = outputs or inputs
+        rows.append({"name": layer.get("Name", "?"), "type": layer.get("LayerType"),
+                     "precision": _precision_of(formats[0]) if formats else "unknown",
+                     "tactic": layer.get("TacticName"), "inputs": inputs, "outputs": outputs})
+    return rows
+
+
+def precision_counts(layers: Sequence[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for layer in layers:
+        counts[layer["precision"]] = counts.get(layer["precision"], 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def check_timing_cache_path(path: str | os.PathLike | None) -> None:
+    """A timing cache path must be a file in an existing folder (it is created on the first build)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--trt-timing-cache {path} is a folder; name a file, e.g. "
+                                           f"{path / 'trt.cache'}")
+    if not path.parent.is_dir():
+        raise UserError(f"--trt-timing-cache {path}: folder {path.parent} does not exist")
+
+
+def check_opt_level(level: int | None) -> None:
+    if level is not None and level not in OPT_LEVELS:
+        raise UserError(f"TensorRT optimization level {level} is outside 0-5")
 
 
 def profile_shapes(network_shape: Sequence[int], input_hw: tuple[int, int], min_batch: int, opt_batch: int,
@@ -120,6 +188,8 @@ def build_engine(
     workspace_mb: int = 1024,
     fp16_flag: bool = False,
     tf32: bool = False,
+    timing_cache: str | os.PathLike | None = None,
+    optimization_level: int | None = None,
 ) -> EngineInfo:
     """Parse ``onnx_path`` and write a serialized engine to ``engine_path`` (atomically).
 
@@ -129,8 +199,12 @@ def build_engine(
     FP32 ONNX.  The batch dimension gets one optimization profile
     ``min_batch <= opt_batch <= max_batch``, or exactly the ONNX file's batch where it is fixed
     (:func:`profile_shapes`; the returned info holds the profile actually used).  TF32 stays off
-    unless ``tf32`` is set.
+    unless ``tf32`` is set.  ``timing_cache``: a file read before the build where it exists and written
+    back (atomically) after it; ``optimization_level``: 0-5 (None keeps TensorRT's default).  The info
+    lists every layer of the engine with its precision (:func:`layer_table`).
     """
+    check_timing_cache_path(timing_cache)
+    check_opt_level(optimization_level)
     trt = require_tensorrt()
     major = int(trt.__version__.split(".")[0])
     if not min_batch <= opt_batch <= max_batch:
@@ -159,6 +233,18 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
     if hasattr(trt.BuilderFlag, "TF32"):  # on by default: FP32 layers would round inputs to TF32
         (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
+    if optimization_level is not None:
+        config.builder_optimization_level = int(optimization_level)
+    if hasattr(trt, "ProfilingVerbosity"):  # layer precisions and tactics in the engine inspector
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    cache_info = None
+    if timing_cache is not None:
+        cache_path = Path(timing_cache)
+        blob = cache_path.read_bytes() if cache_path.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        if cache is None or not config.set_timing_cache(cache, False):
+            raise EngineBuildError(f"TensorRT refused the timing cache {cache_path}; delete it and build again")
+        cache_info = {"path": str(cache_path), "read_bytes": len(blob), "reused": bool(blob)}
     profile = builder.create_optimization_profile()
     shapes: dict[str, list[list[int]]] = {}
     for i in range(network.num_inputs):
@@ -173,10 +259,26 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}; see the TensorRT log above")
+    if cache_info is not None:
+        written = bytes(config.get_timing_cache().serialize())
+        with atomic_path(cache_info["path"]) as tmp:
+            tmp.write_bytes(written)
+        cache_info["written_bytes"] = len(written)
+    layers = inspect_layers(trt, logger, bytes(serialized))
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))
     return EngineInfo(str(engine_path), precision, trt.__version__, min_batch, opt_batch, max_batch, workspace_mb, route,
-                      tf32, shapes)
+                      tf32, shapes, optimization_level, cache_info, layers,
+                      precision_counts(layers) if layers is not None else None)
+
+
+def inspect_layers(trt: Any, logger: Any, serialized: bytes) -> list[dict] | None:
+    """Every layer of a serialized engine with its precision, or None where this TensorRT has no inspector."""
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    if engine is None or not hasattr(engine, "create_engine_inspector"):
+        return None
+    inspector = engine.create_engine_inspector()
+    return layer_table(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
 
 class TorchCuda:
