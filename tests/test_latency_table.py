@@ -15,30 +15,10 @@ from cdarts_deploy import latency_table as lt
 from cdarts_deploy.commands.latency_table import main as table_main
 from cdarts_deploy.genotype import CHAIN_CHOICES
 from search.chain_space import TINY_BASE
+from fake_latency import FakeTimer
 
 NETWORK = {"num_classes": 3, "stem_channels": 8, "head_channels": 128}
 INPUT = 32
-
-
-class FakeTimer:
-    """Stands in for a runtime: a part's "latency" is its parameter count in thousands (fast, deterministic)."""
-
-    runtime = "onnxruntime-cpu"
-    threads = 1
-
-    def __call__(self, module, shape):
-        return sum(p.numel() for p in module.parameters()) / 1000 + 0.001
-
-    def time_all(self, parts, progress=None):
-        out = []
-        for module, shape in parts:
-            out.append(self(module, shape))
-            if progress:
-                progress()
-        return out
-
-    def settings(self):
-        return {"runtime": self.runtime, "threads": 1, "warmup": 0, "iters": 1, "exporter": "torchscript"}
 
 
 @pytest.fixture(scope="module")
