@@ -66,7 +66,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         choices = space.choices()
-    child_madds = space.cost.child_madds(choices)
+    child_madds = space.cost.child_cost(choices)
     print(f"preset {args.preset}: base {cfg.base}, {cfg.input_size}x{cfg.input_size}, batch {cfg.batch_size}, "
           f"{len(space.supernet.units)} searchable blocks, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}")

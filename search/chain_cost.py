@@ -110,10 +110,6 @@ class CostModel:
         table = self.table.to(device=choice_weights.device, dtype=choice_weights.dtype)
         return self.fixed + (choice_weights * table).sum()
 
-    # the multiply-add model's names
-    child_madds = child_cost
-    expected_madds = expected_cost
-
     def range(self) -> tuple[float, float]:
         """The cheapest and the most expensive child."""
         return self.fixed + float(self.table.min(1).values.sum()), self.fixed + float(self.table.max(1).values.sum())

@@ -111,17 +111,17 @@ def test_cost_table_matches_counted_child(tiny_supernet, tiny_cost):
     for _ in range(3):
         choices = [rng.randrange(len(CHAIN_CHOICES)) for _ in tiny_supernet.units]
         _, child = build_child(tiny_supernet, choices)
-        assert tiny_cost.child_madds(choices) == count_macs(child, INPUT)
+        assert tiny_cost.child_cost(choices) == count_macs(child, INPUT)
     lo, hi = tiny_cost.range()
     assert lo < hi
 
 
 def test_expected_cost_is_the_mean_under_choice_weights(tiny_supernet, tiny_cost):
     one_hot = torch.nn.functional.one_hot(torch.tensor([1, 2, 3, 4]), len(CHAIN_CHOICES)).double()
-    assert tiny_cost.expected_madds(one_hot).item() == pytest.approx(tiny_cost.child_madds([1, 2, 3, 4]))
+    assert tiny_cost.expected_cost(one_hot).item() == pytest.approx(tiny_cost.child_cost([1, 2, 3, 4]))
     uniform = torch.full((4, len(CHAIN_CHOICES)), 1 / len(CHAIN_CHOICES), dtype=torch.float64)
-    mean_cost = np.mean([[tiny_cost.child_madds([c] * 4)] for c in range(len(CHAIN_CHOICES))])
-    assert tiny_cost.expected_madds(uniform).item() == pytest.approx(mean_cost)
+    mean_cost = np.mean([[tiny_cost.child_cost([c] * 4)] for c in range(len(CHAIN_CHOICES))])
+    assert tiny_cost.expected_cost(uniform).item() == pytest.approx(mean_cost)
 
 
 @pytest.mark.parametrize("side", ["over", "under"])
@@ -129,7 +129,7 @@ def test_budget_penalty_gradient_moves_cost_toward_budget(tiny_cost, side):
     lo, hi = tiny_cost.range()
     budget = lo + 0.1 * (hi - lo) if side == "over" else lo + 0.9 * (hi - lo)
     alphas = torch.zeros(4, len(CHAIN_CHOICES), requires_grad=True)
-    before = tiny_cost.expected_madds(torch.softmax(alphas, -1))
+    before = tiny_cost.expected_cost(torch.softmax(alphas, -1))
     budget_penalty(before, budget).backward()
     grad = alphas.grad
     cheapest, dearest = tiny_cost.table.argmin(1), tiny_cost.table.argmax(1)
@@ -139,7 +139,7 @@ def test_budget_penalty_gradient_moves_cost_toward_budget(tiny_cost, side):
     else:
         assert (grad[rows, cheapest] > 0).all() and (grad[rows, dearest] < 0).all()
     with torch.no_grad():
-        after = tiny_cost.expected_madds(torch.softmax(alphas - 0.5 * grad / grad.abs().max(), -1))
+        after = tiny_cost.expected_cost(torch.softmax(alphas - 0.5 * grad / grad.abs().max(), -1))
     assert abs(after.item() - budget) < abs(before.item() - budget)
 
 
@@ -149,7 +149,7 @@ def test_fit_to_budget_lands_within_tolerance(tiny_cost):
     for frac in (0.2, 0.5, 0.8):
         budget = lo + frac * (hi - lo)
         choices = tiny_cost.fit_to_budget(torch.randn(4, len(CHAIN_CHOICES), generator=g), budget, 0.05)
-        assert abs(tiny_cost.child_madds(choices) / budget - 1) <= 0.05
+        assert abs(tiny_cost.child_cost(choices) / budget - 1) <= 0.05
 
 
 def _image_folder(root, classes=3, per_class=8, size=40):

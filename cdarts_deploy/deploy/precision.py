@@ -194,23 +194,27 @@ def depthwise_convs(model: Any) -> list[str]:
             if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
 
 
-def shared_input_relus(model: Any) -> list[str]:
-    """Relu nodes whose input tensor has other consumers too (or is a graph input/output)."""
-    consumers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
-    fixed = {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
-    return [n.name for n in model.graph.node
-            if n.op_type == "Relu" and (consumers.get(n.input[0], 0) > 1 or n.input[0] in fixed)]
-
-
 def _consumers(model: Any) -> dict[str, list[Any]]:
     found: dict[str, list[Any]] = {}
     for node in model.graph.node:
         for name in node.input:
             found.setdefault(name, []).append(node)
     return found
+
+
+def _graph_ends(model: Any) -> set[str]:
+    return {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
+
+
+def _relu_of_shared_input(node: Any, consumers: dict[str, list[Any]], ends: set[str]) -> bool:
+    """A Relu whose input has other consumers too, or is a graph input/output (the quantizer cannot fold it)."""
+    return node.op_type == "Relu" and (len(consumers.get(node.input[0], [])) > 1 or node.input[0] in ends)
+
+
+def shared_input_relus(model: Any) -> list[str]:
+    """Relu nodes whose input tensor has other consumers too (or is a graph input/output)."""
+    consumers, ends = _consumers(model), _graph_ends(model)
+    return [n.name for n in model.graph.node if _relu_of_shared_input(n, consumers, ends)]
 
 
 def _int_attribute(node: Any, name: str, default: int) -> int:
@@ -228,7 +232,7 @@ def private_relu_inputs(model: Any) -> int:
     import onnx
     from onnx import numpy_helper
 
-    fixed = {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
+    fixed = _graph_ends(model)
     first_relu: dict[str, str] = {}
     renamed: dict[str, str] = {}
     kept = []
@@ -249,7 +253,7 @@ def private_relu_inputs(model: Any) -> int:
     copies: dict[str, str] = {}
     nodes = []
     for node in model.graph.node:
-        if node.op_type == "Relu" and (len(consumers.get(node.input[0], [])) > 1 or node.input[0] in fixed):
+        if _relu_of_shared_input(node, consumers, fixed):
             source = node.input[0]
             if source not in copies:
                 copies[source] = f"{source}__relu_input"
