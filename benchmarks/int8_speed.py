@@ -13,7 +13,8 @@ classes get zero weights and a bias of -1).  A random deep network is a chaotic 
 agreement measured on it means nothing: read the agreement column only where the FP32 digit accuracy
 (in the table) is well above chance (10%).  On two shared CPU cores the full-size networks get only a
 few training steps in a minute; ``--width``/``--cells`` give a smaller cell network that trains in
-minutes, for the agreement of the quantization scheme itself:
+minutes, for the agreement of the quantization scheme itself.  ``--trained DIR`` keeps each trained copy (and
+loads it on the next run), so a long training is paid once:
 
     python benchmarks/int8_speed.py --models cdarts_cifar --width 12 --cells 8 --train-seconds 150 \
         --batches 1 --variants ort,ort-no-rewrite --held-out 500
@@ -49,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cdarts_deploy import genotype as gt  # noqa: E402
-from cdarts_deploy.atomic_files import write_text  # noqa: E402
+from cdarts_deploy.atomic_files import atomic_path, write_text  # noqa: E402
 from cdarts_deploy.deploy import model_spec as ms  # noqa: E402
 from cdarts_deploy.deploy import ort  # noqa: E402
 from cdarts_deploy.deploy import precision as pr  # noqa: E402
@@ -136,6 +137,7 @@ def train_briefly(model, pictures: np.ndarray, labels: np.ndarray, seconds: floa
             m.momentum = 0.1
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
+
     model.train()
     losses, steps, start = [], 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -198,9 +200,21 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
     first_train = 64 + args.calib + args.held_out
     train_pictures, train_labels = digits(args.train, first_train, hw, mean, std), digit_labels(args.train, first_train)
     clock = time.perf_counter()
-    training = train_briefly(model, train_pictures, train_labels, args.train_seconds) if args.train_seconds > 0 else {}
-    bn_from_pictures(model, train_pictures[:128])
-    training["classifier_train_accuracy"] = train_classifier(model, train_pictures, train_labels)
+    saved = Path(args.trained) / f"{name}{'' if (args.width, args.cells) == (None, None) else f'_c{spec.width}_{spec.cells}'}.pt" \
+        if args.trained else None
+    if saved is not None and saved.exists():
+        state = torch.load(saved, weights_only=True)
+        model.load_state_dict(state["model"])
+        training = json.loads(state["training"])
+        training["loaded_from"] = str(saved)
+    else:
+        training = train_briefly(model, train_pictures, train_labels, args.train_seconds) if args.train_seconds > 0 else {}
+        bn_from_pictures(model, train_pictures[:128])
+        training["classifier_train_accuracy"] = train_classifier(model, train_pictures, train_labels)
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(saved) as tmp:
+                torch.save({"model": model.state_dict(), "training": json.dumps(training)}, tmp)
     clock = _stage(name, "training", clock)
     fp32_path = work / f"{name}.onnx"
     start = time.perf_counter()
@@ -276,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=1000, help="digits the network is trained on")
     p.add_argument("--train-seconds", type=float, default=60.0,
                    help="seconds of whole-network training on the digits before the classifier is fitted (0: none)")
+    p.add_argument("--torch-threads", type=int, help="PyTorch threads for training and reference outputs (default: "
+                   "PyTorch's; 1 on a busy machine, where two threads wait on each other)")
+    p.add_argument("--trained", help="folder of trained copies: a model found there (<name>.pt) is loaded instead of "
+                   "trained, one trained here is saved there")
     p.add_argument("--width", type=int, help="cell genotypes: initial channels instead of the genotype's")
     p.add_argument("--cells", type=int, help="cell genotypes: number of cells instead of the genotype's")
     p.add_argument("--skip-large-batch-224", action="store_true", help="224x224 models at batch 1 only")
@@ -286,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {unknown}; use {', '.join(VARIANTS)}")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     print(f"threads {args.threads}, load average at start {os.getloadavg()[0]:.1f}")
     print(header(args.batches), flush=True)
     rows = []

@@ -7,6 +7,7 @@ import onnx
 import pytest
 from PIL import Image
 
+from cdarts_deploy.deploy import int8_rewrites as rw
 from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.ort import run as onnxruntime_outputs
 from cdarts_deploy.deploy.ort import session as onnxruntime_session
@@ -124,7 +125,7 @@ def test_int8_for_onnxruntime_keeps_whole_cells_in_eight_bits(tiny, tmp_path):
     grouped = [n for n in proto.graph.node if n.op_type == "QLinearConv"
                and any(a.name == "group" and a.i > 1 for a in n.attribute)]
     assert grouped and settings["float_depthwise_convs"] == 0 and settings["channel_padded_depthwise_convs"] > 0
-    assert all(a.i % pr.DEPTHWISE_CHANNEL_ALIGN == 0 for n in grouped for a in n.attribute if a.name == "group")
+    assert all(a.i % rw.DEPTHWISE_CHANNEL_ALIGN == 0 for n in grouped for a in n.attribute if a.name == "group")
     # each Relu got a private input copy and was folded into its range; the only float Relus left read the
     # float stem's output
     producers = {o: n.op_type for n in proto.graph.node for o in n.output}
@@ -146,72 +147,6 @@ def test_without_the_rewrites_shared_input_relus_and_depthwise_stay_float(tiny, 
     ops = [n.op_type for n in onnx.load(str(dst)).graph.node]
     assert settings["relu_input_copies"] == 0 and settings["channel_padded_depthwise_convs"] == 0
     assert "Relu" in ops and settings["float_depthwise_convs"] > 0
-
-
-def _float_outputs(proto, x):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def test_graph_rewrites_do_not_change_the_float_results(tiny, tmp_path):
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    _, path, images = tiny
-    prepared = tmp_path / "prepared.onnx"
-    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
-    proto = onnx.load(str(prepared))
-    before = _float_outputs(proto, images[:4])
-    assert pr.shared_input_relus(proto)  # the DARTS cell has Relus on shared tensors
-    copies = pr.private_relu_inputs(proto)
-    assert copies > 0 and pr.shared_input_relus(proto) == []
-    padded = pr.pad_depthwise_channels(proto)
-    assert padded > 0
-    inits = {t.name: t for t in proto.graph.initializer}
-    for name in pr.depthwise_convs(proto):
-        node = next(n for n in proto.graph.node if n.name == name)
-        assert onnx.numpy_helper.to_array(inits[node.input[1]]).shape[0] % pr.DEPTHWISE_CHANNEL_ALIGN == 0
-    onnx.checker.check_model(proto)
-    after = _float_outputs(proto, images[:4])
-    assert np.allclose(before, after, rtol=1e-4, atol=1e-5)
-    # a second pass finds nothing left to do
-    assert pr.private_relu_inputs(proto) == 0 and pr.pad_depthwise_channels(proto) == 0
-
-
-def test_two_relus_of_one_tensor_become_one_with_a_private_input():
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r1"]), helper.make_node("Relu", ["x"], ["r2"]),
-         helper.make_node("Add", ["r1", "r2"], ["s"]), helper.make_node("Add", ["s", "x"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    x = np.random.default_rng(1).standard_normal((1, 2, 3, 3)).astype(np.float32)
-    before = _float_outputs(proto, x)
-    assert pr.private_relu_inputs(proto) == 1
-    relus = [n for n in proto.graph.node if n.op_type == "Relu"]
-    assert len(relus) == 1 and pr.shared_input_relus(proto) == []
-    assert np.allclose(_float_outputs(proto, x), before)
-
-
-def test_spatial_mean_becomes_a_global_pool_with_the_same_result():
-    from onnx import TensorProto, helper
-
-    axes = onnx.numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
-         helper.make_node("ReduceMean", ["x", "axes"], ["flat"], keepdims=0)],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
-        [helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 3, 1, 1]),
-         helper.make_tensor_value_info("flat", TensorProto.FLOAT, [2, 3])], [axes])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
-    before = _float_outputs(proto, x)
-    assert pr.spatial_means_to_global_pools(proto) == 1  # keepdims=0 is left alone
-    assert [n.op_type for n in proto.graph.node] == ["GlobalAveragePool", "ReduceMean"]
-    assert np.allclose(_float_outputs(proto, x), before, atol=1e-6)
 
 
 def test_unknown_int8_target_is_a_user_error(tiny, tmp_path):

@@ -43,6 +43,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from cdarts_deploy.atomic_files import atomic_path, publish
+from cdarts_deploy.deploy.int8_rewrites import (
+    depthwise_convs,
+    factorized_reductions_as_single_convs,
+    pad_depthwise_channels,
+    private_relu_inputs,
+    shared_input_relus,
+    spatial_means_to_global_pools,
+)
 from cdarts_deploy.errors import UserError
 
 #: Image file endings read from a calibration folder.
@@ -57,13 +65,12 @@ INT8_TARGETS = ("onnxruntime", "tensorrt")
 #: when the Relu is that tensor's only consumer, wrong where the tensor also feeds other ops (DARTS
 #: cells: a node's output feeds several ReLU-Conv branches and identity edges; the tiny network's
 #: logits lost all agreement, cosine 0.23).  Such Relus get a private copy of their input first
-#: (:func:`private_relu_inputs`); any left (the rewrite off) stay float (:func:`shared_input_relus`).
-#: AveragePool stays float: ONNX Runtime's 8-bit QLinearAveragePool measured 8x slower than the float pool
-#: (pcdarts_cifar's 18 pools: 110 ms against 13 ms per batch of 32), more than the dequantize/quantize around it.
+#: (:func:`~cdarts_deploy.deploy.int8_rewrites.private_relu_inputs`); any left (the rewrite off) stay float.
+#: AveragePool is not in the list, but ONNX Runtime fuses the DequantizeLinear -> AveragePool ->
+#: QuantizeLinear around it into its 8-bit QLinearAveragePool when it creates a session (a float pool with
+#: a float reader avoids that, but the layout transposes around the float island cost more).
 ORT_INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Sigmoid", "Relu", "GlobalAveragePool",
                      "MaxPool", "Pad")
-#: Channel multiple of ONNX Runtime's fast symmetric 8-bit depthwise kernels (x86).
-DEPTHWISE_CHANNEL_ALIGN = 16
 #: Ops kept in FP32 by ``to_fp16(mixed=True)``: long reductions and exponentials lose most in half precision.
 SENSITIVE_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum", "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt")
 
@@ -188,204 +195,6 @@ class ImageBatchReader:
         self._iter = None
 
 
-def depthwise_convs(model: Any) -> list[str]:
-    """Names of the grouped (depthwise) Conv nodes of an ONNX ``ModelProto``."""
-    return [n.name for n in model.graph.node
-            if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
-
-
-def _consumers(model: Any) -> dict[str, list[Any]]:
-    found: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            found.setdefault(name, []).append(node)
-    return found
-
-
-def _graph_ends(model: Any) -> set[str]:
-    return {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
-
-
-def _relu_of_shared_input(node: Any, consumers: dict[str, list[Any]], ends: set[str]) -> bool:
-    """A Relu whose input has other consumers too, or is a graph input/output (the quantizer cannot fold it)."""
-    return node.op_type == "Relu" and (len(consumers.get(node.input[0], [])) > 1 or node.input[0] in ends)
-
-
-def shared_input_relus(model: Any) -> list[str]:
-    """Relu nodes whose input tensor has other consumers too (or is a graph input/output)."""
-    consumers, ends = _consumers(model), _graph_ends(model)
-    return [n.name for n in model.graph.node if _relu_of_shared_input(n, consumers, ends)]
-
-
-def _int_attribute(node: Any, name: str, default: int) -> int:
-    return next((a.i for a in node.attribute if a.name == name), default)
-
-
-def private_relu_inputs(model: Any) -> int:
-    """Give every Relu whose input has other consumers (or is a graph input/output) a private copy of that
-    input, ``Mul(x, 1)``, in place; returns the number of copies.
-
-    Several Relus of one tensor become one first (their readers read the first's output).  After this every
-    Relu is its input's sole consumer, which is what lets the quantizer fold it into the range of that input
-    (see :data:`ORT_INT8_OP_TYPES`).
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    fixed = _graph_ends(model)
-    first_relu: dict[str, str] = {}
-    renamed: dict[str, str] = {}
-    kept = []
-    for node in model.graph.node:
-        node.input[:] = [renamed.get(name, name) for name in node.input]
-        if node.op_type == "Relu" and node.output[0] not in fixed:
-            if node.input[0] in first_relu:
-                renamed[node.output[0]] = first_relu[node.input[0]]
-                continue
-            first_relu[node.input[0]] = node.output[0]
-        kept.append(node)
-    if renamed:
-        del model.graph.node[:]
-        model.graph.node.extend(kept)
-
-    consumers = _consumers(model)
-    one = "relu_private_copy_one"
-    copies: dict[str, str] = {}
-    nodes = []
-    for node in model.graph.node:
-        if _relu_of_shared_input(node, consumers, fixed):
-            source = node.input[0]
-            if source not in copies:
-                copies[source] = f"{source}__relu_input"
-                nodes.append(onnx.helper.make_node("Mul", [source, one], [copies[source]],
-                                                   name=f"{source}__relu_input_copy"))
-            node.input[0] = copies[source]
-        nodes.append(node)
-    if copies:
-        model.graph.initializer.append(numpy_helper.from_array(np.ones((), np.float32), one))
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-    return len(copies)
-
-
-def pad_depthwise_channels(model: Any, align: int = DEPTHWISE_CHANNEL_ALIGN) -> int:
-    """Pad depthwise convolutions to a multiple of ``align`` channels, in place; returns how many were padded.
-
-    Only a depthwise convolution whose every consumer is a plain (group 1) convolution reading it is padded:
-    it gets zero filters, those consumers zero input weights, so the outputs are unchanged.  Its input gets
-    the extra channels from the convolution producing it (zero filters, when the only path is
-    Conv -> Relu -> depthwise) or else from a channel ``Pad`` with zeros (shared by the depthwise
-    convolutions reading the same tensor).  Shape annotations are dropped (the quantizer infers them again).
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    consumers = _consumers(model)
-    producer = {o: n for n in model.graph.node for o in n.output}
-
-    def weights(name: str) -> np.ndarray:
-        return numpy_helper.to_array(inits[name])
-
-    def set_weights(name: str, array: np.ndarray) -> None:
-        inits[name].CopyFrom(numpy_helper.from_array(array.astype(weights(name).dtype), name))
-
-    def extend(name: str, extra: int, axis: int) -> None:
-        array = weights(name)
-        shape = list(array.shape)
-        shape[axis] = extra
-        set_weights(name, np.concatenate([array, np.zeros(shape, array.dtype)], axis))
-
-    def plain_conv(node: Any) -> bool:
-        return (node is not None and node.op_type == "Conv" and _int_attribute(node, "group", 1) == 1
-                and node.input[1] in inits)
-
-    def shared(name: str) -> bool:  # an initializer used by more than one node cannot be resized for one
-        return len(consumers.get(name, [])) != 1
-
-    widened: dict[str, int] = {}  # tensor -> channels it has after padding
-    pads: dict[str, Any] = {}  # tensor -> Pad node producing its widened copy (inserted before first user)
-    insert_before: dict[str, Any] = {}
-    count = 0
-    for node in list(model.graph.node):
-        if node.op_type != "Conv" or node.input[1] not in inits or shared(node.input[1]):
-            continue
-        w = weights(node.input[1])
-        channels, group = w.shape[0], _int_attribute(node, "group", 1)
-        if group == 1 or group != channels or w.shape[1] != 1 or channels % align == 0:
-            continue
-        users = consumers.get(node.output[0], [])
-        if not users or not all(plain_conv(u) and list(u.input).index(node.output[0]) == 0
-                                and not shared(u.input[1]) for u in users):
-            continue
-        if len(node.input) > 2 and shared(node.input[2]):
-            continue
-        extra = -channels % align
-        source = node.input[0]
-        relu = producer.get(source)
-        conv = producer.get(relu.input[0]) if relu is not None and relu.op_type == "Relu" else None
-        if source in widened:
-            if widened[source] != channels + extra:
-                continue
-        elif (plain_conv(conv) and len(conv.input) > 2 and len(consumers[source]) == 1
-              and len(consumers[relu.input[0]]) == 1 and not shared(conv.input[1]) and not shared(conv.input[2])):
-            extend(conv.input[1], extra, 0)
-            extend(conv.input[2], extra, 0)
-            widened[source] = channels + extra
-        else:
-            amounts = f"{source}__channel_pads"
-            model.graph.initializer.append(numpy_helper.from_array(
-                np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64), amounts))
-            pads[source] = onnx.helper.make_node("Pad", [source, amounts], [f"{source}__channel_padded"],
-                                                 name=f"{source}__channel_pad", mode="constant")
-            insert_before[node.name] = pads[source]
-            widened[source] = channels + extra
-        if source in pads:
-            node.input[0] = pads[source].output[0]
-        extend(node.input[1], extra, 0)
-        if len(node.input) > 2:
-            extend(node.input[2], extra, 0)
-        for attribute in node.attribute:
-            if attribute.name == "group":
-                attribute.i = channels + extra
-        for user in users:
-            extend(user.input[1], extra, 1)
-        count += 1
-    if count:
-        nodes = []
-        for node in model.graph.node:
-            if node.name in insert_before:
-                nodes.append(insert_before[node.name])
-            nodes.append(node)
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-        del model.graph.value_info[:]
-    return count
-
-
-def spatial_means_to_global_pools(model: Any) -> int:
-    """Replace ``ReduceMean`` over height and width (keeping dimensions) with ``GlobalAveragePool``, in place;
-    returns how many.  Same result; ONNX Runtime has an 8-bit global pool but no 8-bit ReduceMean, so a
-    squeeze-excitation block would otherwise turn its whole input back to float."""
-    import onnx
-    from onnx import numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    count = 0
-    for index, node in enumerate(model.graph.node):
-        if node.op_type != "ReduceMean" or _int_attribute(node, "keepdims", 1) != 1:
-            continue
-        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
-        if axes is None and len(node.input) > 1 and node.input[1] in inits:
-            axes = [int(a) for a in numpy_helper.to_array(inits[node.input[1]]).ravel()]
-        if axes is None or sorted(axes) not in ([2, 3], [-2, -1]):
-            continue
-        pool = onnx.helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
-        model.graph.node[index].CopyFrom(pool)
-        count += 1
-    return count
-
-
 def float_ends(model: Any) -> list[str]:
     """The first convolution (on the 3-channel image) and the last linear layer (the classifier) of a ModelProto."""
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
@@ -442,10 +251,11 @@ def quantize_int8(
         out_tmp = Path(work) / "int8.onnx"
         if for_ort:
             graph = onnx.load(str(prepared))
+            merged = factorized_reductions_as_single_convs(graph) if rewrite else 0
             copies = private_relu_inputs(graph) if rewrite else 0
             padded = pad_depthwise_channels(graph) if rewrite and not float_depthwise else 0
             pools = spatial_means_to_global_pools(graph) if rewrite else 0
-            if copies or padded or pools:
+            if merged or copies or padded or pools:
                 onnx.save(graph, str(prepared))
             excluded = [*(depthwise_convs(graph) if float_depthwise else []),
                         *(float_ends(graph) if keep_ends_float else []), *shared_input_relus(graph)]
@@ -456,7 +266,8 @@ def quantize_int8(
             settings = {"format": "QOperator", "activations": "uint8 asymmetric", "weights": "int8 symmetric",
                         "float_depthwise_convs": len(depthwise_convs(graph)) if float_depthwise else 0,
                         "float_stem_and_classifier": keep_ends_float, "relu_input_copies": copies,
-                        "channel_padded_depthwise_convs": padded, "spatial_means_as_global_pools": pools}
+                        "channel_padded_depthwise_convs": padded, "spatial_means_as_global_pools": pools,
+                        "factorized_reductions_as_single_convs": merged}
         else:
             options = dict(
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,

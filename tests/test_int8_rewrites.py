@@ -1,0 +1,139 @@
+"""Float-graph rewrites before INT8 quantization: each keeps the float results and removes an 8-bit obstacle."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from backbones.darts_ops import FactorizedReduce
+from cdarts_deploy.deploy import int8_rewrites as rw
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_network):
+    return tiny_network
+
+
+def _float_outputs(proto, x):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def test_graph_rewrites_do_not_change_the_float_results(tiny, tmp_path):
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    _, path, images = tiny
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+    proto = onnx.load(str(prepared))
+    before = _float_outputs(proto, images[:4])
+    assert rw.shared_input_relus(proto)  # the DARTS cell has Relus on shared tensors
+    assert rw.factorized_reductions_as_single_convs(proto) > 0
+    copies = rw.private_relu_inputs(proto)
+    assert copies > 0 and rw.shared_input_relus(proto) == []
+    padded = rw.pad_depthwise_channels(proto)
+    assert padded > 0
+    # a shared tensor gets its extra channels from a widening 1x1 convolution, never from a channel Pad
+    assert not [n for n in proto.graph.node if n.op_type == "Pad"]
+    assert [n for n in proto.graph.node if n.op_type == "Conv" and n.name.endswith("__widen")]
+    inits = {t.name: t for t in proto.graph.initializer}
+    for name in rw.depthwise_convs(proto):
+        node = next(n for n in proto.graph.node if n.name == name)
+        assert onnx.numpy_helper.to_array(inits[node.input[1]]).shape[0] % rw.DEPTHWISE_CHANNEL_ALIGN == 0
+    onnx.checker.check_model(proto)
+    after = _float_outputs(proto, images[:4])
+    assert np.allclose(before, after, rtol=1e-4, atol=1e-5)
+    # a second pass finds nothing left to do
+    assert rw.private_relu_inputs(proto) == 0 and rw.pad_depthwise_channels(proto) == 0
+    assert rw.factorized_reductions_as_single_convs(proto) == 0
+
+
+def test_two_relus_of_one_tensor_become_one_with_a_private_input():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r1"]), helper.make_node("Relu", ["x"], ["r2"]),
+         helper.make_node("Add", ["r1", "r2"], ["s"]), helper.make_node("Add", ["s", "x"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.random.default_rng(1).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    before = _float_outputs(proto, x)
+    assert rw.private_relu_inputs(proto) == 1
+    relus = [n for n in proto.graph.node if n.op_type == "Relu"]
+    assert len(relus) == 1 and rw.shared_input_relus(proto) == []
+    assert np.allclose(_float_outputs(proto, x), before)
+
+
+def test_spatial_mean_becomes_a_global_pool_with_the_same_result():
+    from onnx import TensorProto, helper
+
+    axes = onnx.numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
+         helper.make_node("ReduceMean", ["x", "axes"], ["flat"], keepdims=0)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 3, 1, 1]),
+         helper.make_tensor_value_info("flat", TensorProto.FLOAT, [2, 3])], [axes])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    before = _float_outputs(proto, x)
+    assert rw.spatial_means_to_global_pools(proto) == 1  # keepdims=0 is left alone
+    assert [n.op_type for n in proto.graph.node] == ["GlobalAveragePool", "ReduceMean"]
+    assert np.allclose(_float_outputs(proto, x), before, atol=1e-6)
+
+
+def _prepared(module: torch.nn.Module, size: int, tmp_path, name: str) -> onnx.ModelProto:
+    """``module`` exported (BatchNorm with non-trivial statistics) and optimised as the quantizer sees it."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    module.eval()
+    exported, prepared = tmp_path / f"{name}.onnx", tmp_path / f"{name}.prepared.onnx"
+    torch.onnx.export(module, torch.randn(2, 6, size, size), str(exported), dynamo=False, input_names=["x"])
+    quant_pre_process(str(exported), str(prepared), skip_symbolic_shape=True)
+    return onnx.load(str(prepared))
+
+
+def _factorized_reduce() -> torch.nn.Module:
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(6, 6, 3, padding=1), FactorizedReduce(6, 8))
+    bn = module[1].bn
+    bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+    bn.bias.data.uniform_(-1, 1)
+    return module
+
+
+@pytest.mark.parametrize("size", [8, 9])
+def test_factorized_reduction_becomes_one_convolution_with_the_same_result(size, tmp_path):
+    proto = _prepared(_factorized_reduce(), size, tmp_path, f"fr{size}")
+    x = np.random.default_rng(size).standard_normal((2, 6, size, size)).astype(np.float32)
+    before = _float_outputs(proto, x)
+    assert rw.factorized_reductions_as_single_convs(proto) == 1
+    ops = [n.op_type for n in proto.graph.node]
+    assert not {"Slice", "Pad", "Concat", "BatchNormalization"} & set(ops), ops
+    assert ops.count("Conv") == 2
+    onnx.checker.check_model(proto)
+    after = _float_outputs(proto, x)
+    assert after.shape == before.shape == (2, 8, (size + 1) // 2, (size + 1) // 2)
+    assert np.allclose(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_a_shift_other_than_one_pixel_is_not_taken_for_a_factorized_reduction(tmp_path):
+    class ShiftedTwo(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(6, 4, 1, stride=2, bias=False), torch.nn.Conv2d(6, 4, 1, stride=2, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(x)
+            shifted = torch.nn.functional.pad(x[:, :, 2:, 2:], (0, 1, 0, 1))  # same pad, two-pixel shift
+            return torch.cat([self.a(x), self.b(shifted)], dim=1)
+
+    proto = _prepared(ShiftedTwo(), 8, tmp_path, "shift2")
+    assert rw.factorized_reductions_as_single_convs(proto) == 0
+    assert {"Slice", "Pad", "Concat"} <= {n.op_type for n in proto.graph.node}
