@@ -126,10 +126,11 @@ def train_classifier(model, pictures: np.ndarray, labels: np.ndarray, batch: int
 
 
 def train_briefly(model, pictures: np.ndarray, labels: np.ndarray, seconds: float, batch: int = 16,
-                  lr: float = 2e-3, seed: int = 0) -> dict:
-    """Train the whole network on ``pictures`` (digit ``labels``) with Adam for about ``seconds``; returns the steps
-    done and the last steps' mean loss.  A random deep network is a chaotic function of its input (a linear
-    classifier on its features reads digits at chance level); a minute of training gives it real features."""
+                  lr: float = 2e-3, seed: int = 0, steps: int | None = None) -> dict:
+    """Train the whole network on ``pictures`` (digit ``labels``) with Adam for about ``seconds`` (or for
+    ``steps`` steps); returns the steps done and the last steps' mean loss.  A random deep network is a chaotic
+    function of its input (a linear classifier on its features reads digits at chance level); training gives it
+    real features."""
     import torch
 
     for m in model.modules():
@@ -139,8 +140,8 @@ def train_briefly(model, pictures: np.ndarray, labels: np.ndarray, seconds: floa
     rng = np.random.default_rng(seed)
 
     model.train()
-    losses, steps, start = [], 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    losses, done, start = [], 0, time.perf_counter()
+    while (done < steps) if steps else (time.perf_counter() - start < seconds):
         idx = rng.choice(len(pictures), size=batch, replace=False)
         out = model(torch.from_numpy(pictures[idx]))
         out = out[0] if isinstance(out, tuple) else out
@@ -149,9 +150,9 @@ def train_briefly(model, pictures: np.ndarray, labels: np.ndarray, seconds: floa
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-        steps += 1
+        done += 1
     model.eval()
-    return {"train_steps": steps, "train_seconds": round(time.perf_counter() - start, 1),
+    return {"train_steps": done, "train_seconds": round(time.perf_counter() - start, 1),
             "final_loss": float(np.mean(losses[-10:])) if losses else None}
 
 
@@ -208,7 +209,8 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
         training = json.loads(state["training"])
         training["loaded_from"] = str(saved)
     else:
-        training = train_briefly(model, train_pictures, train_labels, args.train_seconds) if args.train_seconds > 0 else {}
+        training = train_briefly(model, train_pictures, train_labels, args.train_seconds, steps=args.train_steps) \
+            if args.train_seconds > 0 or args.train_steps else {}
         bn_from_pictures(model, train_pictures[:128])
         training["classifier_train_accuracy"] = train_classifier(model, train_pictures, train_labels)
         if saved is not None:
@@ -290,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=1000, help="digits the network is trained on")
     p.add_argument("--train-seconds", type=float, default=60.0,
                    help="seconds of whole-network training on the digits before the classifier is fitted (0: none)")
+    p.add_argument("--train-steps", type=int, help="train for this many steps instead of --train-seconds")
     p.add_argument("--torch-threads", type=int, help="PyTorch threads for training and reference outputs (default: "
                    "PyTorch's; 1 on a busy machine, where two threads wait on each other)")
     p.add_argument("--trained", help="folder of trained copies: a model found there (<name>.pt) is loaded instead of "
