@@ -137,3 +137,61 @@ def test_a_shift_other_than_one_pixel_is_not_taken_for_a_factorized_reduction(tm
     proto = _prepared(ShiftedTwo(), 8, tmp_path, "shift2")
     assert rw.factorized_reductions_as_single_convs(proto) == 0
     assert {"Slice", "Pad", "Concat"} <= {n.op_type for n in proto.graph.node}
+
+
+def _pool_graph(kernel: int, stride: int, pad: int, size: int, count_include_pad: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(kernel * 10 + stride)
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal((6, 6, 1, 1)).astype(np.float32), "w"),
+             onnx.numpy_helper.from_array(np.zeros(6, np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("AveragePool", ["r"], ["y"], kernel_shape=[kernel, kernel], strides=[stride, stride],
+                              pads=[pad] * 4, count_include_pad=count_include_pad)]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("kernel,stride,size,include", [(3, 1, 8, 0), (3, 2, 8, 0), (3, 2, 9, 0), (3, 1, 7, 1)])
+def test_average_pool_becomes_a_depthwise_convolution_with_the_same_result(kernel, stride, size, include):
+    proto = _pool_graph(kernel, stride, 1, size, include)
+    x = np.random.default_rng(size).standard_normal((2, 6, size, size)).astype(np.float32)
+    before = _float_outputs(proto, x)
+    corrections = rw.average_pools_as_depthwise_convs(proto)
+    ops = [n.op_type for n in proto.graph.node]
+    assert "AveragePool" not in ops and ops.count("Conv") == 2
+    assert len(corrections) == (0 if include else 1) and ops.count("Mul") == len(corrections)
+    for name, scale in corrections.items():  # the border factors are whole multiples of the 8-bit step
+        factors = onnx.numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == name))
+        assert set(np.unique(factors)) <= {1.0, 1.5, 2.25} and np.array_equal(factors / scale, np.round(factors / scale))
+    onnx.checker.check_model(proto)
+    assert np.allclose(_float_outputs(proto, x), before, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pool_whose_border_factors_do_not_fit_eight_bits_stays_a_pool():
+    # 5x5 with 2 pixels of padding: factors 25/9 ... 25/16 have no common 8-bit step
+    assert rw.exact_uint8_scale(np.array([1.0, 1.5, 2.25])) == 0.25
+    assert rw.exact_uint8_scale(np.array([25 / 9, 25 / 16, 1.0])) is None
+    proto = _pool_graph(5, 1, 2, 8)
+    assert rw.average_pools_as_depthwise_convs(proto) == {}
+    assert "AveragePool" in [n.op_type for n in proto.graph.node]
+
+
+def test_int8_pool_runs_as_depthwise_convolution_with_exact_border_factors(tmp_path):
+    from cdarts_deploy.deploy import precision as pr
+
+    src, dst = tmp_path / "pool.onnx", tmp_path / "pool.int8.onnx"
+    onnx.save(_pool_graph(3, 1, 1, 8), str(src))
+    x = np.abs(np.random.default_rng(3).standard_normal((16, 6, 8, 8))).astype(np.float32)
+    settings = pr.quantize_int8(src, dst, x[:8], keep_ends_float=False)
+    assert settings["average_pools_as_depthwise_convs"] == 1
+    proto = onnx.load(str(dst))
+    ops = [n.op_type for n in proto.graph.node]
+    assert "AveragePool" not in ops and "QLinearMul" in ops
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    factor = next(k for k in inits if k.endswith("_count_correction_quantized"))
+    scale = inits[factor.replace("_quantized", "_scale")]
+    assert np.array_equal(np.unique(inits[factor] * scale), np.array([1.0, 1.5, 2.25], np.float32))
+    # on the calibration images themselves only rounding is left: a few 8-bit steps at most
+    out = _float_outputs(proto, x[:8])
+    ref = _float_outputs(_pool_graph(3, 1, 1, 8), x[:8])
+    assert np.abs(out - ref).max() < 0.03 * np.abs(ref).max()

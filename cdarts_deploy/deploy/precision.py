@@ -44,6 +44,7 @@ import numpy as np
 
 from cdarts_deploy.atomic_files import atomic_path, publish
 from cdarts_deploy.deploy.int8_rewrites import (
+    average_pools_as_depthwise_convs,
     depthwise_convs,
     factorized_reductions_as_single_convs,
     pad_depthwise_channels,
@@ -66,9 +67,10 @@ INT8_TARGETS = ("onnxruntime", "tensorrt")
 #: cells: a node's output feeds several ReLU-Conv branches and identity edges; the tiny network's
 #: logits lost all agreement, cosine 0.23).  Such Relus get a private copy of their input first
 #: (:func:`~cdarts_deploy.deploy.int8_rewrites.private_relu_inputs`); any left (the rewrite off) stay float.
-#: AveragePool is not in the list, but ONNX Runtime fuses the DequantizeLinear -> AveragePool ->
-#: QuantizeLinear around it into its 8-bit QLinearAveragePool when it creates a session (a float pool with
-#: a float reader avoids that, but the layout transposes around the float island cost more).
+#: AveragePool is not in the list: pools become depthwise convolutions first
+#: (:func:`~cdarts_deploy.deploy.int8_rewrites.average_pools_as_depthwise_convs`); one left as a pool still runs
+#: in 8 bits, since ONNX Runtime fuses the DequantizeLinear -> AveragePool -> QuantizeLinear around it into its
+#: QLinearAveragePool when it creates a session.
 ORT_INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Sigmoid", "Relu", "GlobalAveragePool",
                      "MaxPool", "Pad")
 #: Ops kept in FP32 by ``to_fp16(mixed=True)``: long reductions and exponentials lose most in half precision.
@@ -251,23 +253,30 @@ def quantize_int8(
         out_tmp = Path(work) / "int8.onnx"
         if for_ort:
             graph = onnx.load(str(prepared))
+            corrections = average_pools_as_depthwise_convs(graph) if rewrite else {}  # first: reads shapes
+            averages = sum(n.name.endswith("__as_depthwise") for n in graph.graph.node)
             merged = factorized_reductions_as_single_convs(graph) if rewrite else 0
             copies = private_relu_inputs(graph) if rewrite else 0
             padded = pad_depthwise_channels(graph) if rewrite and not float_depthwise else 0
             pools = spatial_means_to_global_pools(graph) if rewrite else 0
-            if merged or copies or padded or pools:
+            if averages or merged or copies or padded or pools:
                 onnx.save(graph, str(prepared))
             excluded = [*(depthwise_convs(graph) if float_depthwise else []),
                         *(float_ends(graph) if keep_ends_float else []), *shared_input_relus(graph)]
             options: dict[str, Any] = dict(
                 quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 nodes_to_exclude=excluded, op_types_to_quantize=list(ORT_INT8_OP_TYPES),
+                # the pools' border factors at scales that hold them exactly
+                extra_options={"TensorQuantOverrides": {
+                    name: [{"scale": np.float32(scale), "zero_point": np.uint8(0)}]
+                    for name, scale in corrections.items()}},
             )
             settings = {"format": "QOperator", "activations": "uint8 asymmetric", "weights": "int8 symmetric",
                         "float_depthwise_convs": len(depthwise_convs(graph)) if float_depthwise else 0,
                         "float_stem_and_classifier": keep_ends_float, "relu_input_copies": copies,
                         "channel_padded_depthwise_convs": padded, "spatial_means_as_global_pools": pools,
-                        "factorized_reductions_as_single_convs": merged}
+                        "factorized_reductions_as_single_convs": merged,
+                        "average_pools_as_depthwise_convs": averages}
         else:
             options = dict(
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
