@@ -16,6 +16,8 @@ from torch import nn
 
 from cdarts_deploy.genotype import SEARCH_OPS
 
+from .depthwise_conv import DepthwiseConv2d
+
 __all__ = [
     "OPERATIONS",
     "ReLUConvBN",
@@ -56,9 +58,8 @@ class DilConv(nn.Sequential):
     ) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(
-                c_in, c_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False
-            ),
+            # an nn.Conv2d(groups=c_in, bias=False) whose backward on CPU is several times faster
+            DepthwiseConv2d(c_in, kernel_size, stride=stride, padding=padding, dilation=dilation),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
