@@ -31,8 +31,8 @@ recorded per row.
 
 Variants: ``ort`` (the default ONNX Runtime target), ``ort-per-tensor`` (per-tensor weights),
 ``ort-float-depthwise`` (depthwise convolutions kept float), ``ort-no-rewrite`` (the graph quantized
-as exported: Relus on shared inputs and depthwise convolutions float), ``tensorrt`` (the symmetric Q/DQ
-file).
+as exported: Relus on shared inputs and depthwise convolutions float), ``ort-pool-convs`` (average pools as
+depthwise convolutions), ``tensorrt`` (the symmetric Q/DQ file).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ VARIANTS = {
     "ort-per-tensor": dict(target="onnxruntime", per_channel=False),
     "ort-float-depthwise": dict(target="onnxruntime", float_depthwise=True),
     "ort-no-rewrite": dict(target="onnxruntime", rewrite=False, float_depthwise=True),
+    "ort-pool-convs": dict(target="onnxruntime", pools_as_convs=True),
     "tensorrt": dict(target="tensorrt"),
 }
 

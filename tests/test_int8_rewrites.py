@@ -182,7 +182,9 @@ def test_int8_pool_runs_as_depthwise_convolution_with_exact_border_factors(tmp_p
     src, dst = tmp_path / "pool.onnx", tmp_path / "pool.int8.onnx"
     onnx.save(_pool_graph(3, 1, 1, 8), str(src))
     x = np.abs(np.random.default_rng(3).standard_normal((16, 6, 8, 8))).astype(np.float32)
-    settings = pr.quantize_int8(src, dst, x[:8], keep_ends_float=False)
+    kept = tmp_path / "pool.kept.int8.onnx"
+    assert pr.quantize_int8(src, kept, x[:8], keep_ends_float=False)["average_pools_as_depthwise_convs"] == 0
+    settings = pr.quantize_int8(src, dst, x[:8], keep_ends_float=False, pools_as_convs=True)
     assert settings["average_pools_as_depthwise_convs"] == 1
     proto = onnx.load(str(dst))
     ops = [n.op_type for n in proto.graph.node]

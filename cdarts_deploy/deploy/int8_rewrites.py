@@ -8,7 +8,9 @@ quantizer and the 8-bit kernels behave:
   sole consumer (:func:`private_relu_inputs`);
 * the fast 8-bit depthwise kernel needs a channel multiple of 16 (:func:`pad_depthwise_channels`);
 * there is no 8-bit Slice or ReduceMean, and a BatchNormalization after a Concat is not folded
-  (:func:`factorized_reductions_as_single_convs`, :func:`spatial_means_to_global_pools`).
+  (:func:`factorized_reductions_as_single_convs`, :func:`spatial_means_to_global_pools`);
+* the 8-bit average pool is slow at large batches (:func:`average_pools_as_depthwise_convs`, used on request:
+  its replacement is slower at batch 1).
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ def pad_depthwise_channels(model: Any, align: int = DEPTHWISE_CHANNEL_ALIGN) -> 
 
     ends = _graph_ends(model)
     widened: dict[str, int] = {}  # tensor -> channels it has after padding
-    pads: dict[str, Any] = {}  # tensor -> widening copy of it (inserted before its first user)
+    copies: dict[str, Any] = {}  # tensor -> widening copy of it (inserted before its first user)
     insert_before: dict[int, Any] = {}  # id of a depthwise convolution -> the widening copy it reads
     replaced: dict[int, Any] = {}  # id of a private-copy Mul -> the widening copy taking its place
     all_nodes = list(model.graph.node)  # held, so that id() names each node for the whole rewrite
@@ -205,11 +207,11 @@ def pad_depthwise_channels(model: Any, align: int = DEPTHWISE_CHANNEL_ALIGN) -> 
             replaced[id(before)] = widening_copy(before.input[0], before.output[0], channels, extra)
             widened[source] = channels + extra
         else:
-            pads[source] = widening_copy(source, f"{source}__channel_padded", channels, extra)
-            insert_before[id(node)] = pads[source]
+            copies[source] = widening_copy(source, f"{source}__channel_padded", channels, extra)
+            insert_before[id(node)] = copies[source]
             widened[source] = channels + extra
-        if source in pads:
-            node.input[0] = pads[source].output[0]
+        if source in copies:
+            node.input[0] = copies[source].output[0]
         extend(node.input[1], extra, 0)
         if len(node.input) > 2:
             extend(node.input[2], extra, 0)

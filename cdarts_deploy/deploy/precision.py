@@ -11,17 +11,18 @@ and the TensorRT-target INT8 files are what TensorRT 10/11 builds strongly typed
     QLinearAdd, QLinearConcat, QGemm, ...) with unsigned 8-bit activations and signed 8-bit
     per-channel weights, the pairing ONNX Runtime's x86 kernels (VNNI) run fastest, quantized after
     ONNX Runtime's own graph optimisation (BatchNorm folded, so the scales describe the tensors that
-    are really computed).  Two rewrites of the float graph keep whole cells in 8 bits:
+    are really computed).  Rewrites of the float graph first keep whole cells in 8 bits
+    (:mod:`cdarts_deploy.deploy.int8_rewrites`, each leaving the float results unchanged):
 
     * a Relu whose input also feeds other ops (DARTS cells: a node's output feeds ReLU-Conv branches,
-      identity edges and the cell's concatenation) reads a private copy of that input (``Mul`` by 1,
-      :func:`private_relu_inputs`).  The quantizer folds a Relu into its input's range, which is only
-      right when the Relu is that tensor's sole consumer; with the copy it is, and the copy becomes one
-      cheap 8-bit requantization instead of a float island (dequantize, Relu, quantize, layout changes);
-    * depthwise convolutions get zero channels up to a multiple of 16 (:func:`pad_depthwise_channels`):
-      ONNX Runtime's fast symmetric 8-bit depthwise kernel needs that many channels, and the generic
-      one is slower than float (DARTS cells of 36, 72 channels).  The padded channels are zero filters
-      feeding zero weights of the following pointwise convolution, so the result is unchanged.
+      identity edges and the cell's concatenation) reads a private copy of that input; the quantizer
+      folds a Relu into its input's range, which is only right when the Relu is that tensor's sole
+      consumer, and the copy is one cheap 8-bit requantization instead of a float island;
+    * depthwise convolutions get zero channels up to a multiple of 16, which ONNX Runtime's fast
+      symmetric 8-bit depthwise kernel needs (DARTS cells of 36, 72 channels);
+    * factorized reductions become one 2x2 convolution (no 8-bit Slice, no BatchNorm folding after a
+      Concat), spatial means global pools; on request average pools become depthwise convolutions
+      (ONNX Runtime's 8-bit pool is slow at large batches, the replacement slower at batch 1).
 
     The stem convolution and the classifier stay float (agreement; a tiny share of the work).
   - ``tensorrt``: explicit Q/DQ pairs around convolutions and linear layers, symmetric signed INT8
@@ -67,10 +68,9 @@ INT8_TARGETS = ("onnxruntime", "tensorrt")
 #: cells: a node's output feeds several ReLU-Conv branches and identity edges; the tiny network's
 #: logits lost all agreement, cosine 0.23).  Such Relus get a private copy of their input first
 #: (:func:`~cdarts_deploy.deploy.int8_rewrites.private_relu_inputs`); any left (the rewrite off) stay float.
-#: AveragePool is not in the list: pools become depthwise convolutions first
-#: (:func:`~cdarts_deploy.deploy.int8_rewrites.average_pools_as_depthwise_convs`); one left as a pool still runs
-#: in 8 bits, since ONNX Runtime fuses the DequantizeLinear -> AveragePool -> QuantizeLinear around it into its
-#: QLinearAveragePool when it creates a session.
+#: AveragePool is not in the list, but a pool still runs in 8 bits: ONNX Runtime fuses the DequantizeLinear ->
+#: AveragePool -> QuantizeLinear around it into its QLinearAveragePool when it creates a session (a float pool
+#: with a float reader avoids that, but the layout transposes around the float island cost more).
 ORT_INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Sigmoid", "Relu", "GlobalAveragePool",
                      "MaxPool", "Pad")
 #: Ops kept in FP32 by ``to_fp16(mixed=True)``: long reductions and exponentials lose most in half precision.
@@ -214,12 +214,16 @@ def quantize_int8(
     float_depthwise: bool = False,
     keep_ends_float: bool = True,
     rewrite: bool = True,
+    pools_as_convs: bool = False,
 ) -> dict[str, Any]:
     """Write an INT8 copy of ``src`` to ``dst`` for ``target``, calibrated on ``calibration`` (NCHW float32).
 
     Returns the settings used (for the report).  ONNX Runtime target: ``float_depthwise`` keeps
     depthwise convolutions in float; ``rewrite`` applies :func:`private_relu_inputs` and
-    :func:`pad_depthwise_channels` first (off: shared-input Relus stay float); ``keep_ends_float`` keeps the stem convolution and the classifier
+    :func:`pad_depthwise_channels` first (off: shared-input Relus stay float); ``pools_as_convs`` also turns
+    average pools into depthwise convolutions (same run, 2 threads: pcdarts_cifar at batch 32 1.58x -> 1.74x
+    faster than fp32, but at batch 1 1.10x -> 0.94x and cdarts_imagenet 1.78x -> 1.02x, so it is off by
+    default); ``keep_ends_float`` keeps the stem convolution and the classifier
     in float (held-out top-1 agreement of a trained digits network: 98.8% -> 99.4%; both layers are a
     tiny share of the multiply-adds).  ``per_channel`` None picks the target's default
     (per-channel for ONNX Runtime, per-tensor for TensorRT).  The model is first prepared with ONNX
@@ -253,7 +257,8 @@ def quantize_int8(
         out_tmp = Path(work) / "int8.onnx"
         if for_ort:
             graph = onnx.load(str(prepared))
-            corrections = average_pools_as_depthwise_convs(graph) if rewrite else {}  # first: reads shapes
+            # first: it reads the shapes the other rewrites drop
+            corrections = average_pools_as_depthwise_convs(graph) if rewrite and pools_as_convs else {}
             averages = sum(n.name.endswith("__as_depthwise") for n in graph.graph.node)
             merged = factorized_reductions_as_single_convs(graph) if rewrite else 0
             copies = private_relu_inputs(graph) if rewrite else 0
