@@ -34,12 +34,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
-    genotype = tmp_path / "tiny.json"
-    genotype.write_text(json.dumps({
-        "format": "cdarts-genotype", "version": 1, "kind": "cell", "name": "tinynet",
-        "stages": json.loads(open(__import__("cdarts_deploy").__path__[0] + "/zoo/cdarts_cifar.json").read())["stages"],
-        "network": {"layout": "cifar", "width": 8, "cells": 5, "num_classes": 10, "input_size": 32},
-    }))
+    genotype = _tiny_genotype(tmp_path)
     out = tmp_path / "reports"
     code = profile_cmd.main([str(genotype), "--backend", "torch", "--batch", "1,2", "--iters", "4", "--warmup", "1",
                              "--threads", "1", "--gemm-sizes", "256", "--peers", "none", "--out", str(out), "--name", "rep"])

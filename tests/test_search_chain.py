@@ -14,7 +14,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image
 from timm.layers import make_divisible
 
 from backbones.complexity import count_macs
@@ -24,6 +23,7 @@ from search.chain_child import build_child
 from search.chain_cost import CostModel, budget_penalty
 from search.chain_space import TINY_BASE, ChainSupernet, MixedInvertedResidual
 from search.cli import main as search_main
+from training_samples import brightness_image_folder
 
 INPUT = 32
 
@@ -152,19 +152,8 @@ def test_fit_to_budget_lands_within_tolerance(tiny_cost):
         assert abs(tiny_cost.child_cost(choices) / budget - 1) <= 0.05
 
 
-def _image_folder(root, classes=3, per_class=8, size=40):
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        d = root / f"class{c}"
-        d.mkdir(parents=True)
-        for i in range(per_class):
-            # class-dependent brightness so the task is learnable
-            Image.fromarray((rng.random((size, size, 3)) * 80 + c * 80).astype(np.uint8)).save(d / f"{i}.png")
-    return root
-
-
 def test_search_end_to_end_with_budget(tmp_path, tiny_cost):
-    data = _image_folder(tmp_path / "data")
+    data = brightness_image_folder(tmp_path / "data")
     lo, hi = tiny_cost.range()
     budget = lo + 0.6 * (hi - lo)  # the tiny base at 32x32 costs between lo and hi multiply-adds
     out = tmp_path / "run"
@@ -202,7 +191,7 @@ def test_search_end_to_end_with_budget(tmp_path, tiny_cost):
 def test_resume_after_a_kill_reaches_the_same_architecture(tmp_path, monkeypatch):
     import search.trainer as trainer
 
-    data = _image_folder(tmp_path / "data", per_class=4)
+    data = brightness_image_folder(tmp_path / "data", per_class=4)
     common = ["--data-root", str(data), "--preset", "smoke32", "--batch-size", "3", "--warmup-epochs", "0",
               "--eval-steps", "1", "--epochs", "2"]
     full, part = tmp_path / "full", tmp_path / "part"
@@ -237,7 +226,7 @@ def test_bad_data_root_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_torchrun_two_process_search_on_cpu(tmp_path, capsys):
-    data = _image_folder(tmp_path / "data", per_class=8)
+    data = brightness_image_folder(tmp_path / "data", per_class=8)
     out = tmp_path / "ddp"
     argv = ["--data-root", str(data), "--out", str(out), "--preset", "smoke32", "--epochs", "2", "--batch-size", "4",
             "--warmup-epochs", "0", "--device", "cpu"]
@@ -268,7 +257,7 @@ def test_torchrun_two_process_search_on_cpu(tmp_path, capsys):
 
 
 def test_resume_with_changed_options_is_refused(tmp_path, capsys):
-    data = _image_folder(tmp_path / "data", per_class=4)
+    data = brightness_image_folder(tmp_path / "data", per_class=4)
     out = tmp_path / "run"
     argv = ["--data-root", str(data), "--out", str(out), "--preset", "smoke32", "--batch-size", "3", "--epochs", "1"]
     assert main(argv) == 0

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import random
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cdarts_deploy import latency_table as lt
 from cdarts_deploy.commands.latency_table import main as table_main
@@ -17,6 +15,7 @@ from search.chain_child import derive_genotype
 from search.chain_cost import CostModel, budget_penalty
 from search.chain_space import TINY_BASE, ChainSupernet
 from search.cli import main as search_main
+from training_samples import brightness_image_folder
 from fake_latency import FakeTimer
 
 INPUT = 32
@@ -106,16 +105,6 @@ def test_cost_model_refuses_a_table_of_other_shapes(supernet, fake_table, tmp_pa
 
 # -- the budgeted search ------------------------------------------------------------------------------------
 
-def _image_folder(root, classes=3, per_class=6, size=36):
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        d = root / f"class{c}"
-        d.mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray((rng.random((size, size, 3)) * 80 + c * 80).astype(np.uint8)).save(d / f"{i}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     """(table path, data folder): a tiny table measured on ONNX Runtime by the command, and a 3-class dataset."""
@@ -129,7 +118,7 @@ def measured(tmp_path_factory):
                            "--validate", "4", "--no-progress", "--out", str(path)]) == 0
     finally:
         torch.set_num_threads(torch_threads)
-    return path, _image_folder(root / "data")
+    return path, brightness_image_folder(root / "data", per_class=6, size=36)
 
 
 def _search(out, table, data, budget, *extra):

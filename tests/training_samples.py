@@ -27,3 +27,14 @@ def make_image_folder(root: Path, train_per_class: int = 8, val_per_class: int =
                 arr[..., c] += 150
                 Image.fromarray(arr).save(folder / f"{i}.png")
     return root
+
+
+def brightness_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: int = 40) -> Path:
+    """``root/class<k>/``: noise whose brightness depends on the class, so a search has something to learn."""
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray((rng.random((size, size, 3)) * 80 + c * 80).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
