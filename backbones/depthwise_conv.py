@@ -36,7 +36,8 @@ from timm.layers import register_notrace_module
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["DepthwiseConv2d", "depthwise_conv2d", "depthwise_conv2d_backward"]
+__all__ = ["DepthwiseConv2d", "depthwise_conv2d", "depthwise_conv2d_backward", "takes_faster_backward",
+           "use_faster_depthwise_backward"]
 
 Tensor = torch.Tensor
 
@@ -83,7 +84,11 @@ def _undilated_weight_grad(
     parts = []
     for start in range(0, k_w, 3):
         width = min(3, k_w - start)
-        crop = F.pad(x, (p_w - start, start + span + width - p_w - x.shape[-1]) + rows)
+        first, last = start - p_w, start + span + width - 1 - p_w  # the input columns this slice reads
+        if last < 0 or first >= x.shape[-1]:  # only padding (a wide kernel on a tiny input): zero gradient
+            parts.append(weight.new_zeros(weight.shape[:-1] + (width,)))
+            continue
+        crop = F.pad(x, (-first, last + 1 - x.shape[-1]) + rows)
         parts.append(_aten_backward(crop, weight[..., start:start + width].contiguous(), grad_out, stride,
                                     (0 if tall else p_h, 0), [False, True])[1])
     return torch.cat(parts, dim=-1)
@@ -210,6 +215,12 @@ def depthwise_conv2d(
     return F.conv2d(x, weight, None, stride, padding, dilation, weight.shape[0])
 
 
+def takes_faster_backward(kernel_size: int, stride: int, dilation: int) -> bool:
+    """Whether the rewritten backward beats torch's own: all but an undilated kernel of at most 3x3 at a
+    stride > 1, the one case oneDNN's fast kernel already takes."""
+    return not (kernel_size <= 3 and dilation == 1 and stride > 1)
+
+
 @register_notrace_module  # a leaf of timm's fx tracer, like the nn.Conv2d it replaces
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(C, C, k, groups=C, bias=False)`` with the faster CPU backward while training."""
@@ -217,12 +228,37 @@ class DepthwiseConv2d(nn.Conv2d):
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> None:
         super().__init__(channels, channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=channels, bias=False)
-        # An undilated kernel of at most 3x3 at a stride > 1 is the one case the rewrite leaves to torch's own
-        # backward (oneDNN's fast kernel already takes it): no custom node for it.
-        self.rewrite_backward = not (kernel_size <= 3 and dilation == 1 and stride > 1)
+        self.rewrite_backward = takes_faster_backward(kernel_size, stride, dilation)
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.jit.is_scripting():  # TorchScript skips this block and compiles the plain conv below
             if self.training and self.rewrite_backward:
                 return depthwise_conv2d(x, self.weight, self.stride, self.padding, self.dilation)
         return self._conv_forward(x, self.weight, self.bias)
+
+
+def use_faster_depthwise_backward(module: nn.Module) -> int:
+    """Turn every plain bias-free depthwise ``nn.Conv2d`` under ``module`` (e.g. in a timm model) into a
+    :class:`DepthwiseConv2d` holding the same weight Parameter; names, state_dict and results are unchanged.
+    Returns how many were turned."""
+    turned = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if not _plain_depthwise(child):
+                continue
+            fast = DepthwiseConv2d(child.in_channels, child.kernel_size[0], stride=child.stride[0],
+                                   padding=child.padding[0], dilation=child.dilation[0])
+            fast.weight = child.weight  # the same Parameter: optimizers and weight pools keep referring to it
+            fast.train(child.training)
+            setattr(parent, name, fast)
+            turned += 1
+    return turned
+
+
+def _plain_depthwise(m: nn.Module) -> bool:
+    """An ``nn.Conv2d`` itself (not a subclass such as timm's same-padding conv), depthwise, bias-free, zero
+    padded, with one kernel size, stride, padding and dilation for both axes."""
+    if type(m) is not nn.Conv2d or m.bias is not None or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return False
+    square = all(len(set(v)) == 1 for v in (m.kernel_size, m.stride, m.padding, m.dilation))
+    return square and m.groups == m.in_channels == m.out_channels

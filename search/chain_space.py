@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from backbones.chain_net import create_chain_model
+from backbones.depthwise_conv import use_faster_depthwise_backward
 from cdarts_deploy import latency_table as lt
 from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype
 
@@ -111,6 +112,7 @@ class ChainEvalPool(WeightPool):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 100003 + build_id)
             net = create_chain_model(genotype, num_classes=num_classes)
+            use_faster_depthwise_backward(net)  # trained here on CPU: the faster depthwise backward
             heads = nn.ModuleList(EmbeddingHead(c, num_classes, **self.head_sizes)
                                   for c in self.supernet.tap_channels)
         branch = ChainBranch(net, heads, self.supernet.taps, choices).to(device)

@@ -35,6 +35,7 @@ from timm.layers import make_divisible
 from torch import nn
 
 from backbones.chain_net import create_chain_model
+from backbones.depthwise_conv import depthwise_conv2d, takes_faster_backward
 from cdarts_deploy.genotype import (
     CHAIN_CHOICES,
     CHAIN_DEFAULTS,
@@ -121,7 +122,10 @@ class MixedInvertedResidual(nn.Module):
         k, e = CHAIN_CHOICES[choice]
         w = self.candidate_weights(choice)
         mid = self.mids[e]
-        x = F.conv2d(expanded, w["conv_dw.weight"], stride=self.stride, padding=k // 2, groups=mid)
+        if self.training and takes_faster_backward(k, self.stride, 1):
+            x = depthwise_conv2d(expanded, w["conv_dw.weight"], (self.stride,) * 2, (k // 2,) * 2, (1, 1))
+        else:
+            x = F.conv2d(expanded, w["conv_dw.weight"], stride=self.stride, padding=k // 2, groups=mid)
         x = self.act(self.bn2[self.key(choice)](x))
         if self.se_ratio:
             s = x.mean((2, 3), keepdim=True)

@@ -64,6 +64,9 @@ SHAPES = [
     (8, 12, 12, 3, 3, 3, 3),   # stride = dilation = 3
     (8, 12, 12, 3, 3, 1, 2),   # stride 3, dilation 2: torch's own backward
     (4, 6, 6, 1, 1, 0, 1),     # 1x1
+    (8, 2, 2, 7, 1, 3, 1),     # 7x7 on 2x2 (the chain space's last stage at small inputs): a slice reads padding only
+    (8, 1, 1, 7, 1, 3, 1),     # 7x7 on 1x1
+    (8, 3, 3, 7, 2, 3, 1),     # 7x7 at stride 2 on 3x3
 ]
 
 
@@ -180,3 +183,82 @@ def test_gradcheck_in_double():
         w = torch.randn(3, 1, k, k, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda a, b: _DepthwiseConv2dFunction.apply(a, b, (s, s), (p, p), (d, d)),
                                         (x, w))
+
+
+def test_timm_chain_model_takes_the_faster_backward_with_unchanged_weights_and_results():
+    """Every depthwise conv of a timm-built chain network is turned, sharing its Parameter; same outputs and
+    gradients as the untouched network; other convolutions are left alone."""
+    from backbones.chain_net import create_chain_model
+    from backbones.depthwise_conv import use_faster_depthwise_backward
+    from cdarts_deploy.genotype import ChainGenotype
+    from search.chain_space import TINY_BASE
+
+    torch.manual_seed(0)
+    genotype = ChainGenotype.from_arch_strings(TINY_BASE, name="tiny")
+    plain = create_chain_model(genotype, num_classes=4).train()
+    fast = create_chain_model(genotype, num_classes=4).train()
+    fast.load_state_dict(plain.state_dict())
+    weights = {n: p for n, p in fast.named_parameters()}
+    depthwise = [n for n, m in plain.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1
+                 and m.groups == m.in_channels == m.out_channels]
+    assert use_faster_depthwise_backward(fast) == len(depthwise) > 0
+    assert all(isinstance(fast.get_submodule(n), DepthwiseConv2d) for n in depthwise)
+    assert all(p is weights[n] for n, p in fast.named_parameters())  # the same Parameters, same names
+    others = [m for n, m in fast.named_modules() if type(m) is nn.Conv2d]
+    assert others and not any(isinstance(m, DepthwiseConv2d) for m in others)
+    x = torch.randn(2, 3, 32, 32)
+    outputs = []
+    for net in (plain, fast):
+        xi = x.clone().requires_grad_()
+        y = net(xi)
+        y.square().sum().backward()
+        outputs.append((y, xi.grad, {n: p.grad for n, p in net.named_parameters()}))
+    (y0, gx0, g0), (y1, gx1, g1) = outputs
+    assert torch.allclose(y0, y1, atol=1e-5) and torch.allclose(gx0, gx1, rtol=1e-4, atol=1e-5)
+    for n in g0:
+        assert torch.allclose(g0[n], g1[n], rtol=1e-3, atol=1e-5), n
+
+
+def test_only_plain_depthwise_convs_are_turned():
+    from timm.layers import create_conv2d
+
+    from backbones.depthwise_conv import use_faster_depthwise_backward
+
+    keep = nn.Sequential(
+        nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=True),      # has a bias
+        nn.Conv2d(4, 8, 3, padding=1, groups=4, bias=False),     # grouped, not depthwise
+        nn.Conv2d(4, 4, (3, 5), padding=(1, 2), groups=4, bias=False),  # not square
+        create_conv2d(4, 4, 3, stride=2, padding="same", depthwise=True),  # timm's dynamic same padding
+    )
+    assert use_faster_depthwise_backward(keep) == 0
+    assert not any(isinstance(m, DepthwiseConv2d) for m in keep.modules())
+    turn = nn.Sequential(nn.Conv2d(4, 4, 5, padding=2, groups=4, bias=False))
+    assert use_faster_depthwise_backward(turn) == 1 and isinstance(turn[0], DepthwiseConv2d)
+
+
+def test_chain_supernet_gradients_equal_those_of_plain_conv2d(monkeypatch):
+    """The mixed block's sliced depthwise kernels take the faster backward; every gradient is unchanged."""
+    import search.chain_supernet as cs
+
+    torch.manual_seed(0)
+    block = cs.MixedInvertedResidual(8, 8, 1, 0.25).train()
+    x = torch.randn(2, 8, 10, 10).to(memory_format=torch.channels_last)
+    weights = torch.softmax(torch.randn(6), 0)
+    calls = []
+    monkeypatch.setattr(cs, "depthwise_conv2d", lambda *a: calls.append(a[1].shape) or depthwise_conv2d(*a))
+
+    def grads():
+        block.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_()
+        y = block(xi, weights)
+        y.square().sum().backward()
+        return y, xi.grad, {n: p.grad.clone() for n, p in block.named_parameters()}
+
+    fast = grads()
+    assert sorted(shape[-1] for shape in calls) == [3, 3, 5, 5, 7, 7]  # every candidate took it
+    monkeypatch.setattr(cs, "takes_faster_backward", lambda *a: False)
+    plain = grads()
+    assert len(calls) == 6  # and the reference did not
+    assert torch.equal(fast[0], plain[0]) and torch.allclose(fast[1], plain[1], rtol=1e-4, atol=1e-5)
+    for n in plain[2]:
+        assert torch.allclose(fast[2][n], plain[2][n], rtol=1e-3, atol=1e-5), n
