@@ -6,10 +6,16 @@ to the original image).  The candidate is the ONNX graph in ONNX Runtime behind 
 pixels, scores and labels.  Every reference detection must meet one candidate detection of the same label
 with IoU > ``iou_min`` and a score within ``score_atol``, and every candidate detection must be met.
 
-Near-ties are the one allowance: an unmatched detection whose score is within ``score_atol`` of where the
-other side stopped (its ``max_per_img``-th score, or the score threshold), or of an unmatched detection of
-the same class that overlaps it by more than the NMS threshold (the two sides kept the other one of a tied
-pair), is counted as ``tied`` rather than failed, at most ``max_tied`` of them per image.
+Near-ties are the one allowance: an unmatched detection is counted as ``tied`` rather than failed, at most
+``max_tied`` of them per image, when the two sides could part on it by rounding alone:
+
+* its score is within ``score_atol`` of where the other side stopped (its ``max_per_img``-th score, or the
+  score threshold), or of an unmatched detection of the same class that overlaps it by more than the NMS
+  threshold (the two sides kept the other one of a tied pair);
+* it overlaps a higher-scored detection of its own side and class by an IoU within ``nms_iou_atol`` of the
+  NMS threshold (the other side's NMS suppressed it: barely-regressed anchors overlap by exactly 1/2, 1/3 ...);
+* it overlaps by more than the NMS threshold a higher-scored unmatched detection of the other side and class
+  (that detection, kept only there, suppressed it there).
 """
 
 from __future__ import annotations
@@ -28,12 +34,16 @@ class ParityRule:
     iou_min: float = 0.99
     score_atol: float = 1e-4
     max_tied: int = 2
+    nms_iou_atol: float = 0.01
 
     def as_dict(self) -> dict:
         return {"iou_min": self.iou_min, "score_atol": self.score_atol, "max_tied_per_image": self.max_tied,
+                "nms_iou_atol": self.nms_iou_atol,
                 "rule": "each detection of either side meets one of the other with the same label, IoU > iou_min "
                         "and |score difference| <= score_atol; unmatched near-ties (score within score_atol of the "
-                        "other side's cut-off or of an overlapping unmatched detection) allowed up to the limit"}
+                        "other side's cut-off or of an overlapping unmatched detection; IoU with a higher-scored "
+                        "detection of its side within nms_iou_atol of the NMS threshold; suppressed by a detection "
+                        "only the other side kept) allowed up to the limit"}
 
 
 def reference_detections(model: Any, cfg: Any, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -99,16 +109,21 @@ def _cut(side: dict, post: dict) -> float:
 
 def _tied(idx: np.ndarray, mine: dict, other_unmatched: np.ndarray, other: dict, other_cut: float, iou: np.ndarray,
           post: dict, rule: ParityRule) -> np.ndarray:
-    """Which unmatched detections of one side are near-ties (see the module docstring)."""
+    """Which unmatched detections of one side are near-ties (see the module docstring); ``iou`` holds their
+    IoU with every detection of the other side."""
     tied = np.zeros(len(idx), bool)
+    thr = post["iou_thr"]
+    own_iou = box_iou(mine["boxes"][idx], mine["boxes"]) if len(idx) else np.zeros((0, 0))
     for n, i in enumerate(idx):
-        s = mine["scores"][i]
+        s, label = mine["scores"][i], mine["labels"][i]
         if s <= other_cut + rule.score_atol:
             tied[n] = True
             continue
-        partners = [j for j in other_unmatched if other["labels"][j] == mine["labels"][i]
-                    and iou[n, j] > post["iou_thr"] and abs(other["scores"][j] - s) <= rule.score_atol]
-        tied[n] = bool(partners)
+        stronger_own = (mine["labels"] == label) & (mine["scores"] > s)
+        at_nms_threshold = bool((stronger_own & (np.abs(own_iou[n] - thr) <= rule.nms_iou_atol)).any())
+        partners = [j for j in other_unmatched if other["labels"][j] == label and iou[n, j] > thr
+                    and (abs(other["scores"][j] - s) <= rule.score_atol or other["scores"][j] > s)]
+        tied[n] = at_nms_threshold or bool(partners)
     return tied
 
 

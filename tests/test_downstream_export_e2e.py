@@ -277,6 +277,22 @@ def test_detection_matching_rule():
     tie = _dets(np.r_[ref["boxes"][:2], [[70, 70, 80, 80]]], [0.9, 0.5, 0.20005], [1, 2, 0])
     entry, failures = compare([ref], [tie], post)
     assert not failures and entry["images"][0]["tied"] == 2
+    # NMS at its threshold: two boxes of one class overlapping by IoU 1/2 (width 30, shifted by 10) -- one side
+    # kept the weaker one, the other suppressed it by rounding; an overlap well below the threshold is no excuse
+    pair = _dets([[0, 0, 30, 10], [10, 0, 40, 10], [60, 60, 70, 70]], [0.9, 0.6, 0.3], [4, 4, 2])
+    suppressed = _dets(pair["boxes"][[0, 2]], pair["scores"][[0, 2]], pair["labels"][[0, 2]])
+    entry, failures = compare([pair], [suppressed], post)
+    assert not failures and entry["images"][0]["tied"] == 1
+    apart = _dets([[0, 0, 30, 10], [15, 0, 45, 10], [60, 60, 70, 70]], [0.9, 0.6, 0.3], [4, 4, 2])  # IoU 1/3
+    entry, failures = compare([apart], [_dets(apart["boxes"][[0, 2]], apart["scores"][[0, 2]], [4, 2])], post)
+    assert failures and "label 4, score 0.6000" in failures[0]
+    # ... and what a detection kept only on one side suppressed there may be missing there too
+    # (the middle box overlaps the first by 1/2 and the last by 5/7, the first and the last overlap by 1/3)
+    cascade = _dets([[0, 0, 30, 10], [10, 0, 40, 10], [15, 0, 45, 10]], [0.9, 0.6, 0.5], [4, 4, 4])
+    kept_middle = _dets(cascade["boxes"][[0, 1]], cascade["scores"][[0, 1]], [4, 4])
+    kept_last = _dets(cascade["boxes"][[0, 2]], cascade["scores"][[0, 2]], [4, 4])
+    entry, failures = compare([kept_middle], [kept_last], post)
+    assert not failures and entry["images"][0]["tied"] == 2
     # a missing confident detection, a moved box, another label, another score: refused
     for bad in (_dets(ref["boxes"][1:], ref["scores"][1:], ref["labels"][1:]),
                 _dets(ref["boxes"] + [[1, 0, 1, 0]], ref["scores"], ref["labels"]),

@@ -151,7 +151,8 @@ def test_budgeted_search_meets_the_budget_and_a_tighter_budget_is_faster(tmp_pat
         measured = report["measured_ms"]
         assert math.isfinite(measured) and measured > 0
         assert report["runtime"] == doc["runtime"] and report["budget_ms"] == pytest.approx(budget, rel=1e-5)
-        assert report["relative_error"] == pytest.approx((report["predicted_ms"] - measured) / measured, abs=1e-4)
+        # (the report rounds times to 1e-5 ms: at 0.1 ms that moves the ratio by up to ~1e-4)
+        assert report["relative_error"] == pytest.approx((report["predicted_ms"] - measured) / measured, abs=1e-3)
         allowance = budget * (1 + (report["table_max_rel_error"] or 0))
         assert report["within_budget"] == (measured <= allowance)
         rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()]
