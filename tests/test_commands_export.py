@@ -280,3 +280,18 @@ def test_export_trt_without_gpu_is_one_line_exit_2(tmp_path, capsys):
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and reason in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("speedup, says_slower", [(0.88, True), (1.25, False)])
+def test_summary_says_when_int8_is_slower_than_fp32(capsys, tmp_path, speedup, says_slower):
+    from cdarts_deploy.commands.export import _print_summary
+
+    report = {"parity": [{"batch": 1, "max_abs": 1e-5}], "onnx_bytes": 1e6, "params": 10, "macs": 1e6,
+              "macs_inclusive": 1e6, "input_shape": [1, 3, 8, 8],
+              "int8": {"target": "onnxruntime", "held_out": {"top1_agreement": 1.0, "images": 8, "wilson95": [0.7, 1.0],
+                                                             "logit_cosine": 0.999},
+                       "speed_onnxruntime_cpu": {"int8_speedup": speedup, "batch": 1, "fp32_median_ms": 8.5,
+                                                 "int8_median_ms": 8.5 / speedup}}}
+    _print_summary(report, [], tmp_path / "m.onnx", tmp_path / "m.json")
+    line = next(l for l in capsys.readouterr().out.splitlines() if "int8 speed-up" in l)
+    assert f"{speedup:.2f}x" in line and ("slower than fp32" in line) == says_slower

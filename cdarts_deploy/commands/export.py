@@ -239,8 +239,10 @@ def _print_summary(report: dict, written: list[Path], onnx_path: Path, report_pa
               f"images (95% CI {low:.1%}-{high:.1%}), logit cosine {held['logit_cosine']:.4f}")
         speed = int8.get("speed_onnxruntime_cpu")
         if speed:
+            slower = ("; slower than fp32: on this CPU at this batch the fp32 file is the faster one"
+                      if speed["int8_speedup"] < 1 else "")
             print(f"  int8 speed-up   {speed['int8_speedup']:.2f}x (fp32 time / int8 time) at batch {speed['batch']} "
-                  f"(ORT CPU, {speed['fp32_median_ms']:.2f} -> {speed['int8_median_ms']:.2f} ms)")
+                  f"(ORT CPU, {speed['fp32_median_ms']:.2f} -> {speed['int8_median_ms']:.2f} ms){slower}")
     evaluation = report.get("eval")
     if evaluation:
         print(f"  evaluation      {evaluation['images']} images in {len(evaluation['classes'])} classes "
