@@ -197,3 +197,46 @@ def test_int8_pool_runs_as_depthwise_convolution_with_exact_border_factors(tmp_p
     out = _float_outputs(proto, x[:8])
     ref = _float_outputs(_pool_graph(3, 1, 1, 8), x[:8])
     assert np.abs(out - ref).max() < 0.03 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("faster", ["average_pools", "depthwise_convs"])
+def test_the_pool_form_that_times_faster_is_kept(tmp_path, faster):
+    """Both INT8 files are made and timed; the one the timer finds faster is the one written."""
+    from cdarts_deploy.deploy import precision as pr
+
+    src, dst = tmp_path / "pool.onnx", tmp_path / "pool.int8.onnx"
+    onnx.save(_pool_graph(3, 1, 1, 8), str(src))
+    x = np.abs(np.random.default_rng(3).standard_normal((8, 6, 8, 8))).astype(np.float32)
+    timed = []
+
+    def timer(paths, batch):
+        ops = {form: [n.op_type for n in onnx.load(str(p)).graph.node] for form, p in paths.items()}
+        assert "AveragePool" in ops["average_pools"] and "AveragePool" not in ops["depthwise_convs"]
+        timed.append(len(batch))
+        return {form: (1.0 if form == faster else 2.0) for form in paths}
+
+    settings = pr.quantize_int8_fastest_pools(src, dst, x, x[:4], timer=timer, keep_ends_float=False)
+    assert timed == [4] and settings["pool_form"] == {"chosen": faster, "batch": 4, "average_pools_ms": 1.0 if
+                                                      faster == "average_pools" else 2.0,
+                                                      "depthwise_convs_ms": 1.0 if faster == "depthwise_convs" else 2.0}
+    ops = [n.op_type for n in onnx.load(str(dst)).graph.node]
+    assert ("AveragePool" in ops) == (faster == "average_pools")
+    assert settings["average_pools_as_depthwise_convs"] == (1 if faster == "depthwise_convs" else 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.int8.onnx", "pool.onnx"]  # nothing else left
+
+
+def test_a_graph_without_pools_is_quantized_once_and_never_timed(tmp_path):
+    from cdarts_deploy.deploy import precision as pr
+
+    proto = _pool_graph(3, 1, 1, 8)
+    del proto.graph.node[2]
+    proto.graph.output[0].name = "r"
+    src, dst = tmp_path / "conv.onnx", tmp_path / "conv.int8.onnx"
+    onnx.save(proto, str(src))
+    x = np.abs(np.random.default_rng(3).standard_normal((8, 6, 8, 8))).astype(np.float32)
+
+    def timer(paths, batch):
+        raise AssertionError("nothing to choose between")
+
+    settings = pr.quantize_int8_fastest_pools(src, dst, x, x[:1], timer=timer, keep_ends_float=False)
+    assert "pool_form" not in settings and dst.exists()
