@@ -223,9 +223,9 @@ def quantize_int8(
     :func:`pad_depthwise_channels` first (off: shared-input Relus stay float); ``pools_as_convs`` also turns
     average pools into depthwise convolutions (same run, 2 threads: pcdarts_cifar at batch 32 1.58x -> 1.74x
     faster than fp32, but at batch 1 1.10x -> 0.94x and cdarts_imagenet 1.78x -> 1.02x, so it is off by
-    default; :func:`quantize_int8_fastest_pools` times both forms and keeps the faster); ``keep_ends_float`` keeps the stem convolution and the classifier
-    in float (held-out top-1 agreement of a trained digits network: 98.8% -> 99.4%; both layers are a
-    tiny share of the multiply-adds).  ``per_channel`` None picks the target's default
+    default; :func:`quantize_int8_fastest_pools` times both forms and keeps the faster);
+    ``keep_ends_float`` keeps the stem convolution and the classifier in float (held-out top-1 agreement of a
+    trained digits network: 98.8% -> 99.4%; both layers are a tiny share of the multiply-adds).  ``per_channel`` None picks the target's default
     (per-channel for ONNX Runtime, per-tensor for TensorRT).  The model is first prepared with ONNX
     Runtime's pre-processing (shape inference; for the ONNX Runtime target also its graph
     optimisation, which folds BatchNorm into the convolutions) so that the scales apply to the
@@ -336,7 +336,8 @@ def agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> dic
             "wilson95": [round(low, 4), round(high, 4)], "logit_cosine": cosine}
 
 
-def interleaved_medians(sessions: dict[str, Any], batch: np.ndarray, iters: int = 3, rounds: int = 3) -> dict[str, float]:
+def interleaved_medians(sessions: dict[str, Any], batch: np.ndarray, iters: int = 3,
+                        rounds: int = 3) -> dict[str, float]:
     """Median ONNX Runtime latency (ms) of each session on ``batch``, timed in alternating rounds.
 
     Alternating rounds share out the load of other processes on a busy machine between the files.
