@@ -167,6 +167,11 @@ def digit_labels(count: int, offset: int) -> np.ndarray:
     return load_digits().target[offset:offset + count]
 
 
+def batch_of(images: np.ndarray, size: int) -> np.ndarray:
+    """The first ``size`` images, repeated from the start when there are fewer."""
+    return images[:size] if size <= len(images) else np.resize(images, (size, *images.shape[1:]))
+
+
 def side_by_side(sessions: dict, x: np.ndarray, iters: int, rounds: int) -> dict[str, dict[str, float]]:
     """Median wall and process-CPU milliseconds per run of each session, timed in alternating rounds after one
     warm-up run each."""
@@ -238,8 +243,7 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
         start = time.perf_counter()
         options = dict(VARIANTS[variant])
         if options.pop("fastest_pools", False):
-            b = max(batches)
-            x = held_out[:b] if b <= len(held_out) else np.resize(held_out, (b, *held_out.shape[1:]))
+            x = batch_of(held_out, max(batches))
             settings = pr.quantize_int8_fastest_pools(fp32_path, path, calibration, x, args.threads, **options)
         else:
             settings = pr.quantize_int8(fp32_path, path, calibration, **options)
@@ -256,7 +260,7 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
                "fp32_digit_accuracy": float((reference.argmax(1) == held_labels).mean()),
                "int8_digit_accuracy": float((int8_logits.argmax(1) == held_labels).mean()), **held}
         for b in batches:
-            x = held_out[:b] if b <= len(held_out) else np.resize(held_out, (b, *held_out.shape[1:]))
+            x = batch_of(held_out, b)
             med = side_by_side({"fp32": fp32, "int8": int8}, x, args.iters if b > 1 else args.iters * 3, args.rounds)
             row[f"b{b}"] = {"fp32_ms": med["fp32"]["wall"], "int8_ms": med["int8"]["wall"],
                             "speedup": med["fp32"]["wall"] / med["int8"]["wall"],

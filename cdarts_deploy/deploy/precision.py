@@ -381,9 +381,9 @@ def quantize_int8_fastest_pools(
     """:func:`quantize_int8` for ONNX Runtime, with the average pools in whichever form runs faster on ``batch``.
 
     ONNX Runtime runs an 8-bit average pool with a slow generic kernel; as depthwise convolutions
-    (``pools_as_convs``) the pools take its convolution kernels but add a factor multiply and, at batch 1,
-    often cost more than they save: measured on 2 cores, pcdarts_cifar at batch 32 went from 1.54x to 1.91x
-    faster than fp32 with them and cdarts_imagenet from 1.85x to 1.76x.  So, like a TensorRT builder
+    (``pools_as_convs``) the pools take its convolution kernels but add a factor multiply, and whether that
+    pays depends on the model and the batch: measured on 2 cores with trained weights, pcdarts_cifar at
+    batch 32 went from 1.54x to 1.91x faster than fp32 with them and cdarts_imagenet from 1.85x to 1.76x.  So, like a TensorRT builder
     choosing tactics, both files are made and timed here (``timer``: file paths and batch -> median ms; by
     default :func:`interleaved_medians` on ONNX Runtime sessions) and the faster one is kept at ``dst``.
     Graphs without average pools, and other targets, get :func:`quantize_int8` as is.
