@@ -24,7 +24,8 @@ The model is exported with the tracing exporter and quantized with
 FP32 file (and its 95% Wilson interval, and the logit cosine) is measured on ``--held-out`` other digits.
 
 Latency: FP32 and INT8 sessions alternate in ``--rounds`` rounds of ``--iters`` runs, so load from
-other processes hits both alike; the table shows the median wall time over all runs and the FP32/INT8
+other processes hits both alike (each block after 0.15 s of untimed runs: the session timed before keeps its
+thread pool busy for a while, which slowed the next one's first batch-1 runs 1.8x); the table shows the median wall time over all runs and the FP32/INT8
 ratio, and the same for the process CPU time of a run (with ``--threads 1`` the work done, which other
 processes' load hardly changes; with more threads it includes the pool's spinning).  The load average is
 recorded per row.
@@ -58,6 +59,7 @@ from cdarts_deploy.deploy import ort  # noqa: E402
 from cdarts_deploy.deploy import precision as pr  # noqa: E402
 from cdarts_deploy.deploy.onnx_graph import export_onnx  # noqa: E402
 from cdarts_deploy.deploy.parity import torch_outputs  # noqa: E402
+from cdarts_deploy.deploy.timing import settle  # noqa: E402
 
 ZOO = ["cdarts_cifar", "pcdarts_cifar", "darts_v1", "darts_v2", "pdarts", "cdarts_imagenet", "pcdarts_imagenet",
        "cdarts_a", "cdarts_b"]
@@ -173,14 +175,14 @@ def batch_of(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def side_by_side(sessions: dict, x: np.ndarray, iters: int, rounds: int) -> dict[str, dict[str, float]]:
-    """Median wall and process-CPU milliseconds per run of each session, timed in alternating rounds after one
-    warm-up run each."""
+    """Median wall and process-CPU milliseconds per run of each session, timed in rounds of alternating order;
+    each block of ``iters`` timed runs follows untimed runs for a fixed time (``timing.settle``), so that the
+    session timed before no longer competes for the cores."""
     wall: dict[str, list[float]] = {k: [] for k in sessions}
     cpu: dict[str, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():
-        ort.run(s, x)
-    for _ in range(rounds):
-        for k, s in sessions.items():
+    for r in range(rounds):
+        for k, s in (sessions.items() if r % 2 == 0 else reversed(sessions.items())):
+            settle(lambda: ort.run(s, x))
             for _ in range(iters):
                 start, start_cpu = time.perf_counter(), time.process_time()
                 ort.run(s, x)

@@ -240,3 +240,79 @@ def test_a_graph_without_pools_is_quantized_once_and_never_timed(tmp_path):
 
     settings = pr.quantize_int8_fastest_pools(src, dst, x, x[:1], timer=timer, keep_ends_float=False)
     assert "pool_form" not in settings and dst.exists()
+
+
+def _gated_block(width: int = 16) -> torch.nn.Module:
+    """Conv -> squeeze-excitation with a hard-sigmoid gate (the chain networks' block tail) -> Conv."""
+    from timm.layers import SqueezeExcite
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(6, width, 3, padding=1), torch.nn.ReLU(),
+                               SqueezeExcite(width, rd_ratio=0.25, gate_layer="hard_sigmoid"),
+                               torch.nn.Conv2d(width, 8, 1)).eval()
+
+
+def test_hard_sigmoid_is_folded_into_its_convolution_with_the_same_result(tmp_path):
+    proto = _prepared(_gated_block(), 9, tmp_path, "gated")
+    x = np.random.default_rng(0).standard_normal((2, 6, 9, 9)).astype(np.float32)
+    before = _float_outputs(proto, x)
+    assert rw.hard_sigmoids_into_convs(proto) == 1
+    ops = [n.op_type for n in proto.graph.node]
+    assert "HardSigmoid" not in ops and ops.count("Clip") == 1
+    assert rw.shared_input_relus(proto) == []  # the Clip is its input's only reader, so it may be folded
+    assert np.allclose(_float_outputs(proto, x), before, rtol=1e-5, atol=1e-6)
+    assert rw.hard_sigmoids_into_convs(proto) == 0
+
+
+def test_a_hard_sigmoid_of_a_shared_convolution_output_is_left_alone():
+    weight = onnx.numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("HardSigmoid", ["c"], ["g"]),
+         helper.make_node("Add", ["g", "c"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])], [weight])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert rw.hard_sigmoids_into_convs(proto) == 0
+    # and a Clip on a shared tensor is one the quantizer must not fold
+    proto.graph.node[1].CopyFrom(helper.make_node("Clip", ["c"], ["g"], name="clip"))
+    assert rw.shared_input_relus(proto) == ["clip"]
+
+
+def test_only_a_per_channel_multiply_is_taken_for_a_gate():
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "s"], ["a"], name="gate"), helper.make_node("Mul", ["a", "x"], ["b"], name="full"),
+         helper.make_node("Mul", ["t", "b"], ["y"], name="spatial")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 7]),
+              helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 4, 1, 1]),
+              helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 1, 5, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 7])])
+    proto = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert rw.broadcast_gates(proto) == {"gate": (1, 7)}
+
+
+def test_int8_gate_is_eight_bit_end_to_end_and_tiling_it_changes_no_output(tmp_path):
+    from cdarts_deploy.deploy import precision as pr
+
+    src, dst = tmp_path / "gated.onnx", tmp_path / "gated.int8.onnx"
+    block = _gated_block()
+    torch.onnx.export(block, torch.randn(2, 6, 9, 9), str(src), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})
+    x = np.random.default_rng(4).standard_normal((16, 6, 9, 9)).astype(np.float32)
+    settings = pr.quantize_int8(src, dst, x[:8], keep_ends_float=False)
+    assert settings["hard_sigmoids_into_convs"] == 1 and settings["gates_tiled_along_width"] == 1
+    proto = onnx.load(str(dst))
+    ops = [n.op_type for n in proto.graph.node]
+    # only the graph's own input and output cross between float and 8 bits: no float island at the gate
+    assert "HardSigmoid" not in ops and ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1
+    tile = next(n for n in proto.graph.node if n.op_type == "Tile")
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    assert list(inits[tile.input[1]]) == [1, 1, 1, 9]
+    # the same file with the gate read untiled gives bit-identical outputs, at batch 1 and 5
+    untiled = onnx.load(str(dst))
+    for node in untiled.graph.node:
+        node.input[:] = [tile.input[0] if name == tile.output[0] else name for name in node.input]
+    for batch in (1, 5):
+        assert np.array_equal(_float_outputs(proto, x[8:8 + batch]), _float_outputs(untiled, x[8:8 + batch]))
+    with torch.no_grad():
+        ref = block(torch.from_numpy(x[:8])).numpy()
+    assert np.abs(_float_outputs(proto, x[:8]) - ref).max() < 0.05 * np.abs(ref).max()

@@ -10,7 +10,11 @@ quantizer and the 8-bit kernels behave:
 * there is no 8-bit Slice or ReduceMean, and a BatchNormalization after a Concat is not folded
   (:func:`factorized_reductions_as_single_convs`, :func:`spatial_means_to_global_pools`);
 * the 8-bit average pool is slow at large batches (:func:`average_pools_as_depthwise_convs`, used on request:
-  its replacement is slower at batch 1).
+  its replacement is slower at batch 1);
+* there is no 8-bit HardSigmoid, so a squeeze-excitation gate went back to float and forth for three tiny ops
+  per block (:func:`hard_sigmoids_into_convs`);
+* the 8-bit Mul broadcasting a per-channel gate over a channels-last tensor takes one short span per pixel
+  (:func:`broadcast_gates` before quantization, :func:`tile_gates_along_width` after it).
 """
 
 from __future__ import annotations
@@ -43,15 +47,18 @@ def _graph_ends(model: Any) -> set[str]:
     return {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
 
 
-def _relu_of_shared_input(node: Any, consumers: dict[str, list[Any]], ends: set[str]) -> bool:
-    """A Relu whose input has other consumers too, or is a graph input/output (the quantizer cannot fold it)."""
-    return node.op_type == "Relu" and (len(consumers.get(node.input[0], [])) > 1 or node.input[0] in ends)
+def _relu_of_shared_input(node: Any, consumers: dict[str, list[Any]], ends: set[str],
+                          op_types: tuple[str, ...] = ("Relu",)) -> bool:
+    """A Relu (or another of ``op_types``) whose input has other consumers too, or is a graph input/output
+    (the quantizer cannot fold it)."""
+    return node.op_type in op_types and (len(consumers.get(node.input[0], [])) > 1 or node.input[0] in ends)
 
 
 def shared_input_relus(model: Any) -> list[str]:
-    """Relu nodes whose input tensor has other consumers too (or is a graph input/output)."""
+    """Relu and Clip nodes whose input tensor has other consumers too (or is a graph input/output): the ones
+    the quantizer must leave alone (a Clip folds into its input's range as a Relu does)."""
     consumers, ends = _consumers(model), _graph_ends(model)
-    return [n.name for n in model.graph.node if _relu_of_shared_input(n, consumers, ends)]
+    return [n.name for n in model.graph.node if _relu_of_shared_input(n, consumers, ends, ("Relu", "Clip"))]
 
 
 def _int_attribute(node: Any, name: str, default: int) -> int:
@@ -458,4 +465,100 @@ def spatial_means_to_global_pools(model: Any) -> int:
         pool = onnx.helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
         model.graph.node[index].CopyFrom(pool)
         count += 1
+    return count
+
+
+def hard_sigmoids_into_convs(model: Any) -> int:
+    """Fold the affine part of each ``HardSigmoid`` that reads a convolution into that convolution, in place;
+    returns how many.
+
+    ``HardSigmoid(y) = clip(alpha * y + beta, 0, 1)``, so ``Conv(W, b) -> HardSigmoid`` becomes
+    ``Conv(alpha * W, alpha * b + beta) -> Clip(0, 1)``: the same function.  The quantizer folds a Clip into
+    its input's range as it folds a Relu (which needs the convolution's output to have no other reader, as
+    checked here), so a squeeze-excitation gate stays in 8 bits instead of a DequantizeLinear -> HardSigmoid
+    -> QuantizeLinear island (cdarts_b: 66 nodes fewer).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    consumers, ends = _consumers(model), _graph_ends(model)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    count = 0
+    for index, node in enumerate(model.graph.node):
+        conv = producer.get(node.input[0]) if node.op_type == "HardSigmoid" else None
+        if (conv is None or conv.op_type != "Conv" or conv.input[1] not in inits or node.input[0] in ends
+                or len(consumers[node.input[0]]) != 1 or (len(conv.input) > 2 and conv.input[2] not in inits)):
+            continue
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.2)
+        beta = next((a.f for a in node.attribute if a.name == "beta"), 0.5)
+        weight = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        bias = (numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2
+                else np.zeros(weight.shape[0]))
+        stem = f"{node.output[0]}__folded"
+        model.graph.initializer.extend([
+            numpy_helper.from_array((weight * alpha).astype(np.float32), f"{stem}_weight"),
+            numpy_helper.from_array((bias * alpha + beta).astype(np.float32), f"{stem}_bias"),
+            numpy_helper.from_array(np.zeros((), np.float32), f"{stem}_low"),
+            numpy_helper.from_array(np.ones((), np.float32), f"{stem}_high")])
+        conv.input[:] = [conv.input[0], f"{stem}_weight", f"{stem}_bias"]
+        model.graph.node[index].CopyFrom(onnx.helper.make_node(
+            "Clip", [node.input[0], f"{stem}_low", f"{stem}_high"], list(node.output), name=node.name))
+        count += 1
+    if count:
+        _drop_unused_initializers(model)
+    return count
+
+
+def broadcast_gates(model: Any) -> dict[str, tuple[int, int]]:
+    """The ``Mul`` nodes that scale a [N, C, H, W] tensor (W > 1) by a per-channel [N, C, 1, 1] gate (the
+    squeeze-excitation multiply): node name -> (which input is the gate, W).  Read from the shapes of the
+    float graph, for :func:`tile_gates_along_width` after quantization."""
+    shapes = _known_shapes(model)
+    found = {}
+    for node in model.graph.node:
+        if node.op_type != "Mul" or len(node.input) != 2:
+            continue
+        for gate in (0, 1):
+            per_channel, tensor = shapes.get(node.input[gate], []), shapes.get(node.input[1 - gate], [])
+            if (len(tensor) == 4 and len(per_channel) == 4 and per_channel[2:] == [1, 1] and tensor[3] > 1
+                    and tensor[1] == per_channel[1] > 0):
+                found[node.name] = (gate, tensor[3])
+    return found
+
+
+#: Name ending ONNX Runtime's quantizer gives the operator-format node that replaces a float node.
+QUANTIZED_NODE_SUFFIX = "_quant"
+
+
+def tile_gates_along_width(model: Any, gates: dict[str, tuple[int, int]]) -> int:
+    """Repeat the gate of each 8-bit squeeze-excitation multiply (``QLinearMul`` of a node found by
+    :func:`broadcast_gates`) along the width before the multiply, in place; returns how many.
+
+    ONNX Runtime runs the quantized network channels-last, where a [N, 1, 1, C] gate broadcast over
+    [N, H, W, C] is one call of its 8-bit kernel per pixel (C values each: 16 to 1152 in the chain networks);
+    gated by [N, 1, W, C] it is one call per row.  Tiling the few gate bytes costs less than the calls it
+    saves (cdarts_b, batch 1, 2 threads: the first block's multiply 240 -> 65 us).  A ``Tile`` on the
+    channels-last tensor is one the layout optimizer carries through, unlike ``Expand``, which brought
+    transposes back.  The result is the same product.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    nodes, count = [], 0
+    for node in model.graph.node:
+        name = node.name[: -len(QUANTIZED_NODE_SUFFIX)] if node.name.endswith(QUANTIZED_NODE_SUFFIX) else None
+        if node.op_type == "QLinearMul" and name in gates:
+            gate, width = gates[name]
+            position = 3 * gate  # QLinearMul inputs: a, a_scale, a_zero_point, b, b_scale, b_zero_point, ...
+            repeats, tiled = f"{node.name}__gate_repeats", f"{node.input[position]}__along_width"
+            model.graph.initializer.append(numpy_helper.from_array(np.array([1, 1, 1, width], np.int64), repeats))
+            nodes.append(onnx.helper.make_node("Tile", [node.input[position], repeats], [tiled],
+                                               name=f"{node.name}__tile_gate"))
+            node.input[position] = tiled
+            count += 1
+        nodes.append(node)
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
     return count

@@ -22,7 +22,10 @@ and the TensorRT-target INT8 files are what TensorRT 10/11 builds strongly typed
       symmetric 8-bit depthwise kernel needs (DARTS cells of 36, 72 channels);
     * factorized reductions become one 2x2 convolution (no 8-bit Slice, no BatchNorm folding after a
       Concat), spatial means global pools; on request average pools become depthwise convolutions
-      (ONNX Runtime's 8-bit pool is slow at large batches, the replacement slower at batch 1).
+      (ONNX Runtime's 8-bit pool is slow at large batches, the replacement slower at batch 1);
+    * a squeeze-excitation gate's HardSigmoid is folded into the convolution before it (a Clip is left,
+      which the quantizer folds into the range), and after quantization the gate is repeated along the
+      width so that its channels-last multiply runs one row at a time instead of one pixel at a time.
 
     The stem convolution and the classifier stay float (agreement; a tiny share of the work).
   - ``tensorrt``: explicit Q/DQ pairs around convolutions and linear layers, symmetric signed INT8
@@ -46,12 +49,15 @@ import numpy as np
 from cdarts_deploy.atomic_files import atomic_path, publish
 from cdarts_deploy.deploy.int8_rewrites import (
     average_pools_as_depthwise_convs,
+    broadcast_gates,
     depthwise_convs,
     factorized_reductions_as_single_convs,
+    hard_sigmoids_into_convs,
     pad_depthwise_channels,
     private_relu_inputs,
     shared_input_relus,
     spatial_means_to_global_pools,
+    tile_gates_along_width,
 )
 from cdarts_deploy.errors import UserError
 
@@ -68,11 +74,12 @@ INT8_TARGETS = ("onnxruntime", "tensorrt")
 #: cells: a node's output feeds several ReLU-Conv branches and identity edges; the tiny network's
 #: logits lost all agreement, cosine 0.23).  Such Relus get a private copy of their input first
 #: (:func:`~cdarts_deploy.deploy.int8_rewrites.private_relu_inputs`); any left (the rewrite off) stay float.
-#: AveragePool is not in the list, but a pool still runs in 8 bits: ONNX Runtime fuses the DequantizeLinear ->
+#: A Clip is folded the same way (the squeeze-excitation gates after :func:`hard_sigmoids_into_convs`), and
+#: Clips of shared tensors stay float too.  AveragePool is not in the list, but a pool still runs in 8 bits: ONNX Runtime fuses the DequantizeLinear ->
 #: AveragePool -> QuantizeLinear around it into its QLinearAveragePool when it creates a session (a float pool
 #: with a float reader avoids that, but the layout transposes around the float island cost more).
-ORT_INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Sigmoid", "Relu", "GlobalAveragePool",
-                     "MaxPool", "Pad")
+ORT_INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Sigmoid", "Relu", "Clip",
+                     "GlobalAveragePool", "MaxPool", "Pad")
 #: Ops kept in FP32 by ``to_fp16(mixed=True)``: long reductions and exponentials lose most in half precision.
 SENSITIVE_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum", "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt")
 
@@ -255,16 +262,19 @@ def quantize_int8(
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_optimization=not for_ort, skip_symbolic_shape=True)
         out_tmp = Path(work) / "int8.onnx"
+        gates: dict[str, tuple[int, int]] = {}
         if for_ort:
             graph = onnx.load(str(prepared))
-            # first: it reads the shapes the other rewrites drop
+            # first: these read the shapes the other rewrites drop
+            gates = broadcast_gates(graph) if rewrite else {}
             corrections = average_pools_as_depthwise_convs(graph) if rewrite and pools_as_convs else {}
             averages = sum(n.name.endswith("__as_depthwise") for n in graph.graph.node)
             merged = factorized_reductions_as_single_convs(graph) if rewrite else 0
             copies = private_relu_inputs(graph) if rewrite else 0
             padded = pad_depthwise_channels(graph) if rewrite and not float_depthwise else 0
             pools = spatial_means_to_global_pools(graph) if rewrite else 0
-            if averages or merged or copies or padded or pools:
+            folded = hard_sigmoids_into_convs(graph) if rewrite else 0
+            if averages or merged or copies or padded or pools or folded:
                 onnx.save(graph, str(prepared))
             excluded = [*(depthwise_convs(graph) if float_depthwise else []),
                         *(float_ends(graph) if keep_ends_float else []), *shared_input_relus(graph)]
@@ -281,7 +291,7 @@ def quantize_int8(
                         "float_stem_and_classifier": keep_ends_float, "relu_input_copies": copies,
                         "channel_padded_depthwise_convs": padded, "spatial_means_as_global_pools": pools,
                         "factorized_reductions_as_single_convs": merged,
-                        "average_pools_as_depthwise_convs": averages}
+                        "average_pools_as_depthwise_convs": averages, "hard_sigmoids_into_convs": folded}
         else:
             options = dict(
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -294,6 +304,10 @@ def quantize_int8(
             warnings.simplefilter("ignore")
             quantize_static(str(prepared), str(out_tmp), _Reader(calibration.astype(np.float32), input_name),
                             per_channel=per_channel, calibrate_method=methods[method], **options)
+        if gates:
+            quantized = onnx.load(str(out_tmp))
+            settings["gates_tiled_along_width"] = tile_gates_along_width(quantized, gates)
+            onnx.save(quantized, str(out_tmp))
         publish(out_tmp, dst)
     return {"target": target, **settings, "weight_granularity": "per-channel" if per_channel else "per-tensor",
             "calibration_method": method, "calibration_images": int(len(calibration))}
@@ -340,17 +354,20 @@ def interleaved_medians(sessions: dict[str, Any], batch: np.ndarray, iters: int 
                         rounds: int = 3) -> dict[str, float]:
     """Median ONNX Runtime latency (ms) of each session on ``batch``, timed in alternating rounds.
 
-    Alternating rounds share out the load of other processes on a busy machine between the files.
+    Alternating rounds share out the load of other processes on a busy machine between the files; each
+    block of timed runs follows :func:`~cdarts_deploy.deploy.timing.settle`, so that the session timed
+    before it no longer competes for the cores.
     """
-    from cdarts_deploy.deploy.timing import sample_host
+    from cdarts_deploy.deploy.timing import sample_host, settle
 
     def run(sess: Any) -> Any:
         return lambda: sess.run(None, {sess.get_inputs()[0].name: batch})
 
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for i in range(rounds):
-        for name, sess in sessions.items():
-            times[name].append(sample_host(run(sess), len(batch), warmup=1 if i == 0 else 0, iters=iters).median_ms)
+        for name, sess in (sessions.items() if i % 2 == 0 else reversed(sessions.items())):
+            settle(run(sess))
+            times[name].append(sample_host(run(sess), len(batch), warmup=0, iters=iters).median_ms)
     return {name: float(np.median(t)) for name, t in times.items()}
 
 

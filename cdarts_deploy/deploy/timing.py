@@ -1,6 +1,7 @@
 """Latency sampling and its percentile summary: the one timing code of every command.
 
-* warm-up runs first and is not timed;
+* warm-up runs first and is not timed; after switching from one session to another, :func:`settle`
+  re-warms for a fixed time;
 * on the host every run is timed with ``time.perf_counter`` around one synchronous call (with an
   optional device synchronisation); on CUDA with CUDA events recorded on the stream;
 * a percentile needs enough samples to be more than the maximum: p90 >= 10, p95 >= 20, p99 >= 100
@@ -23,6 +24,11 @@ PERCENTILE_MIN_SAMPLES = {"p90": 10, "p95": 20, "p99": 100}
 
 #: Default number of timed runs: enough for every percentile printed (p99 needs 100), with margin.
 DEFAULT_ITERS = 200
+
+#: Seconds of untimed runs after switching to another session in an interleaved measurement.  The session
+#: timed before leaves its thread pool busy for a while: on 2 cores, the first four batch-1 runs of cdarts_b
+#: (ONNX Runtime, 2 threads) after a switch took 1.8x its steady time, about 80 ms in all.
+SWITCH_SETTLE_S = 0.15
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,16 @@ def time_cuda(step: Callable[[], Any], warmup: int, iters: int, stream: Any = No
 
     return time_events(step, warmup, iters, lambda: torch.cuda.Event(enable_timing=True),
                        stream or torch.cuda.current_stream(), desc=desc)
+
+
+def settle(step: Callable[[], Any], seconds: float = SWITCH_SETTLE_S, min_runs: int = 1) -> int:
+    """Run ``step`` untimed until ``seconds`` have passed and at least ``min_runs`` runs are done; returns the
+    number of runs (see :data:`SWITCH_SETTLE_S`)."""
+    runs, start = 0, time.perf_counter()
+    while runs < min_runs or time.perf_counter() - start < seconds:
+        step()
+        runs += 1
+    return runs
 
 
 def sample_host(step: Callable[[], Any], batch: int, warmup: int, iters: int,
