@@ -133,3 +133,36 @@ def test_fp32_on_cuda_turns_tf32_off_and_restores_it():
             assert torch.backends.cuda.matmul.allow_tf32  # half precision: not FP32 math, left alone
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_settle_runs_for_the_given_time_and_at_least_the_given_runs():
+    calls = []
+    start = time.perf_counter()
+    runs = timing.settle(lambda: (calls.append(1), time.sleep(0.005)), seconds=0.05)
+    assert time.perf_counter() - start >= 0.05 and runs == len(calls) >= 5
+    calls.clear()
+    assert timing.settle(lambda: calls.append(1), seconds=0.0, min_runs=3) == 3 == len(calls)
+
+
+def test_interleaved_medians_settle_before_every_block_and_alternate_the_order(monkeypatch):
+    from cdarts_deploy.deploy import precision as pr
+
+    order = []
+
+    class Session:
+        def __init__(self, name):
+            self.name = name
+
+        def get_inputs(self):
+            return [type("Input", (), {"name": "x"})()]
+
+        def run(self, outputs, feeds):
+            order.append(self.name)
+
+    settled = []
+    monkeypatch.setattr(timing, "settle", lambda step, *a, **k: (settled.append(len(order)), step()))
+    pr.interleaved_medians({"a": Session("a"), "b": Session("b")}, np.zeros((1, 3, 2, 2), np.float32),
+                           iters=2, rounds=2)
+    # each block: one settling run, then the timed ones; the second round runs b first
+    assert order == ["a", "a", "a", "b", "b", "b", "b", "b", "b", "a", "a", "a"]
+    assert settled == [0, 3, 6, 9]

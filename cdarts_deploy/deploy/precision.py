@@ -75,9 +75,10 @@ INT8_TARGETS = ("onnxruntime", "tensorrt")
 #: logits lost all agreement, cosine 0.23).  Such Relus get a private copy of their input first
 #: (:func:`~cdarts_deploy.deploy.int8_rewrites.private_relu_inputs`); any left (the rewrite off) stay float.
 #: A Clip is folded the same way (the squeeze-excitation gates after :func:`hard_sigmoids_into_convs`), and
-#: Clips of shared tensors stay float too.  AveragePool is not in the list, but a pool still runs in 8 bits: ONNX Runtime fuses the DequantizeLinear ->
-#: AveragePool -> QuantizeLinear around it into its QLinearAveragePool when it creates a session (a float pool
-#: with a float reader avoids that, but the layout transposes around the float island cost more).
+#: Clips of shared tensors stay float too.  AveragePool is not in the list, but a pool still runs in 8 bits:
+#: ONNX Runtime fuses the DequantizeLinear -> AveragePool -> QuantizeLinear around it into its
+#: QLinearAveragePool when it creates a session (a float pool with a float reader avoids that, but the layout
+#: transposes around the float island cost more).
 ORT_INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Sigmoid", "Relu", "Clip",
                      "GlobalAveragePool", "MaxPool", "Pad")
 #: Ops kept in FP32 by ``to_fp16(mixed=True)``: long reductions and exponentials lose most in half precision.
