@@ -35,7 +35,8 @@ pools or as depthwise convolutions, whichever ran faster at the largest of ``--b
 own before the measurement), ``ort-pools`` (average pools always as pools), ``ort-per-tensor`` (per-tensor weights),
 ``ort-float-depthwise`` (depthwise convolutions kept float), ``ort-no-rewrite`` (the graph quantized
 as exported: Relus on shared inputs and depthwise convolutions float), ``ort-pool-convs`` (average pools as
-depthwise convolutions), ``tensorrt`` (the symmetric Q/DQ file).
+depthwise convolutions), ``ort-plain-gates`` (squeeze-excitation gates as the quantizer leaves them: a float
+HardSigmoid between 8-bit ops, multiplied per pixel), ``tensorrt`` (the symmetric Q/DQ file).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ VARIANTS = {
     "ort-float-depthwise": dict(target="onnxruntime", float_depthwise=True),
     "ort-no-rewrite": dict(target="onnxruntime", rewrite=False, float_depthwise=True),
     "ort-pool-convs": dict(target="onnxruntime", pools_as_convs=True),
+    "ort-plain-gates": dict(target="onnxruntime", gates=False),
     "tensorrt": dict(target="tensorrt"),
 }
 

@@ -316,3 +316,8 @@ def test_int8_gate_is_eight_bit_end_to_end_and_tiling_it_changes_no_output(tmp_p
     with torch.no_grad():
         ref = block(torch.from_numpy(x[:8])).numpy()
     assert np.abs(_float_outputs(proto, x[:8]) - ref).max() < 0.05 * np.abs(ref).max()
+    # without the gate rewrites the quantizer leaves the HardSigmoid float, between a dequantize and a quantize
+    plain = tmp_path / "gated.plain.int8.onnx"
+    assert "gates_tiled_along_width" not in pr.quantize_int8(src, plain, x[:8], keep_ends_float=False, gates=False)
+    ops = [n.op_type for n in onnx.load(str(plain)).graph.node]
+    assert "HardSigmoid" in ops and "Tile" not in ops and ops.count("QuantizeLinear") == 2
