@@ -56,6 +56,7 @@ def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
         assert d["compute_floor_ms"] == pytest.approx(2 * r["macs"] * s["batch"] / report["gemm_rate"]["gflops"] / 1e6)
         assert d["gemm_fraction"] == pytest.approx(d["achieved_gflops"] / report["gemm_rate"]["gflops"])
         assert "before timing" in r["timed_region"] and "outputs" in r["timed_region"]
+        assert "vs_fp32" not in d  # only lower precisions are compared with fp32
     cond = report["conditions"]
     assert cond["threads"] == 1 and cond["cpu"] and cond["versions"]["torch"] and cond["device"] == "cpu"
     gemm = report["gemm_rate"]  # measured right before and after the models; the higher median counts
@@ -85,6 +86,33 @@ def test_profile_onnx_file_with_onnxruntime_and_fp16(tiny, tmp_path):
     assert (row["backend"], row["precision"], row["input_shape"]) == ("onnxruntime", "fp16", [2, 3, 32, 32])
     assert row["macs"] == onnx_macs(path, 1, HW)
     assert report["gemm_rate"] is None and "compute_floor_ms" not in row["derived"]
+
+
+def test_int8_row_is_compared_with_fp32_in_the_same_run(tiny, calibration_dir, tmp_path, monkeypatch):
+    from cdarts_deploy.deploy import ort
+
+    _, path, _ = tiny
+    opened = []
+    real_session = ort.session
+
+    def recording_session(model, *args, **kwargs):
+        opened.append(str(model))
+        return real_session(model, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "session", recording_session)
+    code = profile_cmd.main([str(path), "--batch", "1", "--iters", "6", "--warmup", "1", "--threads", "1",
+                             "--precision", "int8", "--calib-dir", str(calibration_dir), "--no-gemm", "--peers",
+                             "none", "--out", str(tmp_path / "out"), "--name", "q"])
+    assert code == 0
+    (row,) = json.loads((tmp_path / "out" / "q.json").read_text())["rows"]
+    v = row["derived"]["vs_fp32"]
+    assert v["speedup"] == pytest.approx(v["fp32_median_ms"] / v["median_ms"])
+    assert v["timed_runs_each"] == 5  # 5 rounds of one run each for 6 iterations
+    # the comparison opened the original fp32 file and the INT8 file made from it, not one file twice
+    assert str(path) in opened and any(".int8." in p for p in opened)
+    md = (tmp_path / "out" / "q.md").read_text()
+    assert "## Against fp32, interleaved in this run" in md
+    assert f"| {row['model']} | onnxruntime | int8 | 1x3x32x32 | {v['fp32_median_ms']:.2f} |" in md
 
 
 # --------------------------------------------------------------------------- bad input

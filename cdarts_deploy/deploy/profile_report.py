@@ -113,6 +113,18 @@ def markdown(report: dict) -> str:
             f"Measured GEMM rate: {gemm['gflops']:.1f} GFLOP/s ({gemm['dtype']}, {gemm['size']}x{gemm['size']}, "
             f"{gemm['device']}, {gemm['threads'] or 'GPU'} threads). {report['compute_floor_note']}.",
         ]
+    against = [r for r in report["rows"] if "vs_fp32" in r["derived"]]
+    if against:
+        lines += ["", "## Against fp32, interleaved in this run", "",
+                  "Both files timed in alternating rounds in one process: medians of separate runs can move more "
+                  "from one process to the next than the gain itself.", "",
+                  "| model | backend | precision | input | fp32 median ms | median ms | speed-up | timed runs each |",
+                  "|---|---|---|---|---:|---:|---:|---:|"]
+        for r in against:
+            v = r["derived"]["vs_fp32"]
+            lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {'x'.join(map(str, r['input_shape']))} "
+                         f"| {v['fp32_median_ms']:.2f} | {v['median_ms']:.2f} | {v['speedup']:.2f}x "
+                         f"| {v['timed_runs_each']} |")
     pub = report["published"]
     lines += [
         "",

@@ -181,6 +181,24 @@ def engine_for(subject: Subject, precision: str, batches: Sequence[int], work: P
     return path
 
 
+def against_fp32(fp32_path: Path, low_path: Path, shape: tuple[int, ...], iters: int, threads: int,
+                 device: str) -> dict:
+    """fp32 and the lower-precision file timed in alternating rounds in one process (about ``iters`` runs
+    in all): medians of separate runs move more from one process to the next than an INT8 gain at batch 1."""
+    import numpy as np
+
+    from cdarts_deploy.deploy import ort
+    from cdarts_deploy.deploy import precision as pr
+
+    rounds = max(1, min(5, iters))
+    per_round = max(1, iters // (2 * rounds))
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    medians = pr.interleaved_medians({"fp32": ort.session(fp32_path, threads, device),
+                                      "low": ort.session(low_path, threads, device)}, x, per_round, rounds)
+    return {"fp32_median_ms": medians["fp32"], "median_ms": medians["low"],
+            "speedup": medians["fp32"] / medians["low"], "timed_runs_each": per_round * rounds}
+
+
 def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence[int], *, warmup: int, iters: int,
                     device: str, precision: str, threads: int, work: Path, calib_dir: str | None = None,
                     log: Callable[[str], None] = lambda m: None, cuda_graph: bool = False) -> list:
@@ -193,18 +211,27 @@ def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence
         for batch in batches:
             shape = (batch, 3, *subject.input_hw)
             desc = f"{subject.name} {backend} b{batch}"
+            vs_fp32 = None
             if backend in ("torch", "torch-compile"):
                 m = prof.measure_torch(subject.model, shape, warmup, iters, device, precision,
                                        compile=backend == "torch-compile", desc=desc)
             elif backend == "onnxruntime":
-                m = prof.measure_onnxruntime(onnx_for(subject, precision, work, calib_dir, log), shape, warmup,
-                                             iters, threads, device, precision, desc=desc)
+                low = onnx_for(subject, precision, work, calib_dir, log)
+                m = prof.measure_onnxruntime(low, shape, warmup, iters, threads, device, precision, desc=desc)
+                if precision != "fp32":
+                    vs_fp32 = against_fp32(onnx_for(subject, "fp32", work, None, log), low, shape, iters, threads,
+                                           device)
             else:
                 m = prof.measure_tensorrt(engine_for(subject, precision, batches, work, calib_dir, log), shape,
                                           warmup, iters, precision, desc=desc, cuda_graph=cuda_graph)
             p99 = "p99 needs >= 100 runs" if "p99" in m.stats.unsupported_percentiles else f"p99 {m.stats.p99_ms:.2f} ms"
             log(f"{desc}: median {m.stats.median_ms:.2f} ms, {p99} (n={m.stats.iters})")
+            if vs_fp32:
+                log(f"{desc}: {precision} {vs_fp32['speedup']:.2f}x against fp32 ({vs_fp32['fp32_median_ms']:.2f} vs "
+                    f"{vs_fp32['median_ms']:.2f} ms, interleaved in this run)")
             derived = {m.backend: m.details} if m.details else {}
+            if vs_fp32:
+                derived["vs_fp32"] = vs_fp32
             rows.append(ProfileRow(subject.name, m.backend, m.device, m.precision, list(shape), subject.params,
                                    subject.macs, m.stats, m.timed_region, subject.peer, derived=derived))
     return rows
