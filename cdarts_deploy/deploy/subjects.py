@@ -181,20 +181,18 @@ def engine_for(subject: Subject, precision: str, batches: Sequence[int], work: P
     return path
 
 
-def against_fp32(fp32_path: Path, low_path: Path, shape: tuple[int, ...], iters: int, threads: int,
-                 device: str) -> dict:
-    """fp32 and the lower-precision file timed in alternating rounds in one process (about ``iters`` runs
-    in all): medians of separate runs move more from one process to the next than an INT8 gain at batch 1."""
+def against_fp32(sessions: dict[str, Any], shape: tuple[int, ...], iters: int) -> dict:
+    """The ``fp32`` and ``low`` (lower-precision) sessions timed in alternating rounds in one process (about
+    ``iters`` runs in all): medians of separate runs move more from one process to the next than an INT8 gain
+    at batch 1."""
     import numpy as np
 
-    from cdarts_deploy.deploy import ort
     from cdarts_deploy.deploy import precision as pr
 
     rounds = max(1, min(5, iters))
     per_round = max(1, iters // (2 * rounds))
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    medians = pr.interleaved_medians({"fp32": ort.session(fp32_path, threads, device),
-                                      "low": ort.session(low_path, threads, device)}, x, per_round, rounds)
+    medians = pr.interleaved_medians(sessions, x, per_round, rounds)
     return {"fp32_median_ms": medians["fp32"], "median_ms": medians["low"],
             "speedup": medians["fp32"] / medians["low"], "timed_runs_each": per_round * rounds}
 
@@ -208,6 +206,7 @@ def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence
 
     rows = []
     for backend in backends:
+        pair: dict[str, Any] | None = None  # fp32 and lower-precision sessions, opened once for all batches
         for batch in batches:
             shape = (batch, 3, *subject.input_hw)
             desc = f"{subject.name} {backend} b{batch}"
@@ -219,18 +218,21 @@ def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence
                 low = onnx_for(subject, precision, work, calib_dir, log)
                 m = prof.measure_onnxruntime(low, shape, warmup, iters, threads, device, precision, desc=desc)
                 if precision != "fp32":
-                    vs_fp32 = against_fp32(onnx_for(subject, "fp32", work, None, log), low, shape, iters, threads,
-                                           device)
+                    if pair is None:
+                        from cdarts_deploy.deploy import ort
+
+                        pair = {"fp32": ort.session(onnx_for(subject, "fp32", work, None, log), threads, device),
+                                "low": ort.session(low, threads, device)}
+                    vs_fp32 = against_fp32(pair, shape, iters)
             else:
                 m = prof.measure_tensorrt(engine_for(subject, precision, batches, work, calib_dir, log), shape,
                                           warmup, iters, precision, desc=desc, cuda_graph=cuda_graph)
             p99 = "p99 needs >= 100 runs" if "p99" in m.stats.unsupported_percentiles else f"p99 {m.stats.p99_ms:.2f} ms"
             log(f"{desc}: median {m.stats.median_ms:.2f} ms, {p99} (n={m.stats.iters})")
+            derived = {m.backend: m.details} if m.details else {}
             if vs_fp32:
                 log(f"{desc}: {precision} {vs_fp32['speedup']:.2f}x against fp32 ({vs_fp32['fp32_median_ms']:.2f} vs "
                     f"{vs_fp32['median_ms']:.2f} ms, interleaved in this run)")
-            derived = {m.backend: m.details} if m.details else {}
-            if vs_fp32:
                 derived["vs_fp32"] = vs_fp32
             rows.append(ProfileRow(subject.name, m.backend, m.device, m.precision, list(shape), subject.params,
                                    subject.macs, m.stats, m.timed_region, subject.peer, derived=derived))
