@@ -32,6 +32,7 @@ from cdarts_deploy.deploy import ort, parity
 from cdarts_deploy.deploy.onnx_graph import GraphCheckError, check_onnx, export_onnx
 from cdarts_deploy.deploy.timing import sample_host
 from cdarts_deploy.deploy.versions import library_versions
+from cdarts_deploy.env import environment
 from cdarts_deploy.errors import UserError
 
 Log = Callable[[str], None]
@@ -211,6 +212,7 @@ def export_verified(
             full["latency_onnxruntime_cpu"] = _latency(verified, inputs, latency_iters)
             seconds["latency"] = _since(start)
         full["versions"] = library_versions()
+        full["environment"] = environment()  # CPU flags and kernel paths: INT8 and float results depend on them
         # wall time per step, the caller's steps (model build, BN calibration, ...) first
         full["seconds"] = {**full.get("seconds", {}), **seconds}
         full.update(extra)

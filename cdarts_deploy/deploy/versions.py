@@ -159,8 +159,10 @@ def nvidia_smi() -> dict[str, str] | None:
 
 
 def conditions(threads: int | None, device: str) -> dict[str, Any]:
-    """Where and how a measurement ran, with what changes the numbers."""
+    """Where and how a measurement ran, with what changes the numbers (and the ``cdarts-env`` block)."""
     import torch
+
+    from cdarts_deploy.env import environment
 
     return {
         "cpu": cpu_model(),
@@ -176,4 +178,5 @@ def conditions(threads: int | None, device: str) -> dict[str, Any]:
         "onnxruntime": onnxruntime_settings(),
         "torch": torch_settings(),
         "timing": TIMING_NOTE,
+        "environment": environment(),
     }
