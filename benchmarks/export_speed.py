@@ -1,49 +1,54 @@
-"""Wall time of ``cdarts-export NAME --onnx`` (export + verify) for every zoo model, step by step.
+"""Wall time of ``cdarts-export NAME --onnx`` (export + verify) for every zoo model, as a user runs it.
 
-    python benchmarks/export_speed.py                       # every zoo model, default settings
-    python benchmarks/export_speed.py --models cdarts_b --exporter dynamo --exporter torchscript
+    python -m benchmarks.export_speed                          # every zoo model, default settings
+    python -m benchmarks.export_speed --models cdarts_b --exporter dynamo --exporter torchscript
+    python -m benchmarks.export_speed --isa native --isa avx2   # also with torch's AVX2 paths forced
 
-Runs the command in this process (as a user would, minus interpreter start-up) and reads the step
-times the report records under ``seconds``: model build, BatchNorm calibration, multiply-add count,
-export, graph check, ONNX Runtime parity (including PyTorch's float32/float64 reference) and the
-latency sample.  ``import`` is the one-off cost of importing torch/onnx/onnxruntime and the exporter,
-paid by the first model only; it is shown on its own line.
+Each export runs as its own process (``python -m cdarts_deploy.commands.export``), so the wall time
+includes interpreter start-up and imports, as on the command line.  The step times come from the
+report's ``seconds``: model build, BatchNorm calibration, multiply-add count, export, graph check,
+ONNX Runtime parity (including PyTorch's float32/float64 reference) and the latency sample;
+``start-up`` is the rest (interpreter, imports, argument and genotype parsing, writing files).
+``--isa avx2`` sets ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` for the exporting process,
+which makes torch take the kernels an AVX2-only CPU runs (ONNX Runtime still uses the real CPU's).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cdarts_deploy.deploy.versions import conditions
 
 ZOO = ["cdarts_cifar", "pcdarts_cifar", "darts_v1", "darts_v2", "pdarts", "cdarts_imagenet", "pcdarts_imagenet",
        "cdarts_a", "cdarts_b"]
 STEPS = ["build", "bn_calibration", "count_macs", "export", "check", "parity", "latency"]
+FORCED_ISA = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
 
-def run_once(name: str, exporter: str | None, threads: int, work: Path) -> dict:
-    from cdarts_deploy.commands.export import main
-
-    argv = [name, "--onnx", "--out", str(work / name), "--threads", str(threads)]
+def run_once(name: str, exporter: str | None, threads: int, isa: str, work: Path) -> dict:
+    """One ``cdarts-export`` process; its wall time and the step times its report records."""
+    out = work / f"{name}-{isa}-{exporter or 'default'}"
+    cmd = [sys.executable, "-m", "cdarts_deploy.commands.export", name, "--onnx", "--out", str(out),
+           "--threads", str(threads)]
     if exporter:
-        argv += ["--exporter", exporter]
+        cmd += ["--exporter", exporter]
+    env = {**os.environ, **FORCED_ISA[isa]}
     start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
-        code = main(argv)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    if code != 0:
-        raise SystemExit(f"cdarts-export {' '.join(argv)} failed ({code}): {err.getvalue().strip()[-300:]}")
-    report = json.loads((work / name / f"{name}.json").read_text())
-    return {"model": name, "exporter": report["exporter"], "wall_s": wall, **report["seconds"],
-            "load_average": os.getloadavg()[0]}
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
+    report = json.loads((out / f"{name}.json").read_text())
+    steps = {s: float(report["seconds"].get(s, 0.0)) for s in STEPS}
+    return {"model": name, "isa": isa, "exporter": report["exporter"], "wall_s": wall, **steps,
+            "startup_s": wall - sum(steps.values()), "load_average": os.getloadavg()[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,33 +56,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(ZOO))
     p.add_argument("--exporter", action="append", choices=("dynamo", "torchscript"),
                    help="exporter(s) to time (repeatable; default: the command's default)")
+    p.add_argument("--isa", action="append", choices=tuple(FORCED_ISA),
+                   help="torch kernel paths (repeatable; default: native)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", help="file for the JSON rows")
+    p.add_argument("--out", help="file for the JSON rows and the conditions")
     args = p.parse_args(argv)
-    start = time.perf_counter()
-    import onnx  # noqa: F401  -- the one-off import cost, kept out of the first model's time
-    import onnxruntime  # noqa: F401
-    import torch  # noqa: F401
-
-    import cdarts_deploy.commands.export  # noqa: F401
-    import_s = time.perf_counter() - start
-    cols = ["model", "exporter", "total s", *STEPS, "other", "load avg"]
-    print(f"import {import_s:.1f} s (once)")
+    cols = ["model", "isa", "exporter", "wall s", "start-up", *STEPS, "load avg"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for exporter in args.exporter or [None]:
-            for name in args.models.split(","):
-                row = run_once(name, exporter, args.threads, Path(work))
-                other = row["wall_s"] - sum(row.get(s, 0.0) for s in STEPS)
-                print("| " + " | ".join([row["model"], row["exporter"], f"{row['wall_s']:.1f}",
-                                         *(f"{row.get(s, 0.0):.1f}" for s in STEPS), f"{other:.1f}",
-                                         f"{row['load_average']:.1f}"]) + " |", flush=True)
-                rows.append(row)
+        for isa in args.isa or ["native"]:
+            for exporter in args.exporter or [None]:
+                for name in args.models.split(","):
+                    row = run_once(name, exporter, args.threads, isa, Path(work))
+                    print("| " + " | ".join([row["model"], row["isa"], row["exporter"], f"{row['wall_s']:.1f}",
+                                             f"{row['startup_s']:.1f}", *(f"{row[s]:.1f}" for s in STEPS),
+                                             f"{row['load_average']:.1f}"]) + " |", flush=True)
+                    rows.append(row)
+    print(f"slowest: {max(rows, key=lambda r: r['wall_s'])['model']} {max(r['wall_s'] for r in rows):.1f} s")
     if args.out:
         from cdarts_deploy.atomic_files import write_text
 
-        write_text(args.out, json.dumps({"import_s": import_s, "rows": rows}, indent=2) + "\n")
+        write_text(args.out, json.dumps({"conditions": conditions(args.threads, "cpu"), "rows": rows}, indent=2)
+                   + "\n")
     return 0
 
 

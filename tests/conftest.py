@@ -6,6 +6,7 @@ precision, profiling and TensorRT tests.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,35 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# Modules whose results depend on the CPU's kernels (INT8 in ONNX Runtime, oneDNN in search and training).
+# `make test` runs them a second time with torch's AVX2 paths forced (see the Makefile), so a machine of
+# either kind exercises both.
+ISA_SENSITIVE_MODULES = frozenset({
+    "test_commands_export", "test_commands_profile", "test_commands_train", "test_deploy_eval",
+    "test_deploy_layer_compare", "test_deploy_precision", "test_depthwise_backward", "test_int8_rewrites",
+    "test_search_chain", "test_search_e2e", "test_search_latency", "test_search_trainer", "test_search_units",
+    "test_training_run",
+})
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "isa_sensitive: depends on the CPU's kernels; run again with AVX2 paths forced")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.path.stem in ISA_SENSITIVE_MODULES:
+            item.add_marker(pytest.mark.isa_sensitive)
+
+
+def pytest_sessionstart(session) -> None:
+    """A run that asks for torch's AVX2 paths must get them, or the second pass would test nothing new."""
+    wanted = os.environ.get("ATEN_CPU_CAPABILITY")
+    if wanted:
+        import torch
+
+        got = torch.backends.cpu.get_cpu_capability()
+        if got.lower() != wanted.lower():
+            raise pytest.UsageError(f"ATEN_CPU_CAPABILITY={wanted} asked for, but torch runs {got} kernels")
