@@ -17,6 +17,7 @@ from torch import nn
 from cdarts_deploy.genotype import SEARCH_OPS
 
 from .depthwise_conv import DepthwiseConv2d
+from .onednn_guard import StridedPointwiseConv2d
 
 __all__ = [
     "OPERATIONS",
@@ -89,8 +90,9 @@ class FactorizedReduce(nn.Module):
         if c_out % 2:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        # nn.Conv2d subclasses that keep a narrow c_in off oneDNN's faulty strided 1x1 weight gradient
+        self.conv_1 = StridedPointwiseConv2d(c_in, c_out // 2, stride=2)
+        self.conv_2 = StridedPointwiseConv2d(c_in, c_out // 2, stride=2)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

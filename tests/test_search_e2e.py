@@ -112,6 +112,24 @@ def test_imagefolder_search_exports(tmp_path):
     _export_and_check(out / "genotype.json", tmp_path)
 
 
+def test_imagefolder_search_on_forced_avx2_completes_and_exports(tmp_path):
+    """The same search with oneDNN capped at AVX2, where the strided 1x1 weight gradient of a narrow
+    FactorizedReduce corrupted the heap (see backbones/onednn_guard.py); MALLOC_CHECK_=3 makes glibc
+    abort on the corruption instead of leaving it silent."""
+    root = make_imagefolder(tmp_path / "imgs", classes=3, per_class=8)
+    out = tmp_path / "run"
+    env = dict(_env(), ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", MALLOC_CHECK_="3")
+    cmd = [sys.executable, "-m", "search.cli", *TINY, "--dataset", "imagefolder", "--data-root", str(root),
+           "--out", str(out), "--train-fraction", "0.5", "--val-fraction", "0.5", "--batch-size", "4",
+           "--input-size", "32", "--epochs", "1", "--per-stage-alpha", "--learn-beta"]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    g = gt.load(out / "genotype.json")
+    assert len(g.stages) == 3 and g.network.layout == "imagenet" and g.network.input_size == 32
+    assert len(_rows(out)) == 2
+    _export_and_check(out / "genotype.json", tmp_path)
+
+
 def test_darts_baseline_has_no_evaluation_network(cifar_dir, tmp_path):
     out = tmp_path / "darts"
     assert _search("--dataset", "cifar10", "--data-root", str(cifar_dir), "--out", str(out), "--method", "darts",
