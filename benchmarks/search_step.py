@@ -96,6 +96,29 @@ def _worker(args: argparse.Namespace) -> dict:
             "peak_mib": peak, "device": str(ctx.device)}
 
 
+def step_times(method: str, *, width: int = 8, cells: int = 8, eval_cells: int = 20, batch: int = 16,
+               input_size: int = 32, steps: int = 5, warmup: int = 2, device: str = "cpu", threads: int = 0,
+               contiguous: bool = False) -> dict:
+    """One method's median step times, in this process (``main`` runs each method in a child process so that
+    peak memory is per method; on CUDA the peak is reset per run, so in-process is enough there)."""
+    return _worker(argparse.Namespace(method=method, width=width, cells=cells, eval_cells=eval_cells, batch=batch,
+                                      input_size=input_size, steps=steps, warmup=warmup, device=device,
+                                      threads=threads, contiguous=contiguous))
+
+
+def ratios(darts: dict, cdarts: dict) -> dict:
+    """CDARTS / DARTS step ratios as ``main`` prints them (process CPU time on CPU, wall time on GPU)."""
+    key = "cpu_step" if darts["device"] == "cpu" else "step"
+    stage1 = cdarts[f"{key}_with_stage1_s"] - cdarts[f"{key}_s"]
+    return {"measure": "process CPU time" if key == "cpu_step" else "wall time",
+            "step_ratio": cdarts[f"{key}_s"] / darts[f"{key}_s"],
+            "step_with_stage1_ratio": cdarts[f"{key}_with_stage1_s"] / darts[f"{key}_s"],
+            # Algorithm 1 trains the evaluation network twice per search step: a floor for the ratio
+            "floor_with_stage1": (darts[f"{key}_s"] + 2 * stage1) / darts[f"{key}_s"],
+            "peak_memory_ratio": cdarts["peak_mib"] / darts["peak_mib"],
+            "paper": "about 1.3x (Section 4.7)"}
+
+
 def _skip_counts(args: argparse.Namespace) -> dict[str, list[int]]:
     """Skip connections in the normal cell after each epoch of a short CDARTS and DARTS run on the same data."""
     import pickle

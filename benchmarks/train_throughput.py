@@ -47,6 +47,54 @@ def bare_epoch(model: nn.Module, batches: list, optimizer: torch.optim.Optimizer
         optimizer.step()
 
 
+def measure(genotype: str = "cdarts_cifar", width: int = 8, cells: int = 5, size: int = 32, batch: int = 32,
+            steps: int = 8, rounds: int = 3, aux_weight: float = 0.4, threads: int | None = 2, device: str = "cpu",
+            channels_last: bool = False, amp: str = "off") -> dict:
+    """Images/s of cdarts-train's loop and of the bare loop (best of ``rounds`` alternating epochs) and their ratio.
+
+    ``threads`` None leaves torch's thread count as it is (GPU runs)."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    model = create_model_from_genotype(genotype, layout="cifar", width=width, cells=cells, num_classes=10,
+                                       auxiliary=aux_weight > 0).to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    batches = [(torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))) for _ in range(steps)]
+    opt = create_optimizer_v2(model, opt="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, filter_bias_and_bn=False)
+    sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=100, step_on_epochs=False, updates_per_epoch=steps)
+    settings = StepSettings(dev, aux_weight=aux_weight, grad_clip=5.0, amp_dtype=amp_dtype,
+                            channels_last=channels_last, progress=False)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(fn) -> float:
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t
+
+    ours = lambda: train_one_epoch(model, batches, opt, loss_fn, epoch=0, settings=settings, scheduler=sched)  # noqa: E731
+    bare = lambda: bare_epoch(model, batches, opt, aux_weight, dev, amp_dtype, channels_last)  # noqa: E731
+    ours(), bare()  # warm-up
+    t_ours, t_bare = [], []
+    for _ in range(rounds):
+        t_ours.append(timed(ours))
+        t_bare.append(timed(bare))
+    n = steps * batch
+    ips_ours, ips_bare = n / min(t_ours), n / min(t_bare)
+    return {"device": str(dev), "threads": torch.get_num_threads(), "genotype": genotype, "width": width,
+            "cells": cells, "size": size, "batch": batch, "steps": steps, "rounds": rounds, "aux_weight": aux_weight,
+            "channels_last": channels_last, "amp": amp, "images_per_s_cdarts_train": ips_ours,
+            "images_per_s_bare": ips_bare, "ratio": ips_ours / ips_bare}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--genotype", default="cdarts_cifar")
@@ -62,50 +110,15 @@ def main() -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-    model = create_model_from_genotype(args.genotype, layout="cifar", width=args.width, cells=args.cells,
-                                       num_classes=10, auxiliary=args.aux_weight > 0).to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    batches = [(torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 10, (args.batch,)))
-               for _ in range(args.steps)]
-    opt = create_optimizer_v2(model, opt="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, filter_bias_and_bn=False)
-    sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=100, step_on_epochs=False,
-                                   updates_per_epoch=args.steps)
-    settings = StepSettings(device, aux_weight=args.aux_weight, grad_clip=5.0, amp_dtype=amp,
-                            channels_last=args.channels_last, progress=False)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def timed(fn) -> float:
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - t
-
-    ours = lambda: train_one_epoch(model, batches, opt, loss_fn, epoch=0, settings=settings, scheduler=sched)  # noqa: E731
-    bare = lambda: bare_epoch(model, batches, opt, args.aux_weight, device, amp, args.channels_last)  # noqa: E731
-    ours(), bare()  # warm-up
-    t_ours, t_bare = [], []
-    for _ in range(args.rounds):
-        t_ours.append(timed(ours))
-        t_bare.append(timed(bare))
-    n = args.steps * args.batch
-    ips_ours, ips_bare = n / min(t_ours), n / min(t_bare)
-    print(f"device {device}, threads {args.threads}, {args.genotype} C={args.width} cells={args.cells} "
+    r = measure(args.genotype, args.width, args.cells, args.size, args.batch, args.steps, args.rounds,
+                args.aux_weight, args.threads, args.device, args.channels_last, args.amp)
+    print(f"device {r['device']}, threads {r['threads']}, {args.genotype} C={args.width} cells={args.cells} "
           f"{args.size}x{args.size}, batch {args.batch}, aux {args.aux_weight}, channels_last {args.channels_last}, "
           f"amp {args.amp}")
     print(f"{'loop':<12}{'images/s':>12}")
-    print(f"{'cdarts-train':<12}{ips_ours:>12.1f}")
-    print(f"{'bare timm':<12}{ips_bare:>12.1f}")
-    print(f"ratio cdarts-train / bare = {ips_ours / ips_bare:.3f} (best of {args.rounds} epochs of {args.steps} steps; "
+    print(f"{'cdarts-train':<12}{r['images_per_s_cdarts_train']:>12.1f}")
+    print(f"{'bare timm':<12}{r['images_per_s_bare']:>12.1f}")
+    print(f"ratio cdarts-train / bare = {r['ratio']:.3f} (best of {args.rounds} epochs of {args.steps} steps; "
           "cdarts-train also steps the scheduler and keeps meters)")
     return 0
 
