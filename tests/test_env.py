@@ -137,3 +137,17 @@ def test_export_and_profile_reports_embed_the_block(tmp_path, capsys):
     assert block["format"] == "cdarts-env" and block["paths"]["onnxruntime_int8"]["kernel"]
     assert block["versions"]["torch"] == torch.__version__
     assert conditions(1, "cpu")["environment"]["format"] == "cdarts-env"  # profile and latency-table reports
+
+
+def test_profile_markdown_names_the_cpu_paths():
+    from cdarts_deploy.deploy.profile_report import make_report, markdown
+    from cdarts_deploy.deploy.versions import conditions
+
+    cond = conditions(1, "cpu")
+    cond["environment"] = env.environment(cpuinfo=SKYLAKE)  # a CPU without VNNI
+    md = markdown(make_report([], cond, None))
+    assert f"CPU paths: ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN AVX512_CORE" in md
+    assert "INT8 avx512bw (vpmaddubsw) (8-bit weights can saturate)" in md
+    old = conditions(1, "cpu")
+    del old["environment"]  # a report written before the block existed still renders
+    assert "CPU paths" not in markdown(make_report([], old, None))

@@ -127,8 +127,8 @@ def test_budget_spent_inside_a_section_or_before_it_fails_the_run(tool, tmp_path
         return {"checks": [{"name": "never reached", "passed": True}]}
 
     sections = [tool.Section("first", "runs out", {"cpu": ()}, runs_out, lambda s, d: ""),
-                tool.Section("second", "never starts", {"cpu": ()}, lambda c: {"checks": [{"name": "x", "passed": True}]},
-                             lambda s, d: ""),
+                tool.Section("second", "never starts", {"cpu": ()},
+                             lambda c: {"checks": [{"name": "x", "passed": True}]}, lambda s, d: ""),
                 tool.Section("gpu_only", "needs CUDA", {"cpu": ("cuda",)}, lambda c: {}, lambda s, d: "")]
     results = tool.run_sections(sections, _ctx(tool, tmp_path))
     assert ran == [1]
@@ -185,7 +185,8 @@ def test_cpu_run_of_the_sections_writes_both_reports(tool, tmp_path):
     assert sections["train_throughput"]["train_throughput"]["images_per_s_bare"] > 0
     assert sections["gemm"]["status"] == tool.PASSED
     md = (tmp_path / "gc.md").read_text()
-    assert "**PASSED**" in md and "torch-cpu-control-stem" in md and "| cdarts_cifar@32 (C=8, 5 cells) | eager | 1 |" in md
+    assert "**PASSED**" in md and "torch-cpu-control-stem" in md
+    assert "| cdarts_cifar@32 (C=8, 5 cells) | eager | 1 |" in md
     assert "Search step: CDARTS / DARTS" in md
 
 

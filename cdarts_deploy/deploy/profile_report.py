@@ -80,6 +80,16 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _cpu_paths(env: dict | None) -> str:
+    """The CPU kernel paths of the run (from the cdarts-env block), for the line under the title."""
+    if not env:
+        return ""
+    paths = env["paths"]
+    int8 = paths["onnxruntime_int8"]
+    return (f" CPU paths: ATen {paths['aten']['capability']}, oneDNN {paths['onednn']['effective']}, ONNX Runtime "
+            f"INT8 {int8['kernel']}{'' if int8['vnni'] else ' (8-bit weights can saturate)'}.")
+
+
 def markdown(report: dict) -> str:
     """The report as Markdown: measured rows, published reference rows, conditions."""
     cond = report["conditions"]
@@ -89,7 +99,7 @@ def markdown(report: dict) -> str:
         f"Measured on {cond['gpu'] or cond['cpu']} ({cond['device']}, {cond['threads']} threads); "
         f"torch {cond['versions']['torch']}, onnxruntime {cond['versions']['onnxruntime']}"
         + (f", TensorRT {cond['versions']['tensorrt']}" if cond["versions"].get("tensorrt") else "")
-        + ".",
+        + "." + _cpu_paths(cond.get("environment")),
         "",
         "| model | backend | precision | input | params (M) | MACs/img (M) | mean ms | median ms | p90 | p95 | p99 "
         "| std | img/s | floor ms | GFLOP/s | of GEMM |",
