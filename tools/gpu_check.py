@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """One-shot GPU acceptance run: every section passes, fails or is not applicable, and a skip is a failure.
 
-    python tools/gpu_check.py --out gpu_check/            # full run, budget 450 s (target: under 8 minutes)
-    python tools/gpu_check.py --quick --out gpu_check/    # budget 160 s (target: under 3 minutes)
+    python tools/gpu_check.py --out gpu_check/            # full run, budget 420 s (target: under 8 minutes)
+    python tools/gpu_check.py --quick --out gpu_check/    # budget 150 s (target: under 3 minutes)
     python tools/gpu_check.py --dry-run                   # what would run on the GPU image and here, and why
     python tools/gpu_check.py --device cpu --out /tmp/x   # the same sections on the CPU at toy sizes
 
@@ -81,7 +81,8 @@ GROSS_PERTURBATION = 0.25
 
 #: A CUDA-graph replay runs the eager kernels: it must match eager to FP32 summation order.  A compiled
 #: model fuses and reorders: it must stay within 1% of the logits' scale (a random 20-cell network's own
-#: FP32-vs-FP64 error is 0.1% of it).  These are consistency checks; parity is the parity section's job.
+#: FP32-vs-FP64 error is 0.1% of it); at FP16 / BF16 the compiled agreement is reported, not judged.  These are
+#: consistency checks; parity is the parity section's job.
 GRAPH_RTOL, COMPILE_RTOL, CONSISTENCY_ATOL = 1e-3, 1e-2, 1e-4
 
 
@@ -230,8 +231,8 @@ def settings_for(device: str, quick: bool, dtype: str = "fp32") -> Settings:
         compile_nets=["cdarts_b"] if quick else ["cdarts_cifar", "cdarts_b", "resnet50"],
         compile_batches=(32,) if quick else (1, 8, 32),
         warmup=5 if quick else 10, iters=30 if quick else 100, dtype=dtype, search=search, train=train,
-        gemm_sizes=(4096,) if quick else (4096, 8192), budget_s=160 if quick else 450,
-        trt_nets=[Net("cdarts_cifar", 32), PARITY_CHAIN])
+        gemm_sizes=(4096,) if quick else (4096, 8192), budget_s=150 if quick else 420,
+        trt_nets=[PARITY_CELL, PARITY_CHAIN])  # the 8-cell network: see PARITY_CELL
 
 
 # --------------------------------------------------------------------------- the run
@@ -546,6 +547,8 @@ def latency_section(ctx: Context, mode: str) -> dict:
                         torch.cuda.synchronize()
                     row["compile_s"] = round(time.perf_counter() - start, 2)
                     row["agrees_with_eager"] = agreement(eager_out, out, COMPILE_RTOL)
+                    if s.dtype != "fp32":  # half-precision rounding, reordered and amplified, is not a bug: report only
+                        row["agrees_with_eager"]["passed"] = None
                     step = lambda: compiled(x)  # noqa: E731
                 warmup = s.warmup if mode != "compile" else max(s.warmup, 3)
                 times = timer(step, warmup, s.iters)
@@ -918,7 +921,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="latency sections' dtype (default fp32, TF32 off)")
     p.add_argument("--compile-models", help="comma list of latency networks to compile (default: per mode)")
     p.add_argument("--budget-s", type=float, help="time budget; a section not started or not finished by then fails "
-                   "(default 450, quick 160)")
+                   "(default 420, quick 150; a section overrunning it is stopped at its next row)")
     p.add_argument("--require-gpu", action="store_true", help="no CUDA device is a failure, not 'not applicable'")
     return p.parse_args(argv)
 
