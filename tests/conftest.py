@@ -62,7 +62,8 @@ def single_torch_thread():
 # either kind exercises both.
 ISA_SENSITIVE_MODULES = frozenset({
     "test_commands_export", "test_commands_profile", "test_commands_train", "test_deploy_eval",
-    "test_deploy_layer_compare", "test_deploy_precision", "test_depthwise_backward", "test_int8_rewrites",
+    "test_deploy_layer_compare", "test_deploy_precision", "test_depthwise_backward", "test_env", "test_int8_rewrites",
+    "test_onednn_guard",
     "test_search_chain", "test_search_e2e", "test_search_latency", "test_search_trainer", "test_search_units",
     "test_training_run",
 })

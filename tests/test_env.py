@@ -139,9 +139,12 @@ def test_export_and_profile_reports_embed_the_block(tmp_path, capsys):
     assert conditions(1, "cpu")["environment"]["format"] == "cdarts-env"  # profile and latency-table reports
 
 
-def test_profile_markdown_names_the_cpu_paths():
+def test_profile_markdown_names_the_cpu_paths(monkeypatch):
     from cdarts_deploy.deploy.profile_report import make_report, markdown
     from cdarts_deploy.deploy.versions import conditions
+
+    for cap in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # the sample CPU's own ISA, not a forced one
+        monkeypatch.delenv(cap, raising=False)
 
     cond = conditions(1, "cpu")
     cond["environment"] = env.environment(cpuinfo=SKYLAKE)  # a CPU without VNNI
