@@ -32,5 +32,5 @@ Chain-structured MBConv space (paper Section 4.6.1):
 * ``chain_supernet`` -- the supernet with mixed inverted-residual blocks and their architecture weights.
 * ``chain_child``   -- the derived child network (timm) with weights inherited from the supernet.
 * ``chain_cost``    -- multiply-add table of the candidates, budget fitting and penalty.
-* ``chain_space``   -- the chain space adapter, its (block, candidate) weight pool, ``TINY_BASE``.
+* ``chain_space``   -- the chain space adapter and its (block, candidate) weight pool.
 """

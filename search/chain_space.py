@@ -11,7 +11,6 @@ fixed parts (stem, fixed stages, head) start from the supernet the first time.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +20,8 @@ from torch import nn
 from backbones.chain_net import create_chain_model
 from backbones.depthwise_conv import use_faster_depthwise_backward
 from cdarts_deploy import latency_table as lt
-from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype
+from cdarts_deploy.errors import UserError
+from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, base_from_option
 
 from .chain_child import build_child, derive_genotype
 from .chain_cost import CostModel, budget_band, budget_penalty
@@ -32,34 +32,7 @@ from .errors import SearchInputError
 from .eval_pool import WeightPool
 from .space import alpha_entropy
 
-__all__ = ["TINY_BASE", "ChainSpace", "ChainEvalPool", "ChainSupernet", "MixedInvertedResidual",
-           "resolve_base_option", "choices_of"]
-
-#: A 4-stage base small enough for CPU tests: 4 searchable blocks in 2 stages.
-TINY_BASE: list[list[str]] = [
-    ["ds_r1_k3_s1_e1_c8_se0.25"],
-    ["ir_r1_k3_s2_e4_c16_se0.25", "ir_r1_k3_s1_e4_c16_se0.25"],
-    ["ir_r1_k3_s2_e4_c24_se0.25", "ir_r1_k3_s1_e4_c24_se0.25"],
-    ["cn_r1_k1_s1_c64"],
-]
-
-
-def resolve_base_option(base: str) -> str | list[list[str]]:
-    if base == "tiny":
-        return TINY_BASE
-    if base in ("cdarts_a_base", "cdarts_b_base"):
-        return base
-    path = Path(base)
-    if not path.is_file():
-        raise SearchInputError(f"--base {base!r}: expected cdarts_a_base, cdarts_b_base, tiny or a JSON file of stages")
-    try:
-        stages = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SearchInputError(f"--base {base}: unreadable JSON ({exc}); expected a list of lists of arch strings") from None
-    if not (isinstance(stages, list) and all(isinstance(s, list) and all(isinstance(a, str) for a in s) for s in stages)):
-        raise SearchInputError(f"--base {base}: expected a JSON list of lists of arch strings")
-    return stages
-
+__all__ = ["ChainSpace", "ChainEvalPool", "ChainSupernet", "MixedInvertedResidual", "choices_of"]
 
 def choices_of(supernet: ChainSupernet, genotype: ChainGenotype) -> list[int]:
     """The candidate index of every searchable block of ``genotype``."""
@@ -146,7 +119,11 @@ class ChainSpace:
     def __init__(self, cfg: SearchConfig, num_classes: int, input_size: int, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         try:
-            self.supernet = ChainSupernet(resolve_base_option(cfg.base), num_classes=num_classes,
+            base = base_from_option(cfg.base)
+        except UserError as exc:
+            raise SearchInputError(str(exc)) from None
+        try:
+            self.supernet = ChainSupernet(base, num_classes=num_classes,
                                           input_size=input_size, stem_channels=cfg.stem_channels,
                                           head_channels=cfg.head_channels,
                                           alpha_init_std=cfg.alpha_init_std).to(device)

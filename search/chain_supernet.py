@@ -42,22 +42,15 @@ from cdarts_deploy.genotype import (
     Block,
     ChainGenotype,
     ChainNetwork,
-    base_arch,
     is_searchable_block,
     parse_arch_string,
+    resolve_base,
 )
 
-__all__ = ["ChoiceUnit", "MixedInvertedResidual", "ChainSupernet", "resolve_base", "forward_levels"]
+__all__ = ["ChoiceUnit", "MixedInvertedResidual", "ChainSupernet", "forward_levels"]
 
 _MAX_KERNEL = max(k for k, _ in CHAIN_CHOICES)
 _EXPANSIONS = sorted({e for _, e in CHAIN_CHOICES})
-
-
-def resolve_base(base: str | list[list[str]]) -> list[list[str]]:
-    """A base architecture by name (``cdarts_a_base`` / ``cdarts_b_base``) or as arch strings."""
-    if isinstance(base, str):
-        return base_arch(base)
-    return [list(stage) for stage in base]
 
 
 @dataclass(frozen=True)

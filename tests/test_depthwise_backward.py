@@ -191,7 +191,7 @@ def test_timm_chain_model_takes_the_faster_backward_with_unchanged_weights_and_r
     from backbones.chain_net import create_chain_model
     from backbones.depthwise_conv import use_faster_depthwise_backward
     from cdarts_deploy.genotype import ChainGenotype
-    from search.chain_space import TINY_BASE
+    from cdarts_deploy.genotype import TINY_BASE
 
     torch.manual_seed(0)
     genotype = ChainGenotype.from_arch_strings(TINY_BASE, name="tiny")

@@ -113,3 +113,53 @@ def test_the_check_sees_a_violation(tmp_path):
     names = imports_of("cdarts_deploy.genotype.bad", bad)
     assert "cdarts_deploy.commands.args" in names
     assert floor_of(_project_target("cdarts_deploy.commands.args"))[0] > floor_of("cdarts_deploy.genotype")[0]
+
+
+# ---------------------------------------------------------------------------
+# One rule, one home: a moved rule is defined only in its home, and its old homes stay empty.
+# ---------------------------------------------------------------------------
+
+#: name -> the one module that may define it (None: no module may; the name was retired).
+ONE_HOME = {
+    # base networks of the chain space
+    "base_arch": "cdarts_deploy.genotype.bases",
+    "resolve_base": "cdarts_deploy.genotype.bases",
+    "base_from_option": "cdarts_deploy.genotype.bases",
+    "TINY_BASE": "cdarts_deploy.genotype.bases",
+    "BASE_NAMES": "cdarts_deploy.genotype.bases",
+    "resolve_base_option": None,
+}
+
+
+def definitions(path: Path) -> set[str]:
+    """Names a file defines: functions and classes at any depth, and module-level assignments."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = {node.name for node in ast.walk(tree)
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        found.update(t.id for t in targets if isinstance(t, ast.Name))
+    return found
+
+
+def homeless_definitions(modules: dict[str, Path]) -> list[str]:
+    wrong = []
+    for module, path in sorted(modules.items()):
+        for name in sorted(definitions(path) & set(ONE_HOME)):
+            if ONE_HOME[name] != module:
+                wrong.append(f"{module} defines {name} (its one home: {ONE_HOME[name] or 'none, retired'})")
+    return wrong
+
+
+def test_moved_rules_are_defined_only_in_their_home():
+    assert homeless_definitions(MODULES) == []
+    for name, home in ONE_HOME.items():
+        if home is not None:
+            assert name in definitions(MODULES[home]), f"{home} no longer defines {name}; update ONE_HOME"
+
+
+def test_one_home_check_sees_a_second_home(tmp_path):
+    # the check is only real if it fails on a wrong input
+    bad = tmp_path / "chain_space.py"
+    bad.write_text("TINY_BASE = []\n\ndef resolve_base_option(base):\n    return base\n")
+    assert len(homeless_definitions({"search.chain_space": bad})) == 2

@@ -21,7 +21,8 @@ from backbones.factory import create_model_from_genotype
 from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, load, to_dict
 from search.chain_child import build_child
 from search.chain_cost import CostModel, budget_penalty
-from search.chain_space import TINY_BASE, ChainSupernet, MixedInvertedResidual
+from cdarts_deploy.genotype import TINY_BASE
+from search.chain_space import ChainSupernet, MixedInvertedResidual
 from search.cli import main as search_main
 from training_samples import brightness_image_folder
 

@@ -14,7 +14,8 @@ from cdarts_deploy.commands.latency_table import main as table_main
 from cdarts_deploy.genotype import CHAIN_CHOICES, load
 from search.chain_child import derive_genotype
 from search.chain_cost import CostModel, budget_penalty
-from search.chain_space import TINY_BASE, ChainSupernet
+from cdarts_deploy.genotype import TINY_BASE
+from search.chain_space import ChainSupernet
 from search.cli import main as search_main
 from training_samples import brightness_image_folder
 from fake_latency import FakeTimer

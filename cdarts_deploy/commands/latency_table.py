@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cdarts_deploy.commands.args import OneLineParser, UsageError, non_negative_int, positive_int, run_main
+from cdarts_deploy.genotype import base_from_option
 from cdarts_deploy.latency_table import CORRECTIONS, RUNTIMES, save
 
 PROG = "cdarts-latency-table"
@@ -76,14 +77,12 @@ def run(args: argparse.Namespace) -> int:
 
     from cdarts_deploy.deploy.latency_measure import (PartTimer, correction_from, measure_chain_table,
                                                       random_children, require_runtime, validate_table)
-    from search.chain_space import resolve_base_option
-    from search.chain_supernet import resolve_base
 
     out = _check_out(args.out)
     if args.input_size < 32:
         raise UsageError(f"--input-size {args.input_size}: must be at least 32 (the chain networks reduce by 32)")
     require_runtime(args.runtime)  # before any work: a machine without the runtime says so in one line
-    base = resolve_base(resolve_base_option(args.base))
+    base = base_from_option(args.base)
     network = {"num_classes": args.num_classes, "stem_channels": args.stem_channels,
                "head_channels": args.head_channels}
     with PartTimer(args.runtime, threads=args.threads, warmup=args.warmup, iters=args.iters,

@@ -22,7 +22,8 @@ Modules, from the bottom up:
 * ``fields`` -- checks on one JSON field (known keys, bounded numbers, strings);
 * ``model`` -- the frozen dataclasses (:class:`CellGenotype`, :class:`ChainGenotype`, ...);
 * ``cell`` -- the cell kind: operations, layouts, cell validation;
-* ``chain`` -- the chain kind: blocks, arch strings, base networks and choices;
+* ``bases`` -- the chain space's base networks: by name, the tiny test base, a ``--base`` option;
+* ``chain`` -- the chain kind: blocks, arch strings, choices and chain documents;
 * ``legacy`` -- the reference code's ``Genotype(...)`` forms, read with :mod:`ast`;
 * ``document`` -- the document header and :func:`from_dict` / :func:`to_dict`;
 * ``zoo`` -- the built-in genotypes;
@@ -30,13 +31,13 @@ Modules, from the bottom up:
 """
 
 from cdarts_deploy.genotype import limits
+from cdarts_deploy.genotype.bases import TINY_BASE, base_arch, base_from_option, resolve_base
 from cdarts_deploy.genotype.cell import CELL_OPS, LAYOUT_DEFAULTS, LAYOUTS, SEARCH_OPS
 from cdarts_deploy.genotype.chain import (
     BLOCK_TYPES,
     CHAIN_CHOICES,
     CHAIN_DEFAULTS,
     apply_choices,
-    base_arch,
     is_searchable_block,
     parse_arch_string,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "LAYOUTS",
     "LAYOUT_DEFAULTS",
     "SEARCH_OPS",
+    "TINY_BASE",
     "VERSION",
     "Block",
     "Cell",
@@ -78,6 +80,7 @@ __all__ = [
     "GenotypeError",
     "apply_choices",
     "base_arch",
+    "base_from_option",
     "dumps",
     "from_dict",
     "is_searchable_block",
@@ -85,6 +88,7 @@ __all__ = [
     "load",
     "loads",
     "parse_arch_string",
+    "resolve_base",
     "save",
     "to_dict",
     "zoo_names",

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from cdarts_deploy.genotype import limits
+from cdarts_deploy.genotype.bases import BASE_NAMES, base_arch
 from cdarts_deploy.genotype.errors import GenotypeError, json_preview, repr_preview
 from cdarts_deploy.genotype.fields import bounded_int, check_count, check_int, check_keys, check_number, optional_text
 from cdarts_deploy.genotype.model import Block, ChainGenotype, ChainNetwork
@@ -24,7 +25,6 @@ CHAIN_CHOICES: tuple[tuple[int, int], ...] = ((3, 4), (3, 6), (5, 4), (5, 6), (7
 
 BLOCK_TYPES = ("ds", "ir", "cn")
 BLOCK_KEYS = ("type", "kernel", "expansion", "stride", "out_channels", "se_ratio", "repeats")
-BASE_NAMES = ("cdarts_a_base", "cdarts_b_base")
 CHAIN_DOC_KEYS = ("format", "version", "kind", "name", "description", "stages", "network", "arch", "base", "choices")
 
 #: Classes and input size of a chain network when neither the caller nor the genotype says (ImageNet).
@@ -164,24 +164,6 @@ def chain_from_arch_strings(
 # ---------------------------------------------------------------------------
 # Choice form
 # ---------------------------------------------------------------------------
-
-
-def base_arch(name: str) -> list[list[str]]:
-    """The base networks of the chain space, before the search picks each block's (kernel, expansion)."""
-    stem = ["ds_r1_k3_s1_e1_c16_se0.25"]
-    head = ["cn_r1_k1_s1_c960"]
-
-    def stage(n: int, c: int, first_stride: int) -> list[str]:
-        return [f"ir_r1_k3_s{first_stride if j == 0 else 1}_e4_c{c}_se0.25" for j in range(n)]
-
-    if name == "cdarts_b_base":
-        stage3 = stage(3, 80, 2) + ["ir_r2_k3_s1_e4_c80_se0.25"]
-        return [stem, stage(4, 24, 2), stage(4, 40, 2), stage3, stage(4, 96, 1), stage(4, 192, 2), head]
-    if name == "cdarts_a_base":
-        return [stem, stage(1, 24, 2), stage(2, 40, 2), stage(3, 80, 2), stage(4, 96, 1), stage(3, 192, 2), head]
-    raise GenotypeError(
-        f"found base {repr_preview(name)}, expected 'cdarts_a_base' or 'cdarts_b_base' or a list of stages", "base"
-    )
 
 
 def apply_choices(
