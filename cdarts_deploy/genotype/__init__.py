@@ -20,10 +20,11 @@ Modules, from the bottom up:
 * ``errors`` -- :class:`GenotypeError` and bounded previews of bad values;
 * ``limits`` -- the bounds on every input and the checks on raw text;
 * ``fields`` -- checks on one JSON field (known keys, bounded numbers, strings);
+* ``blocks`` -- one chain block: :class:`Block`, its arch string both ways, its checks;
 * ``model`` -- the frozen dataclasses (:class:`CellGenotype`, :class:`ChainGenotype`, ...);
 * ``cell`` -- the cell kind: operations, layouts, cell validation;
 * ``bases`` -- the chain space's base networks: by name, the tiny test base, a ``--base`` option;
-* ``chain`` -- the chain kind: blocks, arch strings, choices and chain documents;
+* ``chain`` -- the chain kind: the choice form and chain documents;
 * ``legacy`` -- the reference code's ``Genotype(...)`` forms, read with :mod:`ast`;
 * ``document`` -- the document header and :func:`from_dict` / :func:`to_dict`;
 * ``zoo`` -- the built-in genotypes;
@@ -33,19 +34,12 @@ Modules, from the bottom up:
 from cdarts_deploy.genotype import limits
 from cdarts_deploy.genotype.bases import TINY_BASE, base_arch, base_from_option, resolve_base
 from cdarts_deploy.genotype.cell import CELL_OPS, LAYOUT_DEFAULTS, LAYOUTS, SEARCH_OPS
-from cdarts_deploy.genotype.chain import (
-    BLOCK_TYPES,
-    CHAIN_CHOICES,
-    CHAIN_DEFAULTS,
-    apply_choices,
-    is_searchable_block,
-    parse_arch_string,
-)
+from cdarts_deploy.genotype.blocks import BLOCK_TYPES, Block, parse_arch_string
+from cdarts_deploy.genotype.chain import CHAIN_CHOICES, CHAIN_DEFAULTS, apply_choices, is_searchable_block
 from cdarts_deploy.genotype.document import FORMAT, VERSION, from_dict, to_dict
 from cdarts_deploy.genotype.errors import GenotypeError
 from cdarts_deploy.genotype.files import dumps, load, loads, save
 from cdarts_deploy.genotype.model import (
-    Block,
     Cell,
     CellGenotype,
     CellNetwork,

@@ -4,8 +4,8 @@ Two kinds share the fields ``stages``, ``network`` (hints for building the netwo
 ``description``:
 
 * :class:`CellGenotype` -- DARTS cell space: per stage a normal and a reduction :class:`Cell`.
-* :class:`ChainGenotype` -- chain-structured MBConv space: stages of :class:`Block` s, each one
-  timm arch string.
+* :class:`ChainGenotype` -- chain-structured MBConv space: stages of :class:`Block` s (from
+  :mod:`~cdarts_deploy.genotype.blocks`), each one timm arch string.
 
 Construction does not validate; :func:`cdarts_deploy.genotype.from_dict` and the parsers do.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Union
 
+from cdarts_deploy.genotype.blocks import Block, parse_arch_string, validate_stages
 from cdarts_deploy.genotype.errors import GenotypeError
 
 #: One edge into a cell node: (operation, index of the input node).
@@ -85,35 +86,6 @@ class CellGenotype:
 
 
 @dataclass(frozen=True)
-class Block:
-    """One timm arch-string entry: ``{type}_r{repeats}_k{kernel}_s{stride}_e{expansion}_c{out}[_se{ratio}]``."""
-
-    type: str
-    kernel: int
-    expansion: float
-    stride: int
-    out_channels: int
-    se_ratio: float = 0.0
-    repeats: int = 1
-
-    def to_arch_string(self) -> str:
-        if self.type == "cn":
-            s = f"cn_r{self.repeats}_k{self.kernel}_s{self.stride}_c{self.out_channels}"
-        else:
-            s = (
-                f"{self.type}_r{self.repeats}_k{self.kernel}_s{self.stride}"
-                f"_e{_num(self.expansion)}_c{self.out_channels}"
-            )
-        if self.se_ratio:
-            s += f"_se{_num(self.se_ratio)}"
-        return s
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
-@dataclass(frozen=True)
 class ChainNetwork:
     num_classes: int | None = None
     input_size: int | None = None
@@ -142,10 +114,13 @@ class ChainGenotype:
         source: str = "<arch>",
     ) -> "ChainGenotype":
         """Parse and validate a timm arch definition (a list of stages of arch strings)."""
-        # The chain module parses arch strings into these classes, so it is imported on use.
-        from cdarts_deploy.genotype.chain import chain_from_arch_strings
-
-        return chain_from_arch_strings(arch, name=name, network=network, source=source)
+        stages = tuple(
+            tuple(parse_arch_string(s, f"arch[{i}][{j}]", source) for j, s in enumerate(stage))
+            for i, stage in enumerate(arch)
+        )
+        g = cls(stages=stages, network=network or ChainNetwork(), name=name)
+        validate_stages(g.stages, source)
+        return g
 
     def __str__(self) -> str:
         lines = [f"chain genotype {self.name or ''}".rstrip()]
