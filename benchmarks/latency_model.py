@@ -13,7 +13,7 @@ threads, warm-up and runs.  Printed and written to ``<out>.json`` with a scatter
 
 * Spearman rank correlation of the sum against the measured latency (a positive correction keeps ranks);
 * mean and max relative error of the raw sum (before), and after each correction of
-  :func:`cdarts_deploy.latency_table.fit_correction`, two-fold cross-validated (fitted on one half of the
+  :func:`cdarts_deploy.latency_stats.fit_correction`, two-fold cross-validated (fitted on one half of the
   children, scored on the other), plus the table's stored correction (fitted on other children) if any;
 * children are timed in interleaved rounds (as the table's parts), so that load that comes and goes falls
   on all of them alike;
@@ -49,8 +49,8 @@ def main() -> int:
     from cdarts_deploy.atomic_files import write_text
     from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotypes, random_children
     from cdarts_deploy.deploy.versions import cpu_load
-    from cdarts_deploy.latency_table import (CORRECTIONS, fit_correction, genotype_candidates, load, relative_errors,
-                                             spearman)
+    from cdarts_deploy.latency_stats import CORRECTIONS, fit_correction, relative_errors, spearman
+    from cdarts_deploy.latency_table_format import genotype_candidates, load
 
     table = load(args.table)
     settings = table.conditions.get("measurement", {})

@@ -1,7 +1,7 @@
 """Cost of the chain space: per-candidate cost table, expected cost, budget repair, budget penalty.
 
 One :class:`CostModel` for every cost: multiply-adds (analytic, the default) or latency in
-milliseconds on a deployment runtime (read from a measured :class:`cdarts_deploy.latency_table.LatencyTable`).
+milliseconds on a deployment runtime (read from a measured :class:`cdarts_deploy.latency_table_format.LatencyTable`).
 Both are additive: a child costs the fixed rest of the network plus one table entry per choice
 unit, so the expected cost under the choice probabilities is differentiable and one greedy
 repair and one penalty serve both.
@@ -20,7 +20,7 @@ import math
 import torch
 from backbones.complexity import count_macs
 from cdarts_deploy.genotype import CHAIN_CHOICES
-from cdarts_deploy.latency_table import CANDIDATES, LatencyTable
+from cdarts_deploy.latency_table_format import CANDIDATES, LatencyTable
 
 from .chain_supernet import ChainSupernet, MixedInvertedResidual
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from backbones.chain_net import create_chain_model
 from backbones.depthwise_conv import use_faster_depthwise_backward
-from cdarts_deploy import latency_table as lt
+from cdarts_deploy import latency_table_format as lt
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, base_from_option
 

@@ -15,7 +15,7 @@ from typing import Any
 from cdarts_deploy import bounded_json
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS
-from cdarts_deploy.latency_table import RUNTIMES, parse_duration_ms
+from cdarts_deploy.latency_table_format import RUNTIMES, parse_duration_ms
 from cdarts_deploy.options import option
 
 from .errors import SearchInputError

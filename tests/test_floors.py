@@ -136,6 +136,11 @@ ONE_HOME = {
     "block_from_dict": "cdarts_deploy.genotype.blocks",
     "chain_from_arch_strings": None,
     "validate_chain": None,
+    # the latency table's statistics (the table format is latency_table_format)
+    "spearman": "cdarts_deploy.latency_stats",
+    "fit_correction": "cdarts_deploy.latency_stats",
+    "relative_errors": "cdarts_deploy.latency_stats",
+    "CORRECTIONS": "cdarts_deploy.latency_stats",
 }
 
 

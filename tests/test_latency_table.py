@@ -11,7 +11,8 @@ import pytest
 import torch
 from scipy import stats
 
-from cdarts_deploy import latency_table as lt
+from cdarts_deploy import latency_stats
+from cdarts_deploy import latency_table_format as lt
 from cdarts_deploy.commands.latency_table import main as table_main
 from cdarts_deploy.genotype import CHAIN_CHOICES
 from cdarts_deploy.genotype import TINY_BASE
@@ -121,14 +122,14 @@ def test_model_quality_statistics_match_scipy():
     x = torch.rand(20, generator=g).tolist()
     y = [v + 0.3 * n for v, n in zip(x, torch.rand(20, generator=g).tolist())]
     y[3] = y[4]  # a tie
-    assert lt.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert latency_stats.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
     fit = stats.linregress(x, y)
-    scale, offset = lt.fit_correction(x, y, "affine")
+    scale, offset = latency_stats.fit_correction(x, y, "affine")
     assert (scale, offset) == pytest.approx((fit.slope, fit.intercept))
-    assert lt.fit_correction(x, y, "offset") == pytest.approx((1.0, float(np.mean(y) - np.mean(x))))
-    assert lt.fit_correction(x, y) == pytest.approx((float(np.mean(y) / np.mean(x)), 0.0))  # the default: a ratio
-    assert lt.fit_correction([1.0, 2.0], [3.0, 5.0], "affine") == pytest.approx((1.0, 2.5))  # offset below 3
-    err = lt.relative_errors([1.1, 1.8], [1.0, 2.0])
+    assert latency_stats.fit_correction(x, y, "offset") == pytest.approx((1.0, float(np.mean(y) - np.mean(x))))
+    assert latency_stats.fit_correction(x, y) == pytest.approx((float(np.mean(y) / np.mean(x)), 0.0))  # the default: a ratio
+    assert latency_stats.fit_correction([1.0, 2.0], [3.0, 5.0], "affine") == pytest.approx((1.0, 2.5))  # offset below 3
+    err = latency_stats.relative_errors([1.1, 1.8], [1.0, 2.0])
     assert err["mean_rel_error"] == pytest.approx(0.1) and err["max_rel_error"] == pytest.approx(0.1)
     assert err["mean_signed_rel_error"] == pytest.approx(0.0)
 

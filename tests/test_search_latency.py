@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from cdarts_deploy import latency_table as lt
+from cdarts_deploy import latency_table_format as lt
 from cdarts_deploy.commands.latency_table import main as table_main
 from cdarts_deploy.genotype import CHAIN_CHOICES, load
 from search.chain_child import derive_genotype

@@ -25,7 +25,8 @@ from typing import Sequence
 
 from cdarts_deploy.commands.args import OneLineParser, UsageError, non_negative_int, positive_int, run_main
 from cdarts_deploy.genotype import base_from_option
-from cdarts_deploy.latency_table import CORRECTIONS, RUNTIMES, save
+from cdarts_deploy.latency_stats import CORRECTIONS
+from cdarts_deploy.latency_table_format import RUNTIMES, save
 
 PROG = "cdarts-latency-table"
 

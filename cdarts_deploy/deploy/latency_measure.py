@@ -29,8 +29,9 @@ from torch import nn
 from backbones.chain_net import create_chain_model
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, ChainNetwork, apply_choices
-from cdarts_deploy.latency_table import (CANDIDATES, RUNTIMES, BlockEntry, FixedEntry, LatencyTable,
-                                         fit_correction, relative_errors, searchable_positions, spearman)
+from cdarts_deploy.latency_stats import fit_correction, relative_errors, spearman
+from cdarts_deploy.latency_table_format import (CANDIDATES, RUNTIMES, BlockEntry, FixedEntry, LatencyTable,
+                                                genotype_candidates, searchable_positions)
 
 from . import ort as ort_sessions
 from .onnx_graph import export_onnx
@@ -311,8 +312,6 @@ def measure_genotypes(genotypes: Sequence[ChainGenotype], table: LatencyTable, t
 def validate_table(table: LatencyTable, timer: PartTimer, children: Sequence[ChainGenotype],
                    progress: Callable[[], None] | None = None) -> dict[str, Any]:
     """Predicted (raw table sum, and corrected when the table has a correction) against measured latency."""
-    from cdarts_deploy.latency_table import genotype_candidates
-
     raw = [table.raw_ms(genotype_candidates(g)) for g in children]
     measured = measure_genotypes(children, table, timer, progress=progress)
     corrected = [table.corrected(r) for r in raw]
@@ -322,7 +321,7 @@ def validate_table(table: LatencyTable, timer: PartTimer, children: Sequence[Cha
 
 
 def correction_from(validation: dict[str, Any], mode: str = "scale") -> dict[str, Any]:
-    """The correction (:func:`cdarts_deploy.latency_table.fit_correction` ``mode``) fitted on a validation's
+    """The correction (:func:`cdarts_deploy.latency_stats.fit_correction` ``mode``) fitted on a validation's
     table sums and measured latencies, with both lists and the errors before and after it."""
     scale, offset = fit_correction(validation["raw_ms"], validation["measured_ms"], mode)
     after = [scale * r + offset for r in validation["raw_ms"]]

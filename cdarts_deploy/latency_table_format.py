@@ -7,7 +7,7 @@ latency of a child is predicted additively: the fixed parts plus the chosen cand
 searchable block, optionally through a linear correction ``scale * sum + offset_ms`` fitted on
 children measured end to end (isolated parts run with warm caches, each pays a call overhead and
 misses cross-part fusion; the correction absorbs what is common to every child, see
-:func:`fit_correction`).
+:func:`cdarts_deploy.latency_stats.fit_correction`).
 
 Document (``"format": "cdarts-latency-table"``, ``"version": 1``)::
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from cdarts_deploy import bounded_json
 from cdarts_deploy.atomic_files import write_text
@@ -40,7 +40,7 @@ from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, is_searchable_b
 __all__ = [
     "FORMAT", "VERSION", "RUNTIMES", "CANDIDATES", "LatencyTableError", "BlockEntry", "FixedEntry",
     "LatencyTable", "from_dict", "load", "save", "dumps", "searchable_positions", "genotype_candidates",
-    "parse_duration_ms", "spearman", "CORRECTIONS", "fit_correction", "relative_errors",
+    "parse_duration_ms",
 ]
 
 FORMAT = "cdarts-latency-table"
@@ -336,7 +336,7 @@ def genotype_candidates(genotype: ChainGenotype) -> dict[tuple[int, int], str]:
     return out
 
 
-# -- durations and the additive model's quality -----------------------------------------------------------
+# -- durations ------------------------------------------------------------------------------------------
 
 def parse_duration_ms(text: str, what: str = "--latency-budget") -> float:
     """``12ms``, ``12`` (milliseconds), ``0.012s`` or ``800us`` as milliseconds (> 0)."""
@@ -352,69 +352,3 @@ def parse_duration_ms(text: str, what: str = "--latency-budget") -> float:
                 return value
             break
     raise LatencyTableError(f"{what} {text!r}: expected a positive duration such as 12ms, 800us or 0.012s")
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1  # ties share their mean rank
-        i = j + 1
-    return ranks
-
-
-def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    n = len(x)
-    mx, my = math.fsum(x) / n, math.fsum(y) / n
-    sxy = math.fsum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx = math.fsum((a - mx) ** 2 for a in x)
-    syy = math.fsum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (Pearson correlation of the ranks, ties at their mean rank)."""
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError("need two equally long sequences of at least two values")
-    return _pearson(_ranks(x), _ranks(y))
-
-
-CORRECTIONS = ("scale", "offset", "affine")
-
-
-def fit_correction(predicted: Sequence[float], measured: Sequence[float], mode: str = "scale") -> tuple[float, float]:
-    """``(scale, offset)`` of ``measured ~ scale * predicted + offset``, one constant per network or both.
-
-    ``scale``: the ratio of the means (offset 0) -- what slows every part alike (cache state, contention);
-    ``offset``: the mean difference (scale 1) -- what costs the same in every child (a call overhead per part);
-    ``affine``: least squares of both (needs 3 children and a positive fitted scale, else ``offset``); with
-    few or noisy children over a narrow range it extrapolates badly.
-    """
-    if mode not in CORRECTIONS:
-        raise ValueError(f"unknown correction {mode!r}; use one of {', '.join(CORRECTIONS)}")
-    n = len(predicted)
-    if n == 0 or n != len(measured):
-        raise ValueError("need as many measured as predicted latencies, at least one")
-    mp, mm = math.fsum(predicted) / n, math.fsum(measured) / n
-    if mode == "scale" and mp > 0:
-        return mm / mp, 0.0
-    spp = math.fsum((p - mp) ** 2 for p in predicted)
-    if mode == "affine" and n >= 3 and spp > 0:
-        scale = math.fsum((p - mp) * (m - mm) for p, m in zip(predicted, measured)) / spp
-        if scale > 0:
-            return scale, mm - scale * mp
-    return 1.0, mm - mp
-
-
-def relative_errors(predicted: Iterable[float], measured: Iterable[float]) -> dict[str, float]:
-    """Mean and max of ``|predicted - measured| / measured``, and the mean signed error (bias)."""
-    rel = [(p - m) / m for p, m in zip(predicted, measured)]
-    if not rel:
-        raise ValueError("no latencies to compare")
-    return {"mean_rel_error": math.fsum(abs(r) for r in rel) / len(rel), "max_rel_error": max(abs(r) for r in rel),
-            "mean_signed_rel_error": math.fsum(rel) / len(rel)}
