@@ -26,7 +26,7 @@ from backbones.factory import create_model_from_genotype
 from search.chain_space import ChainSpace
 from search.cli import resolve_config, build_parser
 from search.data import SearchData
-from search.distributed import DistContext
+from cdarts_deploy.data.distributed import DistContext
 from search.trainer import CyclicSearch, Meter
 
 

@@ -35,7 +35,7 @@ def _worker(args: argparse.Namespace) -> dict:
     from search.cell_space import CellSpace
     from search.config import SearchConfig, resolved_defaults
     from search.data import SearchData
-    from search.distributed import init_distributed
+    from cdarts_deploy.data.distributed import init_distributed
     from search.trainer import CyclicSearch, Meter
 
     if args.threads:

@@ -28,13 +28,13 @@ import torch
 from cdarts_deploy import bounded_json
 from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import OneLineParser, run_main
+from cdarts_deploy.data.distributed import DistContext, init_distributed, shutdown
 from cdarts_deploy.errors import UserError
 
 from .checkpoint import load_checkpoint
 from .config import (PRESETS, RUNTIME_ONLY, SPACE_DEFAULTS, SearchConfig, apply_overrides, check_config,
                      config_fields, read_config_file, resolved_defaults)
 from .data import build_search_data
-from .distributed import DistContext, barrier, init_distributed, shutdown
 from .errors import SearchInputError
 from .run_lock import RunLock
 from .trainer import CHECKPOINT_FORMAT
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _search(cfg, state, ctx, lock if writer else None)
         finally:
-            shutdown(ctx)
+            shutdown()
     finally:
         lock.release()
 
@@ -240,7 +240,7 @@ def _search(cfg: SearchConfig, state: dict | None, ctx: DistContext, lock: RunLo
         write_text(out / RUN_FILE, json.dumps({"format": "cdarts-search-run", "version": 1,
                                                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                "config": dataclasses.asdict(cfg)}, indent=2) + "\n")
-    barrier(ctx)
+    ctx.barrier()
     genotype = search.run()
     if ctx.is_main:
         print(f"genotype: {out / 'genotype.json'}\n{genotype}")

@@ -21,20 +21,20 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
 from torchvision.transforms import v2
 
 from backbones.pretrained import CIFAR_MEAN, CIFAR_STD
 from cdarts_deploy.data import cifar
+from cdarts_deploy.data.distributed import DistContext
+from cdarts_deploy.data.images import ArrayImages, shuffled_loader
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS
 
-from .distributed import DistContext
 from .errors import SearchInputError
 
 DATASETS = ("cifar10", "cifar100", "imagefolder")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _CIFAR_LAYOUT = {name: cifar.num_classes(name) for name in cifar.CIFAR_DATASETS}  # dataset -> classes
 
@@ -60,21 +60,6 @@ def load_cifar(root: str | Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
 # ----- datasets --------------------------------------------------------------------------------------
 
 
-class ArrayImages(Dataset):
-    """uint8 HWC images in memory, augmented on the fly as tensors."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # NCHW uint8 view
-        self.labels = torch.from_numpy(labels)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.images[i]), int(self.labels[i])
-
-
 def cifar_transform(size: int = 32) -> Any:
     ops = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
     if size != 32:
@@ -88,7 +73,7 @@ def imagefolder_transform(size: int) -> Any:
         v2.RandomHorizontalFlip(),
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        v2.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
     ])
 
 
@@ -185,12 +170,9 @@ def _imagefolder(root: Path, num_classes: int | None, train_fraction: float, val
 
 def make_loader(dataset: Dataset, batch_size: int, ctx: DistContext, seed: int, workers: int = 0) -> DataLoader:
     """A loader whose order depends only on (seed, epoch): call ``loader.sampler.set_epoch(e)`` each epoch."""
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed,
-                                 drop_last=True)
-    if len(sampler) < batch_size:
-        raise SearchInputError(
-            f"a data part of {len(dataset)} images gives {len(sampler)} per process, fewer than --batch-size "
-            f"{batch_size}; lower --batch-size or use more data"
-        )
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=ctx.device.type == "cuda", persistent_workers=False)
+    def too_small(images: int, per_process: int) -> SearchInputError:
+        return SearchInputError(f"a data part of {images} images gives {per_process} per process, fewer than "
+                                f"--batch-size {batch_size}; lower --batch-size or use more data")
+
+    return shuffled_loader(dataset, batch_size, rank=ctx.rank, world_size=ctx.world_size, seed=seed, workers=workers,
+                           pin_memory=ctx.device.type == "cuda", too_small=too_small)

@@ -1,4 +1,5 @@
-"""Data-parallel plumbing: torchrun environment, gradient averaging, rank-0-only writes.
+"""The search's collectives: gradient averaging, broadcasts and metric means over the ranks of a
+:class:`~cdarts_deploy.data.distributed.DistContext`.
 
 Gradients are averaged with one flattened all-reduce per optimizer step instead of
 wrapping modules in DistributedDataParallel: the search alternates several
@@ -9,50 +10,12 @@ cannot express without re-reducing or missing gradients.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import torch
 import torch.distributed as dist
 
-
-@dataclass(frozen=True)
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: str = "auto") -> DistContext:
-    """Join the process group torchrun describes (gloo on CPU, nccl on GPU); a single process otherwise."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=dev)
-
-
-def shutdown(ctx: DistContext) -> None:
-    if ctx.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+from cdarts_deploy.data.distributed import DistContext
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter], ctx: DistContext) -> None:
@@ -98,11 +61,6 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
-
-
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
-        dist.barrier()
 
 
 def rank_spread(tensors: Iterable[torch.Tensor], ctx: DistContext) -> float:

@@ -141,6 +141,13 @@ ONE_HOME = {
     "fit_correction": "cdarts_deploy.latency_stats",
     "relative_errors": "cdarts_deploy.latency_stats",
     "CORRECTIONS": "cdarts_deploy.latency_stats",
+    # the torchrun process group and the image arrays of both the search and the retraining
+    "DistContext": "cdarts_deploy.data.distributed",
+    "init_distributed": "cdarts_deploy.data.distributed",
+    "shutdown": "cdarts_deploy.data.distributed",
+    "barrier": "cdarts_deploy.data.distributed",
+    "ArrayImages": "cdarts_deploy.data.images",
+    "shuffled_loader": "cdarts_deploy.data.images",
 }
 
 

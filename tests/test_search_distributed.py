@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
     from search.chain_space import ChainSpace
     from search.config import SearchConfig, resolved_defaults
     from search.data import SearchData
-    from search.distributed import init_distributed, shutdown
+    from cdarts_deploy.data.distributed import init_distributed, shutdown
     from search.trainer import CyclicSearch
 
     out = Path(sys.argv[1])
@@ -56,7 +56,7 @@ SCRIPT = textwrap.dedent("""
         result[space] = {"layers": len(norms), "mean_min": means.min().item(), "mean_max": means.max().item(),
                          "var_min": varis.min().item(), "var_max": varis.max().item()}
     (out / f"rank{ctx.rank}.json").write_text(json.dumps(result))
-    shutdown(ctx)
+    shutdown()
 """)
 
 

@@ -24,7 +24,7 @@ from search.chain_space import ChainSpace
 from search.checkpoint import load_checkpoint, save_checkpoint
 from search.config import SearchConfig, resolved_defaults
 from search.data import SearchData
-from search.distributed import DistContext
+from cdarts_deploy.data.distributed import DistContext
 from search.errors import SearchInputError
 from search.trainer import CyclicSearch, Meter
 

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data import auto_augment_transform, create_transform
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
 
 from cdarts_deploy.data import cifar
+from cdarts_deploy.data.images import ArrayImages, shuffled_loader
 from cdarts_deploy.errors import UserError
 
 from .presets import TrainConfig
@@ -33,20 +34,6 @@ DATASETS = ("auto", "cifar10", "cifar100", "imagefolder")
 
 class DataError(UserError):
     """Training data that is missing or does not fit the run."""
-
-
-class ArrayImages(Dataset):
-    """uint8 HWC images held in memory, handed to the transform as PIL images (as ImageFolder does)."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any = None) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        img = Image.fromarray(self.images[i])
-        return (self.transform(img) if self.transform else img), int(self.labels[i])
 
 
 @dataclass
@@ -97,7 +84,7 @@ def read_datasets(root: str | Path, dataset: str = "auto", *, need_train: bool =
         except cifar.CifarError as exc:
             raise DataError(str(exc)) from None
         k = cifar.num_classes(dataset)
-        return TrainData(dataset, ArrayImages(train_x, train_y), ArrayImages(val_x, val_y), k,
+        return TrainData(dataset, ArrayImages(train_x, train_y, pil=True), ArrayImages(val_x, val_y, pil=True), k,
                          [str(i) for i in range(k)], "cifar")
     parts = {}
     for part in ("train", "val") if need_train else ("val",):
@@ -167,12 +154,12 @@ def train_loader(dataset: Dataset, batch_size: int, *, rank: int, world_size: in
                  pin_memory: bool = False) -> DataLoader:
     """Shuffled, dropping the last partial batch; the order depends only on (seed, epoch): call
     ``loader.sampler.set_epoch(e)`` every epoch."""
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
-    if len(sampler) < batch_size:
-        raise DataError(f"the training set has {len(dataset)} images, {len(sampler)} per process: fewer than "
-                        f"--batch-size {batch_size}; lower --batch-size or add images")
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=pin_memory, persistent_workers=False)
+    def too_small(images: int, per_process: int) -> DataError:
+        return DataError(f"the training set has {images} images, {per_process} per process: fewer than "
+                         f"--batch-size {batch_size}; lower --batch-size or add images")
+
+    return shuffled_loader(dataset, batch_size, rank=rank, world_size=world_size, seed=seed, workers=workers,
+                           pin_memory=pin_memory, too_small=too_small)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, *, rank: int = 0, world_size: int = 1, workers: int = 0,

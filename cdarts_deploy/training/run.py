@@ -25,11 +25,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cdarts_deploy import genotype as gt
+from cdarts_deploy.data.distributed import DistContext
 from cdarts_deploy.errors import UserError
 
 from . import checkpoints as ck
 from .data import TrainData, eval_loader, eval_transform, train_loader, train_transform
-from .distributed import DistContext
 from .loop import StepSettings, evaluate, train_one_epoch
 from .model import build_model, drop_path_at, network_args, set_drop_path
 from .presets import TrainConfig, scaled_lr

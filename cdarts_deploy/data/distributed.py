@@ -1,4 +1,7 @@
-"""Process group set-up for torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``): gloo on CPU, NCCL on GPU."""
+"""The torchrun process group (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) of the search and of retraining.
+
+One process when torchrun did not start this one; otherwise gloo on CPU and NCCL on GPU.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +14,25 @@ import torch.distributed as dist
 __all__ = ["DistContext", "init_distributed", "shutdown"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistContext:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
+    """This process's place in the group; the defaults are a single CPU process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
     def barrier(self) -> None:
-        if self.world_size > 1:
+        if self.distributed:
             dist.barrier()
 
 
@@ -34,7 +43,7 @@ def init_distributed(device: str = "auto") -> DistContext:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(f"cuda:{local}" if device == "cuda" else device)
+    dev = torch.device("cuda", local) if device == "cuda" else torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
@@ -43,5 +52,6 @@ def init_distributed(device: str = "auto") -> DistContext:
 
 
 def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
