@@ -40,9 +40,11 @@ from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
 
 from cdarts_deploy.genotype import CHAIN_DEFAULTS, ChainGenotype, load
 
-from .pretrained import drop_loaded_state, resolve_weight_source
+from .factory import create_model_from_genotype, create_registered, register_family
 
 __all__ = [
+    "CHAIN_FAMILY",
+    "ChainFamily",
     "DETECTION_OUT_INDICES",
     "SEGMENTATION_LAST_STAGE_CHANNELS",
     "chain_pretrained_cfg",
@@ -105,42 +107,78 @@ def _model_kwargs(genotype: ChainGenotype, kwargs: dict) -> dict:
     )
 
 
-def _create_chain(variant: str, genotype: ChainGenotype, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """Build ``genotype`` as timm model ``variant`` (mirrors timm's ``_create_mnv3``)."""
-    resolve_weight_source(variant, pretrained, kwargs)
-    last_channels = kwargs.pop("last_stage_channels", None)
-    if last_channels is not None:
-        genotype = with_last_stage_channels(genotype, last_channels)
-    kwargs.setdefault("num_features", genotype.network.head_channels)
-    kwargs.setdefault("head_bias", True)
-    model_kwargs = _model_kwargs(genotype, kwargs)
+class ChainFamily:
+    """Chain genotypes as timm MobileNetV3 (the :class:`backbones.factory.ModelFamily` of chains)."""
 
-    features_mode = ""
-    model_cls: type[nn.Module] = MobileNetV3
-    kwargs_filter = None
-    if model_kwargs.pop("features_only", False):
-        if "feature_cfg" in model_kwargs or "feature_cls" in model_kwargs:
-            features_mode = "cfg"  # timm's generic wrappers (hook, fx, getter, ...)
-        else:
-            kwargs_filter = ("num_classes", "num_features", "head_conv", "head_bias", "head_norm", "global_pool")
-            model_cls = MobileNetV3Features
-            features_mode = "cls"
-    model = build_model_with_cfg(
-        model_cls,
-        variant,
-        pretrained,
-        features_only=features_mode == "cfg",
-        pretrained_strict=features_mode != "cls",
-        kwargs_filter=kwargs_filter,
-        **model_kwargs,
-    )
-    if features_mode == "cls":
-        model.default_cfg = model.pretrained_cfg = pretrained_cfg_for_features(model.default_cfg)
-    return drop_loaded_state(model)
+    genotype_type = ChainGenotype
+    registered_args = ("num_classes",)
+
+    def hints_to_kwargs(self, genotype: ChainGenotype, given: dict[str, Any]) -> dict[str, Any]:
+        """Classes and input size: explicit, then the genotype's hints, then :data:`CHAIN_DEFAULTS`."""
+        wrong = [k for k in ("layout", "width", "cells") if given.get(k) is not None]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)} can only be set for cell (DARTS) genotypes; "
+                f"{genotype.name or 'this genotype'} is a chain genotype"
+            )
+        hints = genotype.network
+        return {
+            key: next(v for v in (given.get(key), getattr(hints, key), CHAIN_DEFAULTS[key]) if v is not None)
+            for key in ("num_classes", "input_size")
+        }
+
+    def variant(self, genotype: ChainGenotype, net: dict[str, Any]) -> str:
+        return genotype.name or "cdarts_chain"
+
+    def default_cfg(self, variant: str, genotype: ChainGenotype, net: dict[str, Any],
+                    given: dict[str, Any]) -> dict[str, Any]:
+        # Without an explicit input size the cfg describes the genotype's own network (its hinted
+        # classes, as timm's registry entry does), so loading weights saved with those classes
+        # into a model with other classes replaces the classifier instead of failing.
+        hinted = self.hints_to_kwargs(genotype, {})
+        num_classes = net["num_classes"] if given.get("input_size") is not None else hinted["num_classes"]
+        return chain_pretrained_cfg(num_classes=num_classes, input_size=net["input_size"], architecture=variant)
+
+    def build(self, variant: str, genotype: ChainGenotype, net: dict[str, Any], pretrained: bool,
+              kwargs: dict[str, Any]) -> nn.Module:
+        """MobileNetV3 through ``build_model_with_cfg`` (mirrors timm's ``_create_mnv3``)."""
+        kwargs.setdefault("num_classes", net["num_classes"])
+        last_channels = kwargs.pop("last_stage_channels", None)
+        if last_channels is not None:
+            genotype = with_last_stage_channels(genotype, last_channels)
+        kwargs.setdefault("num_features", genotype.network.head_channels)
+        kwargs.setdefault("head_bias", True)
+        model_kwargs = _model_kwargs(genotype, kwargs)
+
+        features_mode = ""
+        model_cls: type[nn.Module] = MobileNetV3
+        kwargs_filter = None
+        if model_kwargs.pop("features_only", False):
+            if "feature_cfg" in model_kwargs or "feature_cls" in model_kwargs:
+                features_mode = "cfg"  # timm's generic wrappers (hook, fx, getter, ...)
+            else:
+                kwargs_filter = ("num_classes", "num_features", "head_conv", "head_bias", "head_norm", "global_pool")
+                model_cls = MobileNetV3Features
+                features_mode = "cls"
+        model = build_model_with_cfg(
+            model_cls,
+            variant,
+            pretrained,
+            features_only=features_mode == "cfg",
+            pretrained_strict=features_mode != "cls",
+            kwargs_filter=kwargs_filter,
+            **model_kwargs,
+        )
+        if features_mode == "cls":
+            model.default_cfg = model.pretrained_cfg = pretrained_cfg_for_features(model.default_cfg)
+        return model
+
+
+CHAIN_FAMILY = register_family(ChainFamily())
 
 
 def create_chain_model(genotype: ChainGenotype, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """Build a chain genotype as a timm MobileNetV3 model.
+    """Build a chain genotype as a timm MobileNetV3 model (:func:`backbones.factory.create_model_from_genotype`).
 
     Accepts timm's usual keyword arguments: ``num_classes``, ``drop_rate``,
     ``drop_path_rate``, ``features_only`` / ``out_indices`` / ``feature_cls``,
@@ -151,15 +189,7 @@ def create_chain_model(genotype: ChainGenotype, pretrained: bool = False, **kwar
     """
     if not isinstance(genotype, ChainGenotype):
         raise TypeError(f"create_chain_model needs a chain genotype, got {type(genotype).__name__}")
-    variant = genotype.name or "cdarts_chain"
-    if kwargs.get("pretrained_cfg") is None:
-        net = genotype.network
-        kwargs["pretrained_cfg"] = chain_pretrained_cfg(
-            num_classes=net.num_classes if net.num_classes is not None else CHAIN_DEFAULTS["num_classes"],
-            input_size=net.input_size or CHAIN_DEFAULTS["input_size"],
-            architecture=variant,
-        )
-    return _create_chain(variant, genotype, pretrained, **kwargs)
+    return create_model_from_genotype(genotype, pretrained=pretrained, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(
@@ -173,10 +203,10 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def cdarts_a(pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
     """CDARTS-a (ImageNet, chain-structured MBConv space; paper: 7.0M params, 294M MAdds)."""
-    return _create_chain("cdarts_a", load("cdarts_a"), pretrained, **kwargs)
+    return create_registered("cdarts_a", load("cdarts_a"), pretrained, kwargs)
 
 
 @register_model
 def cdarts_b(pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
     """CDARTS-b (ImageNet, chain-structured MBConv space; paper: 6.4M params, 394M MAdds)."""
-    return _create_chain("cdarts_b", load("cdarts_b"), pretrained, **kwargs)
+    return create_registered("cdarts_b", load("cdarts_b"), pretrained, kwargs)

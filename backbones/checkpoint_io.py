@@ -87,3 +87,9 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | o
                       f"{tuple(state[k].shape)} vs {tuple(own[k].shape)})")
         raise CheckpointError(f"checkpoint {path} does not fit this network: {detail}; {hint}")
     model.load_state_dict(dict(state), strict=True)
+
+
+def load_file_into(model: nn.Module, path: str | os.PathLike, *,
+                   hint: str = "check that the checkpoint was saved from the same network") -> None:
+    """Read the state_dict at ``path`` (:func:`read_state_dict`) and load it strictly (:func:`load_into`)."""
+    load_into(model, read_state_dict(path), path, hint=hint)

@@ -4,12 +4,14 @@
 genotype and the network the genotype's hints describe for that layout (a CIFAR genotype's hints say
 nothing about its ImageNet network, which takes the ImageNet layout defaults instead).  No weights are
 published: ``pretrained=True`` needs ``pretrained_cfg_overlay=dict(file=PATH)``.
+
+:data:`CELL_FAMILY` is what cell genotypes contribute to the one genotype-to-module path in
+:mod:`backbones.factory` (network hints, pretrained cfg, build); the registrations enter that path too.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, Optional, Union
+from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -18,37 +20,13 @@ from cdarts_deploy import genotype as gt
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS, CellGenotype
 
 from .darts_net import DartsNet
-from .pretrained import CIFAR_MEAN, CIFAR_STD, drop_loaded_state, resolve_weight_source
+from .factory import create_registered, register_family
+from .pretrained import CIFAR_MEAN, CIFAR_STD
 
-__all__ = ["darts_pretrained_cfg", "create_darts_net", "resolve_cell_network"]
-
-
-def resolve_cell_network(
-    genotype: CellGenotype,
-    layout: Optional[str] = None,
-    width: Optional[int] = None,
-    cells: Optional[int] = None,
-    num_classes: Optional[int] = None,
-    input_size: Optional[int] = None,
-) -> dict[str, Any]:
-    """The layout, width, cells, classes and input size a cell genotype is built with.
-
-    Most specific first: the explicit arguments, then the genotype's network hints (only when they
-    describe the chosen layout or no layout), then :data:`cdarts_deploy.genotype.LAYOUT_DEFAULTS`.
-    """
-    hints = genotype.network
-    layout = layout or hints.layout or "cifar"
-    if layout not in LAYOUT_DEFAULTS:
-        raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUT_DEFAULTS)}")
-    usable_hints = hints.layout in (None, layout)
-    resolved: dict[str, Any] = dict(layout=layout)
-    for key, explicit in (("width", width), ("cells", cells), ("num_classes", num_classes), ("input_size", input_size)):
-        hint = getattr(hints, key) if usable_hints else None
-        resolved[key] = explicit if explicit is not None else hint if hint is not None else LAYOUT_DEFAULTS[layout][key]
-    return resolved
+__all__ = ["CELL_FAMILY", "CellFamily", "darts_pretrained_cfg"]
 
 
-def darts_pretrained_cfg(layout: str, num_classes: int, input_size: Optional[int] = None, **extra: Any) -> dict[str, Any]:
+def darts_pretrained_cfg(layout: str, num_classes: int, input_size: int | None = None, **extra: Any) -> dict[str, Any]:
     """The timm ``pretrained_cfg`` of a DARTS network in ``layout`` (no weights are hosted anywhere)."""
     size = input_size or LAYOUT_DEFAULTS[layout]["input_size"]
     if layout == "cifar":
@@ -76,38 +54,60 @@ def darts_pretrained_cfg(layout: str, num_classes: int, input_size: Optional[int
     return cfg
 
 
-def create_darts_net(
-    variant: str,
-    genotype: Union[CellGenotype, str, os.PathLike],
-    pretrained: bool = False,
-    **kwargs: Any,
-) -> DartsNet:
-    """Build a :class:`DartsNet` through timm's ``build_model_with_cfg``.
+class CellFamily:
+    """DARTS-cell genotypes as :class:`DartsNet` (the :class:`backbones.factory.ModelFamily` of cells)."""
 
-    Features use timm's getter wrapper (``forward_intermediates``); pass ``feature_cls='hook'`` to use
-    forward hooks on the ``feature_info`` modules instead.
-    """
-    resolve_weight_source(variant, pretrained, kwargs)
-    layout = kwargs.get("layout", "cifar")
-    num_levels = 4 if layout == "imagenet" else 3  # see DartsNet.feature_info
-    feature_cfg = dict(out_indices=tuple(range(num_levels)), feature_cls="getter")
-    if kwargs.get("feature_cls") == "hook":
-        feature_cfg["no_rewrite"] = True
-    model = build_model_with_cfg(DartsNet, variant, pretrained, genotype=genotype, feature_cfg=feature_cfg, **kwargs)
-    return drop_loaded_state(model)
+    genotype_type = CellGenotype
+    registered_args = ("layout", "width", "cells", "num_classes")
+
+    def hints_to_kwargs(self, genotype: CellGenotype, given: dict[str, Any]) -> dict[str, Any]:
+        """Layout, width, cells, classes and input size: explicit, then hints that describe the layout, then defaults."""
+        hints = genotype.network
+        layout = given.get("layout") or hints.layout or "cifar"
+        if layout not in LAYOUT_DEFAULTS:
+            raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUT_DEFAULTS)}")
+        # A CIFAR genotype's "10 classes, C=36" say nothing about its ImageNet network.
+        usable_hints = hints.layout in (None, layout)
+        net: dict[str, Any] = dict(layout=layout)
+        for key in ("width", "cells", "num_classes", "input_size"):
+            explicit = given.get(key)
+            hint = getattr(hints, key) if usable_hints else None
+            net[key] = explicit if explicit is not None else hint if hint is not None else LAYOUT_DEFAULTS[layout][key]
+        return net
+
+    def variant(self, genotype: CellGenotype, net: dict[str, Any]) -> str:
+        name = genotype.name or "darts"
+        return name if name.endswith(f"_{net['layout']}") else f"{name}_{net['layout']}"
+
+    def default_cfg(self, variant: str, genotype: CellGenotype, net: dict[str, Any],
+                    given: dict[str, Any]) -> dict[str, Any]:
+        return darts_pretrained_cfg(net["layout"], net["num_classes"], net["input_size"], architecture=variant)
+
+    def build(self, variant: str, genotype: CellGenotype, net: dict[str, Any], pretrained: bool,
+              kwargs: dict[str, Any]) -> DartsNet:
+        """Features use timm's getter wrapper (``forward_intermediates``); ``feature_cls='hook'`` uses
+        forward hooks on the ``feature_info`` modules instead."""
+        num_levels = 4 if net["layout"] == "imagenet" else 3  # see DartsNet.feature_info
+        feature_cfg = dict(out_indices=tuple(range(num_levels)), feature_cls="getter")
+        if kwargs.get("feature_cls") == "hook":
+            feature_cfg["no_rewrite"] = True
+        network = {k: net[k] for k in ("layout", "width", "cells", "num_classes")}
+        return build_model_with_cfg(
+            DartsNet, variant, pretrained, genotype=genotype, feature_cfg=feature_cfg, **network, **kwargs
+        )
+
+
+CELL_FAMILY = register_family(CellFamily())
 
 
 def _zoo_cfg(zoo_name: str, layout: str) -> dict[str, Any]:
-    net = resolve_cell_network(gt.load(zoo_name), layout)
+    net = CELL_FAMILY.hints_to_kwargs(gt.load(zoo_name), dict(layout=layout))
     return darts_pretrained_cfg(layout, net["num_classes"], net["input_size"])
 
 
 def _create(variant: str, zoo_name: str, layout: str, pretrained: bool, **kwargs: Any) -> DartsNet:
     """Build zoo genotype ``zoo_name`` in ``layout``; explicit ``kwargs`` override the genotype's hints."""
-    genotype = gt.load(zoo_name)
-    net = resolve_cell_network(genotype, layout)
-    model_args = dict(layout=layout, width=net["width"], cells=net["cells"], num_classes=net["num_classes"])
-    return create_darts_net(variant, genotype, pretrained, **dict(model_args, **kwargs))
+    return create_registered(variant, gt.load(zoo_name), pretrained, kwargs, layout=layout)
 
 
 default_cfgs = generate_default_cfgs(

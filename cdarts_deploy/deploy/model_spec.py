@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from backbones.checkpoint_io import load_into, read_state_dict
+from backbones.checkpoint_io import load_file_into
 from cdarts_deploy.errors import UserError
-from cdarts_deploy.genotype import CHAIN_DEFAULTS, CellGenotype, Genotype
+from cdarts_deploy.genotype import CellGenotype, Genotype
 
 #: What a checkpoint that does not fit usually means for a cell network.
 CHECKPOINT_HINT = "check --layout/--width/--cells/--num-classes against the run that saved it"
@@ -50,18 +50,17 @@ def resolve_spec(
     input_size: tuple[int, int] | None = None,
 ) -> NetworkSpec:
     """Combine command-line overrides, genotype hints and layout defaults (in that order)."""
-    if isinstance(genotype, CellGenotype):
-        from backbones.factory import resolve_cell_network
+    from backbones.factory import resolve_network
 
-        net = resolve_cell_network(genotype, layout, width, cells, num_classes)
+    if isinstance(genotype, CellGenotype):
+        net = resolve_network(genotype, layout=layout, width=width, cells=cells, num_classes=num_classes)
         size = input_size or (net["input_size"], net["input_size"])
         return NetworkSpec(net["layout"], net["width"], net["cells"], net["num_classes"], tuple(size))
     if layout or width or cells:
         raise ExportError("--layout, --width and --cells apply to cell genotypes only; drop them for a chain genotype")
-    hints = genotype.network
-    num_classes = num_classes or hints.num_classes or CHAIN_DEFAULTS["num_classes"]
-    side = hints.input_size or CHAIN_DEFAULTS["input_size"]
-    return NetworkSpec(None, None, None, num_classes, tuple(input_size or (side, side)))
+    net = resolve_network(genotype, num_classes=num_classes or None)
+    side = net["input_size"]
+    return NetworkSpec(None, None, None, net["num_classes"], tuple(input_size or (side, side)))
 
 
 def build_model(genotype: Genotype, spec: NetworkSpec, **kwargs: Any) -> torch.nn.Module:
@@ -82,7 +81,7 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
     Read with ``weights_only=True``; every refusal is one line (:class:`backbones.checkpoint_io.CheckpointError`).
     """
-    load_into(model, read_state_dict(path), path, hint=CHECKPOINT_HINT)
+    load_file_into(model, path, hint=CHECKPOINT_HINT)
 
 
 @torch.no_grad()
