@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cdarts_deploy import env
+from cdarts_deploy.commands import env as env_command
+from cdarts_deploy.deploy import environment as env
 
 # Two CPUs of a real /proc/cpuinfo, abridged: an AVX-512 server without VNNI (Skylake-SP) and its model line.
 SKYLAKE = """processor\t: 0
@@ -98,7 +99,7 @@ def test_every_field_is_present_and_survives_json():
     assert "nvidia_smi" not in acc  # the cheap block runs no subprocess
     assert block["threads"]["torch_intra_op"] == torch.get_num_threads()
     assert json.loads(json.dumps(block)) == block
-    text = env.format_text(block)
+    text = env_command.format_text(block)
     assert "Intel(R) Xeon(R) Gold 6148" in text and "avx512bw (vpmaddubsw)" in text and "timm:" in text
 
 
@@ -116,7 +117,7 @@ def test_command_prints_text_and_json():
     text = subprocess.run([script], capture_output=True, text=True, timeout=120)
     assert text.returncode == 0, text.stderr
     assert "ATen CPU capability:" in text.stdout and "ORT INT8 kernels:" in text.stdout
-    as_json = subprocess.run([sys.executable, "-m", "cdarts_deploy.env", "--json"], capture_output=True, text=True,
+    as_json = subprocess.run([sys.executable, "-m", "cdarts_deploy.commands.env", "--json"], capture_output=True, text=True,
                              env={"ONEDNN_MAX_CPU_ISA": "AVX2", "PATH": "/usr/bin:/bin"}, timeout=120)
     assert as_json.returncode == 0, as_json.stderr
     block = json.loads(as_json.stdout)

@@ -1,28 +1,23 @@
 """What a bug report needs to know about this machine: the CPU and the kernels each library will pick on it.
 
-    cdarts-env            # human-readable
-    cdarts-env --json     # one JSON object (the same block the export and profile reports embed)
-    python -m cdarts_deploy.env
+``cdarts-env`` prints it (``cdarts_deploy.commands.env``).
 
 The block holds the CPU model and the ISA flags that decide which kernels run (AVX2, AVX-512, VNNI, AMX),
 the paths taken on this machine (PyTorch's ATen CPU capability, oneDNN's highest ISA, ONNX Runtime's
 INT8 GEMM kernel family and what it means for 8-bit weights), library versions, CUDA / GPU / TensorRT
 availability and the thread settings.  :func:`environment` is cheap (no subprocess, no GPU work, no
-import of an optional package), so every export report can carry it; ``cdarts-env`` adds
-``nvidia-smi``.
+import of an optional package), so every export report can carry it.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata as metadata
-import json
 import os
 import platform
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 FORMAT = "cdarts-env"
 VERSION = 1
@@ -214,8 +209,8 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def accelerators(smi: bool = False) -> dict[str, Any]:
-    """CUDA (as PyTorch sees it), the GPUs, ONNX Runtime's providers, TensorRT; ``smi`` adds nvidia-smi."""
+def accelerators() -> dict[str, Any]:
+    """CUDA (as PyTorch sees it), the GPUs, ONNX Runtime's providers, TensorRT."""
     import torch
 
     out: dict[str, Any] = {"torch_cuda_build": getattr(torch.version, "cuda", None)}
@@ -235,10 +230,6 @@ def accelerators(smi: bool = False) -> dict[str, Any]:
     import importlib.util
 
     out["tensorrt_installed"] = importlib.util.find_spec("tensorrt") is not None
-    if smi:
-        from cdarts_deploy.deploy.versions import nvidia_smi
-
-        out["nvidia_smi"] = nvidia_smi()
     return out
 
 
@@ -255,8 +246,8 @@ def threads(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             "os_cpu_count": os.cpu_count(), "usable_cpus": usable}
 
 
-def environment(smi: bool = False, cpuinfo: str | None = None) -> dict[str, Any]:
-    """The whole block (JSON-ready).  Cheap unless ``smi``: no subprocess, no GPU work, no optional import."""
+def environment(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The whole block (JSON-ready).  Cheap: no subprocess, no GPU work, no optional import."""
     info = parse_cpuinfo(_read_cpuinfo() if cpuinfo is None else cpuinfo)
     flags = info["flags"]
     return {
@@ -270,68 +261,9 @@ def environment(smi: bool = False, cpuinfo: str | None = None) -> dict[str, Any]
         "paths": {"aten": aten_capability(), "onednn": {**onednn_isa(flags), "build": onednn_build_version()},
                   "onnxruntime_int8": mlas_int8(flags)},
         "versions": package_versions(),
-        "accelerators": accelerators(smi),
+        "accelerators": accelerators(),
         "threads": threads(),
     }
 
 
 # --------------------------------------------------------------------------- text
-
-
-def _yes(value: bool) -> str:
-    return "yes" if value else "no"
-
-
-def format_text(env: Mapping[str, Any]) -> str:
-    """The block as aligned ``key: value`` lines, grouped like ``torch.utils.collect_env``."""
-    cpu, paths, acc, th = env["cpu"], env["paths"], env["accelerators"], env["threads"]
-    isa_on = [f for f, on in cpu["isa"].items() if on]
-    rows: list[tuple[str, Any]] = [
-        ("OS", env["os"]),
-        ("CPU", f"{cpu['model']} ({cpu['logical_cpus']} logical, {cpu['physical_cores']} physical cores)"),
-        ("ISA flags", " ".join(isa_on) or "none of " + ", ".join(ISA_FLAGS)),
-        ("AVX2 / AVX-512 / VNNI / AMX",
-         f"{_yes(cpu['isa']['avx2'])} / {_yes(cpu['isa']['avx512f'])} / "
-         f"{_yes(cpu['isa']['avx512_vnni'] or cpu['isa']['avx_vnni'])} / {_yes(cpu['isa']['amx_int8'])}"),
-        ("", ""),
-        ("ATen CPU capability", paths["aten"]["capability"]
-         + (f" (ATEN_CPU_CAPABILITY={paths['aten']['ATEN_CPU_CAPABILITY']})"
-            if paths["aten"]["ATEN_CPU_CAPABILITY"] else "")),
-        ("oneDNN max ISA", f"{paths['onednn']['effective']} (CPU allows {paths['onednn']['cpu_max']}"
-         + (f", ONEDNN_MAX_CPU_ISA={paths['onednn']['ONEDNN_MAX_CPU_ISA']}"
-            if paths["onednn"]["ONEDNN_MAX_CPU_ISA"] else "") + f"; {paths['onednn']['build'] or 'version unknown'})"),
-        ("ORT INT8 kernels", f"{paths['onnxruntime_int8']['kernel']} "
-         f"(VNNI: {_yes(paths['onnxruntime_int8']['vnni'])})"),
-        ("INT8 files", paths["onnxruntime_int8"]["int8_files"]),
-        ("", ""),
-        *[(f"{k}", v if v is not None else "None") for k, v in env["versions"].items()],
-        ("", ""),
-        ("CUDA available", f"{_yes(acc['cuda_available'])} (torch built with CUDA {acc['torch_cuda_build']})"),
-        ("GPUs", ", ".join(acc["gpus"]) or "None"),
-        ("cuDNN", acc.get("cudnn")),
-        ("ORT providers", ", ".join(acc["onnxruntime_providers"] or []) or "None"),
-        ("TensorRT installed", _yes(acc["tensorrt_installed"])),
-    ]
-    if "nvidia_smi" in acc:
-        smi = acc["nvidia_smi"]
-        rows.append(("nvidia-smi", "not found" if smi is None else ", ".join(f"{k}={v}" for k, v in smi.items())))
-    rows += [("", ""),
-             ("torch threads", f"{th['torch_intra_op']} intra-op, {th['torch_inter_op']} inter-op"),
-             ("OMP_NUM_THREADS", th["OMP_NUM_THREADS"]), ("MKL_NUM_THREADS", th["MKL_NUM_THREADS"]),
-             ("CPUs", f"{th['os_cpu_count']} ({th['usable_cpus']} usable by this process)")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k + ':':<{width + 1}} {v}" if k else "" for k, v in rows) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cdarts-env", description="Print what a bug report needs: CPU flags, the kernel "
-                                "paths torch / oneDNN / ONNX Runtime take here, library versions, GPU, threads.")
-    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
-    args = p.parse_args(argv)
-    env = environment(smi=True)
-    sys.stdout.write(json.dumps(env, indent=2) + "\n" if args.json else format_text(env))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -32,7 +32,7 @@ from cdarts_deploy.deploy import ort, parity
 from cdarts_deploy.deploy.onnx_graph import GraphCheckError, check_onnx, export_onnx
 from cdarts_deploy.deploy.timing import sample_host
 from cdarts_deploy.deploy.versions import library_versions
-from cdarts_deploy.env import environment
+from .environment import environment
 from cdarts_deploy.errors import UserError
 
 Log = Callable[[str], None]

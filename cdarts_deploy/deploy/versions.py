@@ -162,7 +162,7 @@ def conditions(threads: int | None, device: str) -> dict[str, Any]:
     """Where and how a measurement ran, with what changes the numbers (and the ``cdarts-env`` block)."""
     import torch
 
-    from cdarts_deploy.env import environment
+    from .environment import environment
 
     return {
         "cpu": cpu_model(),
