@@ -29,10 +29,10 @@ import torch
 
 from cdarts_deploy.atomic_files import publish_together, temp_beside
 from cdarts_deploy.deploy import ort, parity
+from cdarts_deploy.deploy.environment import environment
 from cdarts_deploy.deploy.onnx_graph import GraphCheckError, check_onnx, export_onnx
 from cdarts_deploy.deploy.timing import sample_host
 from cdarts_deploy.deploy.versions import library_versions
-from .environment import environment
 from cdarts_deploy.errors import UserError
 
 Log = Callable[[str], None]
