@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import search.chain_supernet as chain_supernet  # noqa: E402
 from backbones.depthwise_conv import takes_faster_backward, use_faster_depthwise_backward  # noqa: E402

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -42,7 +41,6 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from backbones.depthwise_conv import depthwise_conv2d_backward  # noqa: E402
 

@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # (label, kind, name, input side): zoo models at their published input sizes, peers at 224
 MODELS = (

@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from backbones.darts_net import DartsNet  # noqa: E402
 from search.cell_space import CellSpace  # noqa: E402

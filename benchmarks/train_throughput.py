@@ -12,11 +12,9 @@ changes affects both.  The ratio is ours / bare (1.0 = no overhead).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import torch  # noqa: E402
 from timm.optim import create_optimizer_v2  # noqa: E402

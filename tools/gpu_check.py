@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """One-shot GPU acceptance run: every section passes, fails or is not applicable, and a skip is a failure.
 
-    python tools/gpu_check.py --out gpu_check/            # full run, budget 420 s (target: under 8 minutes)
-    python tools/gpu_check.py --quick --out gpu_check/    # budget 150 s (target: under 3 minutes)
-    python tools/gpu_check.py --dry-run                   # what would run on the GPU image and here, and why
-    python tools/gpu_check.py --device cpu --out /tmp/x   # the same sections on the CPU at toy sizes
+    python -m tools.gpu_check --out gpu_check/            # full run, budget 420 s (target: under 8 minutes)
+    python -m tools.gpu_check --quick --out gpu_check/    # budget 150 s (target: under 3 minutes)
+    python -m tools.gpu_check --dry-run                   # what would run on the GPU image and here, and why
+    python -m tools.gpu_check --device cpu --out /tmp/x   # the same sections on the CPU at toy sizes
 
 Sections (``--dry-run`` lists them with their sizes):
 
@@ -29,8 +29,8 @@ budget spent, an exception, a hardware present but unusable) fails, and so does 
 exit status 1.  The JSON and Markdown reports are rewritten after every section, so a run killed
 from outside still leaves what it measured.
 
-The script runs from a source checkout (it puts the repository root on ``sys.path``) with torch,
-timm, onnx and onnxruntime only; TensorRT and the OpenMMLab packages are imported only by the
+Run from the root of a source checkout (``python -m`` puts it on the import path; nothing needs
+installing) or from an installed environment, with torch, timm, onnx and onnxruntime only; TensorRT and the OpenMMLab packages are imported only by the
 sections that need them.
 """
 
@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 PASSED, FAILED, NOT_APPLICABLE = "passed", "failed", "not applicable"
 

@@ -13,7 +13,6 @@ leaves no half-written labels.  Bad input is one line on stderr and exit status 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from cdarts_deploy.atomic_files import atomic_path  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402

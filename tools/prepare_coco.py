@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from cdarts_deploy.atomic_files import write_text  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, run_main  # noqa: E402

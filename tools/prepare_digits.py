@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from typing import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from cdarts_deploy.atomic_files import write_bytes  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, prepare_out_dir, run_main  # noqa: E402

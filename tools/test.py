@@ -23,7 +23,6 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from cdarts_deploy.atomic_files import write_text  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402

@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
 
