@@ -112,8 +112,8 @@ class SearchConfig:
     workers: int = option(0, "data-loader worker processes")
     device: str = option("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
     threads: int = option(0, "torch CPU threads per process (0: leave torch's default)")
-    channels_last: bool = option(True, "run both networks in channels-last memory order (on CPU about 2x faster "
-                                       "depthwise convolutions; results differ from contiguous order by rounding)")
+    channels_last: bool = option(True, "run both networks in channels-last memory order (oneDNN's faster "
+                                       "depthwise kernels on CPU; results differ from contiguous order by rounding)")
     max_steps: int = option(0, "cap on steps per epoch (0: a full pass; for smoke runs and benchmarks)")
     progress: bool = option(True, "show progress bars")
 

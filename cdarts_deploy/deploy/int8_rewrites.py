@@ -384,9 +384,8 @@ def average_pools_as_depthwise_convs(model: Any) -> dict[str, float]:
     """Turn each 2-D ``AveragePool`` into a depthwise convolution with equal weights, in place; returns the
     border-correction tensors added, with the 8-bit scale that holds each exactly.
 
-    ONNX Runtime's 8-bit QLinearAveragePool measured about twice the time of an 8-bit depthwise convolution
-    doing the same sums (pcdarts_cifar's 18 pools: 37 ms of 206 per batch of 32 on 2 threads); keeping the pool
-    in float costs more in layout transposes.  A pool that leaves padded pixels out of its count
+    ONNX Runtime's 8-bit QLinearAveragePool can take longer than an 8-bit depthwise convolution doing the same
+    sums, and keeping the pool in float costs layout transposes (measurements: ``docs/results/int8_speed_*``).  A pool that leaves padded pixels out of its count
     (``count_include_pad=0``) gets a constant per-position factor k*k / count afterwards (a ``Mul``), which
     needs the spatial size, so only pools whose input channels, height and width are known numbers are
     rewritten, and only where
@@ -432,7 +431,7 @@ def average_pools_as_depthwise_convs(model: Any) -> dict[str, float]:
         if exclude_pad:
             name = f"{stem}_count_correction"
             # one factor per channel too: ONNX Runtime's 8-bit Mul broadcasting a [1, 1, H, W] map over the
-            # channels-last layout measured ~4x slower than with a full [1, C, H, W] map
+            # channels-last layout runs a small span per pixel, a full [1, C, H, W] map runs per row
             full = np.broadcast_to(factor, (channels, *factor.shape))[None]
             model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(full), name))
             nodes.append(onnx.helper.make_node("Mul", [conv_out, name], [node.output[0]], name=f"{stem}_correct"))

@@ -26,8 +26,7 @@ PERCENTILE_MIN_SAMPLES = {"p90": 10, "p95": 20, "p99": 100}
 DEFAULT_ITERS = 200
 
 #: Seconds of untimed runs after switching to another session in an interleaved measurement.  The session
-#: timed before leaves its thread pool busy for a while: on 2 cores, the first four batch-1 runs of cdarts_b
-#: (ONNX Runtime, 2 threads) after a switch took 1.8x its steady time, about 80 ms in all.
+#: timed before leaves its thread pool spinning for a while, which slows the next session's first runs.
 SWITCH_SETTLE_S = 0.15
 
 
