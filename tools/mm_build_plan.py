@@ -170,6 +170,10 @@ def _torch_facts(args: argparse.Namespace) -> TorchFacts:
         gpus = tuple(g for g in re.split(r"[,;\s]+", args.gpus) if g and g != "none")
     if args.torch_archs is None:
         archs = tuple(torch.cuda.get_arch_list()) if cuda else ()
+        if cuda and not archs and hasattr(torch._C, "_cuda_getArchFlags"):
+            # torch 2.10 (not 2.14) lists nothing while no GPU is visible; the compiled list it
+            # reads is this private call, which newer torch's get_arch_list() returns regardless.
+            archs = tuple((torch._C._cuda_getArchFlags() or "").split())
     else:
         archs = tuple(a for a in re.split(r"[,;\s]+", args.torch_archs) if a)
     return TorchFacts(version, cuda, gpus, archs)
