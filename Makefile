@@ -56,14 +56,16 @@ demo-train: $(CORE_STAMP)
 # INT8 kernels by the real CPU).
 FORCED_AVX2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 
+# Last, the core tests on the lowest supported torch (below).
 test: $(CORE_STAMP) $(MM_STAMP)
 	$(PY) -m pytest -q -n 2 tests
 	$(FORCED_AVX2) $(PY) -m pytest -q -n 2 -m isa_sensitive tests
+	$(MAKE) test-torch-floor
 
 # The lowest supported torch (pyproject.toml's floor) in a venv of its own, without the OpenMMLab stack: installs
 # the floor pair, then the package with no constraint (the step fails if pip moved torch or torchvision), then runs
 # every test that needs no mmcv/mmdet/mmseg.  PyPI's torch 2.10 is a CUDA 12.8 build (about 3.6 GB of wheels).
-# From scratch, no pip cache, 2 shared cores: install 3.0 min, tests 9.6 min.  torch 2.6-2.9 fail test_dynamic_export.
+# torch 2.6-2.9 fail test_dynamic_export (their exporter cannot keep height and width dynamic).
 FLOOR_VENV ?= .venv-torch-floor
 FLOOR_PY := $(FLOOR_VENV)/bin/python
 FLOOR_STAMP := $(FLOOR_VENV)/.stamp-core
