@@ -23,20 +23,23 @@ The model is exported with the tracing exporter and quantized with
 :func:`cdarts_deploy.deploy.precision.quantize_int8` on ``--calib`` digits.  Top-1 agreement with the
 FP32 file (and its 95% Wilson interval, and the logit cosine) is measured on ``--held-out`` other digits.
 
-Latency: FP32 and INT8 sessions alternate in ``--rounds`` rounds of ``--iters`` runs, so load from
-other processes hits both alike (each block after 0.15 s of untimed runs: the session timed before keeps its
-thread pool busy for a while, which slowed the next one's first batch-1 runs 1.8x); the table shows the median wall time over all runs and the FP32/INT8
-ratio, and the same for the process CPU time of a run (with ``--threads 1`` the work done, which other
-processes' load hardly changes; with more threads it includes the pool's spinning).  The load average is
-recorded per row.
+Latency: the FP32 session and every variant's INT8 session alternate in ``--rounds`` rounds of ``--iters`` runs (one
+FP32 reference for all variants), so load from other processes hits them alike (each block after 0.15 s of untimed
+runs: the session timed before keeps its thread pool busy for a while, which slowed the next one's first batch-1 runs
+1.8x); the table shows the median wall time over all runs and the FP32/INT8 ratio, and the same for the process CPU
+time of a run (with ``--threads 1`` the work done, which other processes' load hardly changes; with more threads it
+includes the pool's spinning). The load average is recorded per row.
 
-Variants: ``ort`` (what ``cdarts-export --int8`` makes: the ONNX Runtime target with its average pools as 8-bit
-pools or as depthwise convolutions, whichever ran faster at the largest of ``--batches`` in a timing of its
-own before the measurement), ``ort-pools`` (average pools always as pools), ``ort-per-tensor`` (per-tensor weights),
-``ort-float-depthwise`` (depthwise convolutions kept float), ``ort-no-rewrite`` (the graph quantized
-as exported: Relus on shared inputs and depthwise convolutions float), ``ort-pool-convs`` (average pools as
-depthwise convolutions), ``ort-plain-gates`` (squeeze-excitation gates as the quantizer leaves them: a float
-HardSigmoid between 8-bit ops, multiplied per pixel), ``tensorrt`` (the symmetric Q/DQ file).
+Variants: ``ort`` (what ``cdarts-export --int8`` makes: the ONNX Runtime target in the default CPU form, ``portable``,
+with its average pools as 8-bit pools or as depthwise convolutions, whichever ran faster at the largest of
+``--batches`` in a timing of its own before the measurement), ``ort-vnni`` / ``ort-7bit`` / ``ort-u8`` (the same in
+the CPU form with full 8-bit weights, exact only on CPUs with VNNI, and the two forms exact on every x86-64 CPU: 7-bit
+weights, unsigned 8-bit weights; :mod:`cdarts_deploy.deploy.int8_cpu`), ``ort-pools`` (average pools always as pools),
+``ort-per-tensor`` (per-tensor weights), ``ort-float-depthwise`` (depthwise convolutions kept float),
+``ort-no-rewrite`` (the graph quantized as exported: Relus on shared inputs and depthwise convolutions float),
+``ort-pool-convs`` (average pools as depthwise convolutions), ``ort-plain-gates`` (squeeze-excitation gates as the
+quantizer leaves them: a float HardSigmoid between 8-bit ops, multiplied per pixel), ``tensorrt`` (the symmetric Q/DQ
+file).
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ ZOO = ["cdarts_cifar", "pcdarts_cifar", "darts_v1", "darts_v2", "pdarts", "cdart
 VARIANTS = {
     # what cdarts-export --int8 makes: average pools in the form that is faster at the largest --batches
     "ort": dict(target="onnxruntime", fastest_pools=True),
+    # the CPU forms (cdarts_deploy.deploy.int8_cpu), each with the faster pool form: full 8-bit weights (exact
+    # only with VNNI), and the two ways of being exact on every x86-64 CPU
+    "ort-vnni": dict(target="onnxruntime", fastest_pools=True, cpu="vnni"),
+    "ort-7bit": dict(target="onnxruntime", fastest_pools=True, cpu="portable", portable_weights="7bit"),
+    "ort-u8": dict(target="onnxruntime", fastest_pools=True, cpu="portable", portable_weights="uint8"),
     "ort-pools": dict(target="onnxruntime"),
     "ort-per-tensor": dict(target="onnxruntime", per_channel=False),
     "ort-float-depthwise": dict(target="onnxruntime", float_depthwise=True),
@@ -204,6 +212,9 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
     genotype = gt.load(name)
     is_cell = isinstance(genotype, gt.CellGenotype)
     spec = ms.resolve_spec(genotype, None, args.width if is_cell else None, args.cells if is_cell else None)
+    if args.small_input and max(spec.input_size) > args.small_input:
+        spec = ms.resolve_spec(genotype, None, args.width if is_cell else None, args.cells if is_cell else None,
+                               input_size=(args.small_input, args.small_input))
     hw = tuple(spec.input_size)
     torch.manual_seed(0)
     model = ms.build_model(genotype, spec)
@@ -215,7 +226,9 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
     first_train = 64 + args.calib + args.held_out
     train_pictures, train_labels = digits(args.train, first_train, hw, mean, std), digit_labels(args.train, first_train)
     clock = time.perf_counter()
-    saved = Path(args.trained) / f"{name}{'' if (args.width, args.cells) == (None, None) else f'_c{spec.width}_{spec.cells}'}.pt" \
+    reduced = ((is_cell and (args.width, args.cells) != (None, None))
+               or hw != tuple(ms.resolve_spec(genotype).input_size))
+    saved = Path(args.trained) / f"{name}{f'_{spec.width}_{spec.cells}_{hw[0]}' if reduced else ''}.pt" \
         if args.trained else None
     if saved is not None and saved.exists():
         state = torch.load(saved, weights_only=True)
@@ -242,6 +255,7 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
     rows = []
     big = name in ("cdarts_imagenet", "pcdarts_imagenet", "cdarts_a", "cdarts_b")
     batches = [b for b in args.batches if not (big and b > 1 and args.skip_large_batch_224)]
+    sessions = {}
     for variant in args.variants:
         path = work / f"{name}.{variant}.int8.onnx"
         start = time.perf_counter()
@@ -252,28 +266,32 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
         else:
             settings = pr.quantize_int8(fp32_path, path, calibration, **options)
         quant_s = time.perf_counter() - start
-        int8 = ort.session(path, args.threads)
+        int8 = sessions[variant] = ort.session(path, args.threads)
         int8_logits = np.concatenate([ort.run(int8, held_out[i:i + 32])[0] for i in range(0, len(held_out), 32)])
         held = pr.agreement(reference, int8_logits)
         clock = _stage(name, f"{variant}: quantization and agreement", clock)
-        label = name if not is_cell or (args.width, args.cells) == (None, None) else \
-            f"{name} (C={spec.width}, {spec.cells} cells)"
-        row = {"model": label, "network": spec.as_dict(), "variant": variant, "input": [3, *hw], "export_s": round(export_s, 1),
-               "quantize_s": round(quant_s, 1), "weights": settings["weight_granularity"], "settings": settings,
-               "training": training,
-               "fp32_digit_accuracy": float((reference.argmax(1) == held_labels).mean()),
-               "int8_digit_accuracy": float((int8_logits.argmax(1) == held_labels).mean()), **held}
-        for b in batches:
-            x = batch_of(held_out, b)
-            med = side_by_side({"fp32": fp32, "int8": int8}, x, args.iters if b > 1 else args.iters * 3, args.rounds)
-            row[f"b{b}"] = {"fp32_ms": med["fp32"]["wall"], "int8_ms": med["int8"]["wall"],
-                            "speedup": med["fp32"]["wall"] / med["int8"]["wall"],
-                            "fp32_cpu_ms": med["fp32"]["cpu"], "int8_cpu_ms": med["int8"]["cpu"],
-                            "cpu_speedup": med["fp32"]["cpu"] / med["int8"]["cpu"]}
-        clock = _stage(name, f"{variant}: timing", clock)
+        label = name if not reduced else \
+            f"{name} ({f'C={spec.width}, {spec.cells} cells, ' if is_cell else ''}{hw[0]}x{hw[1]})"
+        rows.append({"model": label, "network": spec.as_dict(), "variant": variant, "input": [3, *hw],
+                     "export_s": round(export_s, 1), "quantize_s": round(quant_s, 1),
+                     "weights": settings["weight_granularity"], "settings": settings, "training": training,
+                     "fp32_digit_accuracy": float((reference.argmax(1) == held_labels).mean()),
+                     "int8_digit_accuracy": float((int8_logits.argmax(1) == held_labels).mean()), **held,
+                     # per image, so that two variants can be compared image by image (paired)
+                     "fp32_top1": reference.argmax(1).tolist(), "int8_top1": int8_logits.argmax(1).tolist()})
+    # every variant's file and the fp32 file in the same alternating rounds: one fp32 reference for all of them
+    for b in batches:
+        x = batch_of(held_out, b)
+        med = side_by_side({"fp32": fp32, **sessions}, x, args.iters if b > 1 else args.iters * 3, args.rounds)
+        for row in rows:
+            q = med[row["variant"]]
+            row[f"b{b}"] = {"fp32_ms": med["fp32"]["wall"], "int8_ms": q["wall"],
+                            "speedup": med["fp32"]["wall"] / q["wall"], "fp32_cpu_ms": med["fp32"]["cpu"],
+                            "int8_cpu_ms": q["cpu"], "cpu_speedup": med["fp32"]["cpu"] / q["cpu"]}
+    clock = _stage(name, "timing", clock)
+    for row in rows:
         row["load_average"] = os.getloadavg()[0]
         print(format_row(row, args.batches), flush=True)
-        rows.append(row)
     return rows
 
 
@@ -298,6 +316,32 @@ def header(batches: list[int]) -> str:
     return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
 
 
+def machine_conditions(args: argparse.Namespace) -> dict:
+    """What the numbers depend on: CPU model and its dot-product flags, library versions, threads, load, settings."""
+    import onnxruntime
+    import torch
+
+    from cdarts_deploy.deploy import int8_cpu
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    flags = int8_cpu.cpu_flags()
+    return {"cpu_model": model, "logical_cpus": os.cpu_count(),
+            "vnni_flags": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8"}),
+            "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "threads": args.threads,
+            "torch_threads": torch.get_num_threads(), "load_average_start": list(os.getloadavg()),
+            "settings": {k: v for k, v in vars(args).items() if k != "trained"}}
+
+
+def conditions_line(c: dict) -> str:
+    return (f"CPU {c['cpu_model']} ({c['logical_cpus']} logical CPUs; "
+            f"VNNI flags: {', '.join(c['vnni_flags']) or 'none'}), "
+            f"ONNX Runtime {c['onnxruntime']}, {c['threads']} threads, load average (1/5/15 min) "
+            f"{'/'.join(f'{x:.1f}' for x in c['load_average_start'])} at the start, "
+            f"{'/'.join(f'{x:.1f}' for x in c.get('load_average_end', []))} at the end.")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(ZOO))
@@ -318,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                    "trained, one trained here is saved there")
     p.add_argument("--width", type=int, help="cell genotypes: initial channels instead of the genotype's")
     p.add_argument("--cells", type=int, help="cell genotypes: number of cells instead of the genotype's")
+    p.add_argument("--small-input", type=int, help="networks with a larger input run at this size instead (agreement "
+                   "of trained networks where two cores cannot train the 224x224 ones long enough)")
     p.add_argument("--skip-large-batch-224", action="store_true", help="224x224 models at batch 1 only")
     p.add_argument("--out", help="folder for int8_speed.json and int8_speed.md")
     args = p.parse_args(argv)
@@ -330,17 +376,22 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    print(f"threads {args.threads}, load average at start {os.getloadavg()[0]:.1f}")
+    conditions = machine_conditions(args)
+    print(f"threads {args.threads}, load average at start {os.getloadavg()[0]:.1f}, CPU {conditions['cpu_model']}, "
+          f"VNNI flags {conditions['vnni_flags'] or 'none'}")
     print(header(args.batches), flush=True)
-    rows = []
+    rows, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         for name in args.models.split(","):
             rows += measure(name, args, Path(work))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "int8_speed.json", json.dumps({"threads": args.threads, "rows": rows}, indent=2) + "\n")
-        write_text(out / "int8_speed.md", header(args.batches) + "\n" +
+        conditions["load_average_end"] = list(os.getloadavg())
+        conditions["wall_seconds"] = round(time.perf_counter() - started, 1)
+        write_text(out / "int8_speed.json",
+                   json.dumps({"threads": args.threads, "conditions": conditions, "rows": rows}, indent=2) + "\n")
+        write_text(out / "int8_speed.md", conditions_line(conditions) + "\n\n" + header(args.batches) + "\n" +
                    "\n".join(format_row(r, args.batches) for r in rows) + "\n")
     return 0
 

@@ -237,6 +237,11 @@ def test_export_int8_check_features_plot(tmp_path, capsys, calibration_dir):
     # calibrated on one half of the 40 pictures, judged on the other half
     assert report["int8"]["calibration_images"] == 20 and held_out["images"] == 20
     assert report["int8"]["target"] == "onnxruntime" and report["int8"]["format"] == "QOperator"
+    # by default the file is exact on every x86-64 CPU, and says so in its metadata
+    cpu = report["int8"]["int8_cpu"]
+    assert cpu["requested"] == "portable" and cpu["form"] == "portable" and cpu["non_vnni_check"]["safe"]
+    metadata = {p.key: p.value for p in onnx.load(str(out / "tinynet.int8.onnx")).metadata_props}
+    assert metadata["cdarts.int8_cpu"] == "portable"
     low, high = held_out["wilson95"]
     assert 0 <= low <= held_out["top1_agreement"] <= high <= 1
     assert report["int8"]["speed_onnxruntime_cpu"]["int8_speedup"] > 0

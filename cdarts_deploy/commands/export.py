@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--int8-target", choices=("onnxruntime", "tensorrt"),
                    help="INT8 file format: onnxruntime (operator format, fast on ONNX Runtime CPU; the default) or "
                    "tensorrt (symmetric Q/DQ; the default with --trt, which builds its engine from it)")
+    g.add_argument("--int8-cpu", choices=("portable", "vnni", "auto"),
+                   help="CPUs the ONNX Runtime INT8 file must be exact on: portable (the default; 7-bit weights, exact "
+                   "on every x86-64 CPU), vnni (full 8-bit weights; CPUs without avx512_vnni/avx_vnni saturate and "
+                   "give wrong results), auto (vnni if this machine has VNNI, else portable)")
     g.add_argument("--calib-dir", help="folder of images: INT8 calibration and the real-image inputs of --check")
     g.add_argument("--check", action="store_true", help="parity across PyTorch, ONNX Runtime and TensorRT, per tensor")
     g.add_argument("--debug-layers", action="store_true",
@@ -120,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
                          "--plot)")
     request = artifacts.ArtifactRequest(
         fp16=args.fp16, int8=args.int8, tensorrt=args.trt, check=args.check, features=args.features,
-        pictures=args.plot, calib_dir=args.calib_dir, int8_target=_int8_target(args), max_batch=args.max_batch,
+        pictures=args.plot, calib_dir=args.calib_dir, int8_target=_int8_target(args), int8_cpu=args.int8_cpu,
+        max_batch=args.max_batch,
         workspace_mb=args.workspace_mb,
         threads=args.threads, trt_timing_cache=args.trt_timing_cache, trt_opt_level=args.trt_opt_level,
         eval_dir=args.eval_dir,
@@ -235,6 +240,9 @@ def _print_summary(report: dict, written: list[Path], onnx_path: Path, report_pa
     if int8:
         held = int8["held_out"]
         low, high = held["wilson95"]
+        cpu = int8.get("int8_cpu")
+        if isinstance(cpu, dict):
+            print(f"  int8 cpu form   {cpu['form']} ({cpu['weights']}): {cpu['reason']}")
         print(f"  int8 ({int8['target']})  top-1 agreement {held['top1_agreement']:.1%} on {held['images']} held-out "
               f"images (95% CI {low:.1%}-{high:.1%}), logit cosine {held['logit_cosine']:.4f}")
         speed = int8.get("speed_onnxruntime_cpu")

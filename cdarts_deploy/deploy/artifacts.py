@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from cdarts_deploy.deploy import int8_cpu as ic
 from cdarts_deploy.deploy import ort, parity
 from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.model_spec import NetworkSpec, build_model
@@ -46,6 +47,7 @@ class ArtifactRequest:
     calibration: np.ndarray | None = None  # NCHW float32 images (INT8 calibration, real-image checks)
     calib_dir: str | None = None
     int8_target: str = "onnxruntime"
+    int8_cpu: str | None = None  # portable | vnni | auto for the ONNX Runtime target (None: portable)
     max_batch: int = 32
     workspace_mb: int = 1024
     threads: int | None = None
@@ -64,6 +66,14 @@ def validate(request: ArtifactRequest, batch: int) -> None:
         raise UserError("--fp16 and --int8 exclude each other; pick one precision")
     if request.int8 and not request.calib_dir:
         raise UserError("--int8 needs --calib-dir DIR with a few hundred representative images")
+    if request.int8_cpu is not None:
+        if request.int8_cpu not in ic.INT8_CPU_CHOICES:
+            raise UserError(f"--int8-cpu {request.int8_cpu!r}: use one of {', '.join(ic.INT8_CPU_CHOICES)}")
+        if not request.int8:
+            raise UserError("--int8-cpu chooses the form of the INT8 file; add --int8")
+        if request.int8_target != "onnxruntime":
+            raise UserError("--int8-cpu applies to the ONNX Runtime INT8 file; the TensorRT Q/DQ file (--int8-target "
+                            "tensorrt) runs on the GPU and has no CPU form")
     if request.calib_dir:
         pr.image_files(request.calib_dir)
     if request.max_batch < max(1, batch):
@@ -157,11 +167,22 @@ def _int8(request: ArtifactRequest, model: torch.nn.Module, verified: Verified, 
         f"judging it on {len(held_out)} others")
     dst = staging.temp(out_dir / f"{name}.int8.onnx")
     x = request.calibration[:batch] if len(request.calibration) >= batch else calibration[:1]
+    options: dict[str, Any] = {"target": request.int8_target}
+    choice = None
+    if request.int8_target == "onnxruntime":
+        choice = ic.int8_cpu_choice(request.int8_cpu or ic.DEFAULT_INT8_CPU, ic.cpu_flags())
+        options.update(cpu=choice["form"], cpu_reason=choice["reason"])
+        log(f"INT8 CPU form: {choice['form']} ({choice['reason']})")
     if verified.session is not None:  # ONNX Runtime runs here: the pools take the form that is faster at this batch
-        settings = pr.quantize_int8_fastest_pools(verified.path, dst, calibration, x, request.threads,
-                                                  target=request.int8_target)
+        settings = pr.quantize_int8_fastest_pools(verified.path, dst, calibration, x, request.threads, **options)
     else:
-        settings = pr.quantize_int8(verified.path, dst, calibration, target=request.int8_target)
+        settings = pr.quantize_int8(verified.path, dst, calibration, **options)
+    if choice is not None:
+        # the file as it will be kept: its recorded form, checked against its weights (a mismatch raises)
+        check = ic.verify(dst, f"the INT8 file {name}.int8.onnx")
+        settings["int8_cpu"] = {**choice, "weights": settings.get("weights"), "metadata_key": ic.METADATA_KEY,
+                                "metadata": ic.metadata(dst), "non_vnni_check": check.as_dict()}
+        settings.pop("non_vnni_check", None)
     session = ort.session(dst, request.threads)
     measured = pr.agreement(parity.torch_outputs(model, held_out)[0], ort.run(session, held_out)[0])
     section = {"file": f"{name}.int8.onnx", **settings, "held_out": measured,

@@ -8,8 +8,10 @@ and the TensorRT-target INT8 files are what TensorRT 10/11 builds strongly typed
 * INT8, two targets (:data:`INT8_TARGETS`), both calibrated on images from a folder:
 
   - ``onnxruntime`` (the default, for ONNX Runtime on the CPU): operator format (QLinearConv,
-    QLinearAdd, QLinearConcat, QGemm, ...) with unsigned 8-bit activations and signed 8-bit
-    per-channel weights, the pairing ONNX Runtime's x86 kernels (VNNI) run fastest, quantized after
+    QLinearAdd, QLinearConcat, QGemm, ...) with unsigned 8-bit activations and signed per-channel
+    weights, the pairing ONNX Runtime's x86 kernels run fastest; by default the weights take 7 bits so
+    that CPUs without VNNI, whose kernels add two products in a saturating 16-bit sum, compute the same
+    results (the ``portable`` form; ``vnni`` keeps 8 bits: :mod:`cdarts_deploy.deploy.int8_cpu`), quantized after
     ONNX Runtime's own graph optimisation (BatchNorm folded, so the scales describe the tensors that
     are really computed).  Rewrites of the float graph first keep whole cells in 8 bits
     (:mod:`cdarts_deploy.deploy.int8_rewrites`, each leaving the float results unchanged):
@@ -47,6 +49,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from cdarts_deploy.atomic_files import atomic_path, publish
+from cdarts_deploy.deploy import int8_cpu as ic
 from cdarts_deploy.deploy.int8_rewrites import (
     average_pools_as_depthwise_convs,
     broadcast_gates,
@@ -224,6 +227,9 @@ def quantize_int8(
     rewrite: bool = True,
     pools_as_convs: bool = False,
     gates: bool = True,
+    cpu: str | None = None,
+    portable_weights: str | None = None,
+    cpu_reason: str | None = None,
 ) -> dict[str, Any]:
     """Write an INT8 copy of ``src`` to ``dst`` for ``target``, calibrated on ``calibration`` (NCHW float32).
 
@@ -236,6 +242,11 @@ def quantize_int8(
     ``gates`` keeps squeeze-excitation gates in 8 bits (:func:`hard_sigmoids_into_convs`) and tiles them
     (:func:`tile_gates_along_width`; with ``rewrite``; cdarts_b at batch 1, 2 threads: 1.07x -> 1.14x faster than
     fp32, same run);
+    ``cpu`` (ONNX Runtime target only; default ``portable``) is the x86-64 CPU form of
+    :mod:`cdarts_deploy.deploy.int8_cpu`: ``portable`` stores the weights so that CPUs without VNNI sum them
+    exactly (``portable_weights``: ``7bit`` or ``uint8``, default
+    :data:`~cdarts_deploy.deploy.int8_cpu.PORTABLE_WEIGHTS`), ``vnni`` full 8-bit weights; the form (and ``cpu_reason``) is written into the file's metadata_props and the
+    file is refused before it is published if its weights do not honour it;
     ``keep_ends_float`` keeps the stem convolution and the classifier in float (held-out top-1 agreement of a
     trained digits network: 98.8% -> 99.4%; both layers are a tiny share of the multiply-adds).  ``per_channel`` None picks the target's default
     (per-channel for ONNX Runtime, per-tensor for TensorRT).  The model is first prepared with ONNX
@@ -257,6 +268,18 @@ def quantize_int8(
         raise PrecisionError(f"calibration data has shape {calibration.shape}; expected a non-empty NCHW batch")
     input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
     for_ort = target == "onnxruntime"
+    if not for_ort and (cpu is not None or portable_weights is not None):
+        raise PrecisionError("the INT8 CPU form applies to the ONNX Runtime target only; the TensorRT Q/DQ file is "
+                             "symmetric int8 for the GPU")
+    form = ic.DEFAULT_INT8_CPU if cpu is None else cpu
+    if form not in ic.INT8_CPU_FORMS:
+        raise PrecisionError(f"unknown INT8 CPU form {form!r}; use one of {', '.join(ic.INT8_CPU_FORMS)}")
+    portable_weights = ic.PORTABLE_WEIGHTS if portable_weights is None else portable_weights
+    if portable_weights not in ic.PORTABLE_WEIGHT_CHOICES:
+        raise PrecisionError(f"unknown portable weight storage {portable_weights!r}; use one of "
+                             f"{', '.join(ic.PORTABLE_WEIGHT_CHOICES)}")
+    weights = ("int8 symmetric" if form == "vnni" else
+               "int8 symmetric 7-bit (reduce_range)" if portable_weights == "7bit" else "uint8 (zero point 128)")
     per_channel = for_ort if per_channel is None else per_channel
 
     class _Reader(ImageBatchReader, CalibrationDataReader):
@@ -285,13 +308,15 @@ def quantize_int8(
                         *(float_ends(graph) if keep_ends_float else []), *shared_input_relus(graph)]
             options: dict[str, Any] = dict(
                 quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                # 7-bit weights: no pair of u8*s8 products leaves the 16-bit sum of CPUs without VNNI
+                reduce_range=form == "portable" and portable_weights == "7bit",
                 nodes_to_exclude=excluded, op_types_to_quantize=list(ORT_INT8_OP_TYPES),
                 # the pools' border factors at scales that hold them exactly
                 extra_options={"TensorQuantOverrides": {
                     name: [{"scale": np.float32(scale), "zero_point": np.uint8(0)}]
                     for name, scale in corrections.items()}},
             )
-            settings = {"format": "QOperator", "activations": "uint8 asymmetric", "weights": "int8 symmetric",
+            settings = {"format": "QOperator", "activations": "uint8 asymmetric", "weights": weights, "int8_cpu": form,
                         "float_depthwise_convs": len(depthwise_convs(graph)) if float_depthwise else 0,
                         "float_stem_and_classifier": keep_ends_float, "relu_input_copies": copies,
                         "channel_padded_depthwise_convs": padded, "spatial_means_as_global_pools": pools,
@@ -309,9 +334,15 @@ def quantize_int8(
             warnings.simplefilter("ignore")
             quantize_static(str(prepared), str(out_tmp), _Reader(calibration.astype(np.float32), input_name),
                             per_channel=per_channel, calibrate_method=methods[method], **options)
-        if gate_widths:
+        if for_ort:
             quantized = onnx.load(str(out_tmp))
-            settings["gates_tiled_along_width"] = tile_gates_along_width(quantized, gate_widths)
+            if gate_widths:
+                settings["gates_tiled_along_width"] = tile_gates_along_width(quantized, gate_widths)
+            if form == "portable" and portable_weights == "uint8":
+                settings["uint8_weights"] = ic.weights_to_uint8(quantized)
+            ic.stamp(quantized, form, weights, cpu_reason)
+            # a file that claims to be portable but could saturate is never published
+            settings["non_vnni_check"] = ic.verify(quantized, "the quantized INT8 file").as_dict()
             onnx.save(quantized, str(out_tmp))
         publish(out_tmp, dst)
     return {"target": target, **settings, "weight_granularity": "per-channel" if per_channel else "per-tensor",
