@@ -23,12 +23,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from cdarts_deploy.commands.args import (OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir,
                                          run_main)
+
+if TYPE_CHECKING:
+    from cdarts_deploy.deploy.pipeline import Compare
 
 PROG = "cdarts-export-mm"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -222,13 +225,10 @@ def generated_images(count: int, size: tuple[int, int], seed: int = 0) -> list[n
 def _run_end_to_end(args, model, cfg, graph, detector: bool, out_dir: Path, name: str, report: dict) -> int:
     import torch
 
-    from cdarts_deploy.deploy import ort, parity
-    from cdarts_deploy.deploy.onnx_graph import GraphCheckError, check_onnx
-    from cdarts_deploy.deploy.pipeline import Staging
+    from cdarts_deploy.deploy.pipeline import Staging, publish_with_report, verify
     from cdarts_deploy.deploy.versions import library_versions
-    from downstream import detection_parity, sidecar
+    from downstream import export_graphs, sidecar
     from downstream.end_to_end import EndToEndDetector, SegmentorLabels
-    from downstream.export_graphs import export_dynamic
 
     if args.check_images and not detector:
         raise UsageError("--check-images applies to detectors (the check against mmdet's predict)")
@@ -275,61 +275,70 @@ def _run_end_to_end(args, model, cfg, graph, detector: bool, out_dir: Path, name
          f"example {height}x{width}, batch 1..{ranges['batch'][1]}, height {ranges['height'][0]}..{ranges['height'][1]}, "
          f"width {ranges['width'][0]}..{ranges['width'][1]})")
     seconds = dict(report.pop("seconds"))
-    failures: list[str] = []
+    example = (torch.randn(1, 3, height, width),) + ((torch.tensor([[height, width]], dtype=torch.float32),)
+                                                      if detector else ())
+    fixed = {"dets": {1: k, 2: 5}, "labels": {1: k}} if detector else None
+    check_seconds: dict[str, float] = {}
+
+    def export(path: Path) -> None:
+        export_graphs.export_dynamic(e2e, path, example, args.opset, input_names, names, spatial, fixed)
+
+    compare = _end_to_end_checks(args, model, cfg, e2e, doc, images, detector, ranges, check_seconds)
+    onnx_final = out_dir / f"{name}.onnx"
     with Staging() as staging:
-        onnx_final = out_dir / f"{name}.onnx"
-        tmp = staging.temp(onnx_final)
-        start = time.perf_counter()
-        example = (torch.randn(1, 3, height, width),) + ((torch.tensor([[height, width]], dtype=torch.float32),)
-                                                          if detector else ())
-        fixed = {"dets": {1: k, 2: 5}, "labels": {1: k}} if detector else None
-        export_dynamic(e2e, tmp, example, args.opset, input_names, names, spatial, fixed)
-        seconds["export"] = round(time.perf_counter() - start, 3)
-        try:
-            check_onnx(tmp)
-        except GraphCheckError as exc:
-            failures.append(str(exc))
-        checks: dict = {}
-        if not failures:
-            session = ort.session(tmp)
-            start = time.perf_counter()
-            n2, h2, w2 = _second_shape(ranges, height, width)
-            rng = np.random.default_rng(0)
-            shapes = {"random b1": (1, height, width), f"random b{n2} {h2}x{w2}": (n2, h2, w2)}
-            inputs = {label: rng.standard_normal((n, 3, h, w)).astype(np.float32) for label, (n, h, w) in shapes.items()}
-            if detector:
-                checks["graph_vs_pytorch"], more = _graph_detections(e2e, session, inputs)
-            elif args.argmax:
-                checks["graph_vs_pytorch"], more = _graph_labels(e2e, session, inputs)
-            else:
-                rows = parity.compare_runtime(parity.TorchReference(e2e, inputs), lambda x: ort.run(session, x), names)
-                checks["graph_vs_pytorch"], more = rows, parity.failures(rows)
-            failures += more
-            seconds["graph_check"] = round(time.perf_counter() - start, 3)
-            if detector and not failures:
-                start = time.perf_counter()
-                check_images = images if images is not None else generated_images(2, (height, width))
-                entry, more = detection_parity.verify(model, cfg, session, doc, check_images)
-                entry["images_from"] = "--check-images" if images is not None else "generated"
-                checks["mmdet_predict"] = entry
-                failures += more
-                seconds["predict_check"] = round(time.perf_counter() - start, 3)
-                _log(f"mmdet predict vs ONNX Runtime: {entry['detections_compared']} detections matched"
-                     + (f", min IoU {entry['min_iou']:.4f}, max score diff {entry['max_score_diff']:.2e}"
-                        if entry["min_iou"] is not None else "") + (f" ({entry['note']})" if "note" in entry else ""))
-        if failures:
-            print(f"{PROG}: error: {failures[0]}; no files written", file=sys.stderr)
+        verified = verify(staging.temp(onnx_final), export, compare)
+        if verified.failures:
+            print(f"{PROG}: error: {verified.failures[0]}; no files written", file=sys.stderr)
             return 1
+        seconds = {**seconds, "export": verified.seconds["export"], **check_seconds}
         full = {**report, "mode": "end-to-end" if detector else ("argmax" if args.argmax else "logits"),
                 "input": ranges, "outputs": outputs, "postprocessing": post, "sidecar": f"{name}.sidecar.json",
-                "opset": args.opset, "exporter": "torchscript (tracing)", "onnx_bytes": tmp.stat().st_size,
-                "checks": checks, "seconds": seconds, "versions": library_versions()}
+                "opset": args.opset, "exporter": "torchscript (tracing)", "onnx_bytes": verified.path.stat().st_size,
+                "checks": verified.rows, "seconds": seconds, "versions": library_versions()}
         staging.temp(out_dir / f"{name}.sidecar.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        staging.temp(out_dir / f"{name}.json").write_text(json.dumps(full, indent=2, default=str) + "\n",
-                                                          encoding="utf-8")
-        staging.publish()
+        publish_with_report(staging, out_dir / f"{name}.json", full, default=str)
     _log(f"wrote {onnx_final}, {name}.sidecar.json and {name}.json (export {seconds['export']:.1f} s)")
     return 0
+
+
+def _end_to_end_checks(args, model, cfg, e2e, doc: dict, images: list[np.ndarray] | None, detector: bool,
+                       ranges: dict, seconds: dict[str, float]) -> Compare:
+    """The pipeline's comparison step for an end-to-end graph: the file against the PyTorch graph at two
+    shapes, then (detectors) against mmdet's own predict on images through the sidecar's recipe."""
+    from cdarts_deploy.deploy import ort, parity
+    from downstream import detection_parity
+
+    height, width = args.input_size
+
+    def compare(session: Any) -> tuple[dict, list[str]]:
+        checks: dict = {}
+        start = time.perf_counter()
+        n2, h2, w2 = _second_shape(ranges, height, width)
+        rng = np.random.default_rng(0)
+        shapes = {"random b1": (1, height, width), f"random b{n2} {h2}x{w2}": (n2, h2, w2)}
+        inputs = {label: rng.standard_normal((n, 3, h, w)).astype(np.float32) for label, (n, h, w) in shapes.items()}
+        if detector:
+            checks["graph_vs_pytorch"], failures = _graph_detections(e2e, session, inputs)
+        elif args.argmax:
+            checks["graph_vs_pytorch"], failures = _graph_labels(e2e, session, inputs)
+        else:
+            rows = parity.compare_runtime(parity.TorchReference(e2e, inputs), lambda x: ort.run(session, x),
+                                          list(e2e.output_names))
+            checks["graph_vs_pytorch"], failures = rows, parity.failures(rows)
+        seconds["graph_check"] = round(time.perf_counter() - start, 3)
+        if detector and not failures:
+            start = time.perf_counter()
+            check_images = images if images is not None else generated_images(2, (height, width))
+            entry, failures = detection_parity.verify(model, cfg, session, doc, check_images)
+            entry["images_from"] = "--check-images" if images is not None else "generated"
+            checks["mmdet_predict"] = entry
+            seconds["predict_check"] = round(time.perf_counter() - start, 3)
+            _log(f"mmdet predict vs ONNX Runtime: {entry['detections_compared']} detections matched"
+                 + (f", min IoU {entry['min_iou']:.4f}, max score diff {entry['max_score_diff']:.2e}"
+                    if entry["min_iou"] is not None else "") + (f" ({entry['note']})" if "note" in entry else ""))
+        return checks, failures
+
+    return compare
 
 
 def _graph_detections(graph, session, inputs: dict) -> tuple[dict, list[str]]:

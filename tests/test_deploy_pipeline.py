@@ -137,3 +137,31 @@ def test_staging_publishes_together_and_cleans_up(tmp_path):
     with Staging() as staging:
         staging.temp(tmp_path / "c.txt").write_text("never published")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+@pytest.mark.parametrize("verdict", [[], ["detections differ from PyTorch"]])
+def test_own_export_and_comparison_go_through_the_same_steps(tmp_path, verdict):
+    """A caller's export and comparison (cdarts-export-mm's detection matching): the graph is checked, the
+    comparison judges the file in ONNX Runtime, and the report is published with the other files or nothing is."""
+    model, x = _net(), _inputs()["random b2"]
+    seen = []
+
+    def write(path):
+        pipeline.export_onnx(model, path, (2, 3, 16, 16), exporter="torchscript")
+
+    def compare(session):
+        seen.append(pipeline.ort.output_names(session))
+        return {"own_rule": {"outputs": len(pipeline.ort.run(session, x))}}, list(verdict)
+
+    with Staging() as staging:
+        verified = pipeline.verify(staging.temp(tmp_path / "m.onnx"), write, compare)
+        assert verified.rows == {"own_rule": {"outputs": 1}} and verified.failures == verdict and seen
+        assert verified.reference is None and set(verified.seconds) == {"export", "check", "parity"}
+        if not verified.failures:
+            staging.temp(tmp_path / "m.sidecar.json").write_text("{}")
+            written = pipeline.publish_with_report(staging, tmp_path / "m.json", {"checks": verified.rows})
+            assert [p.name for p in written] == ["m.onnx", "m.sidecar.json", "m.json"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ([] if verdict else ["m.json", "m.onnx", "m.sidecar.json"])
+    if not verdict:
+        assert json.loads((tmp_path / "m.json").read_text()) == {"checks": {"own_rule": {"outputs": 1}}}

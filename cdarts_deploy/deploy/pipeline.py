@@ -11,6 +11,12 @@ feature backbones and reduced-precision files, ``cdarts-export-mm`` for detector
    the one rule of :mod:`cdarts_deploy.deploy.parity`;
 4. only if everything passed, write the report and rename every file into place
    (:mod:`cdarts_deploy.atomic_files`); otherwise nothing is written.
+
+:func:`export_verified` runs all four for a model judged output by output against PyTorch. A caller
+that exports its own way or judges the file its own way (``cdarts-export-mm``: a traced graph with
+NMS inside, compared by detection matching) runs the same steps itself: :func:`verify` (steps 1-3
+with its export and comparison), then :func:`publish_with_report` (step 4), inside one
+:class:`Staging`.
 """
 
 from __future__ import annotations
@@ -101,22 +107,22 @@ class Verified:
     path: Path
     session: Any
     names: list[str]
-    reference: parity.TorchReference
-    rows: list[dict]
+    reference: parity.TorchReference | None  # None when the caller compared its own way
+    rows: list[dict] | dict  # per-output parity rows, or the entries of the caller's comparison
     failures: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def export_and_compare(model: torch.nn.Module, path: Path, export: OnnxExport,
-                       reference: parity.TorchReference, threads: int | None = None, log: Log = lambda m: None,
-                       what: str = "") -> Verified:
-    """Steps 1-3 for one file: export to ``path``, check the graph, compare every input with PyTorch FP32."""
-    log(f"exporting {what + ' ' if what else ''}ONNX ({export.exporter} exporter, opset {export.opset}, "
-        f"{'dynamic' if export.dynamic_batch else 'static'} batch)")
+#: Step 3 done the caller's way: the file's ONNX Runtime session -> (report entries, failures).
+Compare = Callable[[Any], "tuple[list[dict] | dict, list[str]]"]
+
+
+def verify(path: Path, export: Callable[[Path], None], compare: Compare, threads: int | None = None,
+           reference: parity.TorchReference | None = None) -> Verified:
+    """Steps 1-3 for one file: ``export`` writes ``path``, the graph is checked, ``compare`` judges it."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    export_onnx(model, path, export.input_shape, opset=export.opset, dynamic_batch=export.dynamic_batch,
-                output_names=export.output_names, exporter=export.exporter)
+    export(path)
     seconds["export"] = _since(start)
     start = time.perf_counter()
     try:
@@ -126,10 +132,35 @@ def export_and_compare(model: torch.nn.Module, path: Path, export: OnnxExport,
     seconds["check"] = _since(start)
     start = time.perf_counter()
     session = ort.session(path, threads)
-    names = ort.output_names(session)
-    rows = parity.compare_runtime(reference, lambda x: ort.run(session, x), names, "fp32")
+    rows, failures = compare(session)
     seconds["parity"] = _since(start)
-    return Verified(path, session, names, reference, rows, parity.failures(rows, what), seconds)
+    return Verified(path, session, ort.output_names(session), reference, rows, failures, seconds)
+
+
+def export_and_compare(model: torch.nn.Module, path: Path, export: OnnxExport,
+                       reference: parity.TorchReference, threads: int | None = None, log: Log = lambda m: None,
+                       what: str = "") -> Verified:
+    """Steps 1-3 for one file: export to ``path``, check the graph, compare every input with PyTorch FP32."""
+    log(f"exporting {what + ' ' if what else ''}ONNX ({export.exporter} exporter, opset {export.opset}, "
+        f"{'dynamic' if export.dynamic_batch else 'static'} batch)")
+
+    def write(dst: Path) -> None:
+        export_onnx(model, dst, export.input_shape, opset=export.opset, dynamic_batch=export.dynamic_batch,
+                    output_names=export.output_names, exporter=export.exporter)
+
+    def compare(session: Any) -> tuple[list[dict], list[str]]:
+        rows = parity.compare_runtime(reference, lambda x: ort.run(session, x), ort.output_names(session), "fp32")
+        return rows, parity.failures(rows, what)
+
+    return verify(path, write, compare, threads, reference)
+
+
+def publish_with_report(staging: Staging, report_final: Path, report: Mapping[str, Any],
+                        default: Callable[[Any], Any] | None = None) -> list[Path]:
+    """Step 4: the report joins the staged files (last, so it never describes a missing one); all are renamed
+    into place together.  ``default`` is :func:`json.dumps`'s, for entries that are not plain JSON."""
+    staging.temp(report_final).write_text(json.dumps(report, indent=2, default=default) + "\n", encoding="utf-8")
+    return staging.publish()
 
 
 def _since(start: float) -> float:
@@ -218,9 +249,7 @@ def export_verified(
         full.update(extra)
         if failures:
             return PipelineResult(False, failures, full, [])
-        report_tmp = staging.temp(report_final)
-        report_tmp.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-        return PipelineResult(True, [], full, staging.publish())
+        return PipelineResult(True, [], full, publish_with_report(staging, report_final, full))
 
 
 def _latency(verified: Verified, inputs: Mapping[str, np.ndarray], iters: int) -> dict | None:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from cdarts_deploy.atomic_files import atomic_path, publish_together, temp_beside
+from cdarts_deploy.atomic_files import atomic_path
 from cdarts_deploy.deploy.gemm import achieved_gflops, compute_floor_ms
 from cdarts_deploy.deploy.timing import LatencyStats
 
@@ -266,18 +266,13 @@ def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | Non
 
 def write_reports(report: dict, out_dir: str | os.PathLike, stem: str = "profile") -> list[Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png``; all are rendered before any is renamed into place."""
+    # imported here: the pipeline brings torch and ONNX, which reading or rendering a report does not need
+    from cdarts_deploy.deploy.pipeline import Staging
+
     out_dir = Path(out_dir)
-    finals = [out_dir / f"{stem}{suffix}" for suffix in (".json", ".md", ".png")]
-    temps: list[Path] = []
-    try:
-        for final in finals:
-            temps.append(temp_beside(final))
-        temps[0].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        temps[1].write_text(markdown(report), encoding="utf-8")
-        plot_latency_vs_macs(report, temps[2])
-        publish_together(list(zip(temps, finals)))
-    finally:
-        for tmp in temps:
-            if tmp.exists():
-                tmp.unlink()
-    return finals
+    with Staging() as staging:
+        json_tmp, md_tmp, png_tmp = (staging.temp(out_dir / f"{stem}{suffix}") for suffix in (".json", ".md", ".png"))
+        json_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        md_tmp.write_text(markdown(report), encoding="utf-8")
+        plot_latency_vs_macs(report, png_tmp)
+        return staging.publish()
