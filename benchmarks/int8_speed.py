@@ -54,7 +54,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cdarts_deploy import genotype as gt  # noqa: E402
 from cdarts_deploy.atomic_files import atomic_path, write_text  # noqa: E402

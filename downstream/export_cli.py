@@ -29,12 +29,12 @@ import numpy as np
 
 from cdarts_deploy.commands.args import (OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir,
                                          run_main)
+from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from cdarts_deploy.deploy.pipeline import Compare
 
 PROG = "cdarts-export-mm"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 #: Opsets of the end-to-end export: ONNX NonMaxSuppression (11) to the tracing exporter's newest (20).
 MIN_OPSET, MAX_OPSET = 11, 20
 

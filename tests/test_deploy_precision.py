@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from cdarts_deploy.deploy import int8_rewrites as rw
 from cdarts_deploy.deploy import precision as pr
@@ -86,7 +87,7 @@ def test_load_image_resizes_crops_and_normalizes(tmp_path):
     arr = pr.load_image(tmp_path / "flat.png", (24, 32))
     assert arr.shape == (3, 24, 32) and arr.dtype == np.float32
     for c, value in enumerate((128, 64, 255)):
-        expected = (value / 255 - pr.IMAGENET_MEAN[c]) / pr.IMAGENET_STD[c]
+        expected = (value / 255 - IMAGENET_DEFAULT_MEAN[c]) / IMAGENET_DEFAULT_STD[c]
         assert np.allclose(arr[c], expected, atol=1e-5)
 
 
@@ -183,7 +184,7 @@ def test_normalization_comes_from_the_models_pretrained_cfg(tmp_path):
 
     cifar = SimpleNamespace(pretrained_cfg={"mean": CIFAR_MEAN, "std": CIFAR_STD})
     assert pr.normalization(cifar) == (tuple(CIFAR_MEAN), tuple(CIFAR_STD))
-    assert pr.normalization(object()) == (pr.IMAGENET_MEAN, pr.IMAGENET_STD)
+    assert pr.normalization(object()) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     Image.new("RGB", (8, 8), (128, 64, 255)).save(tmp_path / "flat.png")
     arr = pr.load_images(tmp_path, (8, 8), mean=CIFAR_MEAN, std=CIFAR_STD)[0]
     assert np.allclose(arr[0], (128 / 255 - CIFAR_MEAN[0]) / CIFAR_STD[0], atol=1e-5)

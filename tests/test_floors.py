@@ -7,6 +7,7 @@ Every import statement (module level or inside a function) of every project modu
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,10 @@ ONE_HOME = {
     "barrier": "cdarts_deploy.data.distributed",
     "ArrayImages": "cdarts_deploy.data.images",
     "shuffled_loader": "cdarts_deploy.data.images",
+    # which files are pictures; the ImageNet normalisation comes from timm
+    "IMAGE_SUFFIXES": "cdarts_deploy.data.image_files",
+    "IMAGENET_MEAN": None,
+    "IMAGENET_STD": None,
 }
 
 
@@ -220,3 +225,10 @@ def test_circle_check_sees_a_circle(tmp_path):
     model.write_text("def f():\n    from cdarts_deploy.genotype.chain import parse\n")
     chain.write_text("from cdarts_deploy.genotype.model import Block\n")
     assert import_cycles({"cdarts_deploy.genotype.model": model, "cdarts_deploy.genotype.chain": chain}) != []
+
+
+def test_scripts_do_not_edit_the_import_path():
+    """Scripts run from the installed package or as ``python -m tools.NAME`` from a checkout."""
+    edits = [str(path.relative_to(ROOT)) for path in MODULES.values()
+             if re.search(r"sys\.path\.(insert|append)\(", path.read_text(encoding="utf-8"))]
+    assert edits == []

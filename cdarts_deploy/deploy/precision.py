@@ -32,7 +32,7 @@ and the TensorRT-target INT8 files are what TensorRT 10/11 builds strongly typed
     The stem convolution and the classifier stay float (agreement; a tiny share of the work).
   - ``tensorrt``: explicit Q/DQ pairs around convolutions and linear layers, symmetric signed INT8
     (zero point 0), the form TensorRT builds strongly typed engines from; biases stay float.  Weights
-    are per tensor (TensorRT's Q/DQ import and the earlier measurements on random-weight networks).
+    are per tensor (what TensorRT's Q/DQ import expects).
     ONNX Runtime runs this file too, but slowly: it cannot fuse Q/DQ pairs it has no kernels for.
 """
 
@@ -48,7 +48,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 from cdarts_deploy.atomic_files import atomic_path, publish
+from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
 from cdarts_deploy.deploy import int8_cpu as ic
 from cdarts_deploy.deploy.int8_rewrites import (
     average_pools_as_depthwise_convs,
@@ -64,11 +67,6 @@ from cdarts_deploy.deploy.int8_rewrites import (
 )
 from cdarts_deploy.errors import UserError
 
-#: Image file endings read from a calibration folder.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
-#: Normalization of the timm ImageNet models (mean and std per RGB channel).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Where an INT8 file is meant to run; decides its format (see the module docstring).
 INT8_TARGETS = ("onnxruntime", "tensorrt")
 #: Op types the ONNX Runtime target quantizes.  A quantized Relu is dropped by the quantizer, which
@@ -139,8 +137,8 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
 def load_image(
     path: str | os.PathLike,
     input_hw: tuple[int, int],
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> np.ndarray:
     """One RGB image as a normalized CHW float32 array: shorter side resized, then centre-cropped."""
     from PIL import Image, UnidentifiedImageError
@@ -163,8 +161,8 @@ def load_images(
     folder: str | os.PathLike,
     input_hw: tuple[int, int],
     limit: int | None = None,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> np.ndarray:
     """Up to ``limit`` images of ``folder`` as one NCHW float32 batch, normalized with ``mean``/``std``."""
     files = image_files(folder)[:limit]
@@ -178,7 +176,7 @@ def normalization(model: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
     a model without a ``pretrained_cfg`` gets ImageNet's.
     """
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    return tuple(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), tuple(cfg.get("std", IMAGENET_DEFAULT_STD))
 
 
 def split_held_out(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
