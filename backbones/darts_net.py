@@ -27,10 +27,9 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from torch import nn
-
 from timm.layers import create_classifier
 from timm.models._features import feature_take_indices
+from torch import nn
 
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS, Cell, CellGenotype, GenotypeError

@@ -20,7 +20,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-
 import search.chain_supernet as chain_supernet  # noqa: E402
 from backbones.depthwise_conv import takes_faster_backward, use_faster_depthwise_backward  # noqa: E402
 from search.chain_child import build_child  # noqa: E402

@@ -18,15 +18,14 @@ import time
 from pathlib import Path
 
 import torch
-
 from torch.utils.data import TensorDataset
 
 from backbones.complexity import count_macs
 from backbones.factory import create_model_from_genotype
-from search.chain_space import ChainSpace
-from search.cli import resolve_config, build_parser
-from search.data import SearchData
 from cdarts_deploy.data.distributed import DistContext
+from search.chain_space import ChainSpace
+from search.cli import build_parser, resolve_config
+from search.data import SearchData
 from search.trainer import CyclicSearch, Meter
 
 

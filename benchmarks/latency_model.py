@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--table", required=True, help="latency table (cdarts-latency-table)")

@@ -41,10 +41,10 @@ from torch.utils.data import DataLoader, TensorDataset
 REPO = Path(__file__).resolve().parents[1]
 
 from backbones.darts_net import DartsNet  # noqa: E402
+from cdarts_deploy.data.distributed import DistContext  # noqa: E402
 from search.cell_space import CellSpace  # noqa: E402
 from search.config import SearchConfig, resolved_defaults  # noqa: E402
 from search.data import SearchData  # noqa: E402
-from cdarts_deploy.data.distributed import DistContext  # noqa: E402
 from search.trainer import CyclicSearch  # noqa: E402
 
 ARMS: dict[str, dict[str, Any]] = {

@@ -32,10 +32,10 @@ def _worker(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.data import TensorDataset
 
+    from cdarts_deploy.data.distributed import init_distributed
     from search.cell_space import CellSpace
     from search.config import SearchConfig, resolved_defaults
     from search.data import SearchData
-    from cdarts_deploy.data.distributed import init_distributed
     from search.trainer import CyclicSearch, Meter
 
     if args.threads:

@@ -15,7 +15,6 @@ import argparse
 import sys
 import time
 
-
 import torch  # noqa: E402
 from timm.optim import create_optimizer_v2  # noqa: E402
 from timm.scheduler import create_scheduler_v2  # noqa: E402

@@ -12,7 +12,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, BinaryIO
+from typing import BinaryIO, Callable, Iterator
 
 
 def default_file_mode() -> int:

@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from cdarts_deploy.commands.args import (OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir,
-                                         run_main)
+from cdarts_deploy.commands.args import OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir, run_main
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:

@@ -39,9 +39,9 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from torch import nn
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 from timm.layers import convert_sync_batchnorm as timm_convert_sync_batchnorm
+from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from backbones.checkpoint_io import CheckpointError, extract_state_dict, read_checkpoint

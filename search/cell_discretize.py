@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cdarts_deploy.genotype import Cell, CellGenotype, CellNetwork, CellStage, SEARCH_OPS
+from cdarts_deploy.genotype import SEARCH_OPS, Cell, CellGenotype, CellNetwork, CellStage
 
 from .cell_supernet import NONE_INDEX, NUM_NODES, edge_weights, node_edge_slices
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cdarts_deploy.genotype import CellGenotype, CellNetwork, SEARCH_OPS
+from cdarts_deploy.genotype import SEARCH_OPS, CellGenotype, CellNetwork
 
 from .cell_discretize import count_op, discretize
 from .cell_eval import EvalPool

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from backbones.complexity import count_macs
 from cdarts_deploy.genotype import CHAIN_CHOICES
 from cdarts_deploy.latency_table_format import CANDIDATES, LatencyTable

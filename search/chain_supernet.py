@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.models._efficientnet_builder import round_channels
 from timm.layers import make_divisible
+from timm.models._efficientnet_builder import round_channels
 from torch import nn
 
 from backbones.chain_net import create_chain_model

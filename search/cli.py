@@ -32,8 +32,17 @@ from cdarts_deploy.data.distributed import DistContext, init_distributed, shutdo
 from cdarts_deploy.errors import UserError
 
 from .checkpoint import load_checkpoint
-from .config import (PRESETS, RUNTIME_ONLY, SPACE_DEFAULTS, SearchConfig, apply_overrides, check_config,
-                     config_fields, read_config_file, resolved_defaults)
+from .config import (
+    PRESETS,
+    RUNTIME_ONLY,
+    SPACE_DEFAULTS,
+    SearchConfig,
+    apply_overrides,
+    check_config,
+    config_fields,
+    read_config_file,
+    resolved_defaults,
+)
 from .data import build_search_data
 from .errors import SearchInputError
 from .run_lock import RunLock

@@ -21,7 +21,6 @@ from cdarts_deploy.options import option
 from .errors import SearchInputError
 from .regularization import default_decay_epochs
 
-
 _C, _I = LAYOUT_DEFAULTS["cifar"], LAYOUT_DEFAULTS["imagenet"]  # for the help texts
 
 

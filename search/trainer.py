@@ -22,9 +22,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 import torch

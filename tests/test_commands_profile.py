@@ -14,7 +14,6 @@ from PIL import Image
 from cdarts_deploy.commands import profile as profile_cmd
 from cdarts_deploy.deploy import profiling
 from cdarts_deploy.deploy.gemm import onnx_macs
-
 from tiny_deploy import HW
 
 HAS_TRT = torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None

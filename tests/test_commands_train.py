@@ -142,8 +142,9 @@ def _prepare_digits():
 
 
 def test_prepare_digits_image_and_bad_input(tmp_path, capsys):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     tool = _prepare_digits()
     img = Image.open(io.BytesIO(tool.png_bytes([16] * 32 + [0] * 32, 24)))

@@ -61,8 +61,9 @@ def test_search_reads_through_the_same_reader(tmp_path):
 
 
 def test_training_reads_cifar_train_and_test_batches(tmp_path):
-    from cdarts_deploy.training.data import Cutout, read_datasets
     import torch
+
+    from cdarts_deploy.training.data import Cutout, read_datasets
 
     make_cifar10(tmp_path)
     data = read_datasets(tmp_path)  # detected from the batch files

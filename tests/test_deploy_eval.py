@@ -13,10 +13,8 @@ import torch
 from PIL import Image
 
 from cdarts_deploy.commands.export import main as export_main
-from cdarts_deploy.deploy import artifacts
-from cdarts_deploy.deploy import ort
+from cdarts_deploy.deploy import artifacts, ort
 from cdarts_deploy.errors import UserError
-
 from tiny_deploy import write_calibration_images
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from cdarts_deploy.deploy.gemm import achieved_gflops, compute_floor_ms, measure_gemm_rate, onnx_macs
-
 from tiny_deploy import HW
 
 

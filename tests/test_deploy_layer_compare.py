@@ -8,7 +8,6 @@ import pytest
 from onnx import numpy_helper
 
 from cdarts_deploy.deploy import layer_compare as lc
-
 from tiny_deploy import HW
 
 

@@ -14,7 +14,6 @@ from cdarts_deploy.deploy.ort import run as onnxruntime_outputs
 from cdarts_deploy.deploy.ort import session as onnxruntime_session
 from cdarts_deploy.deploy.parity import TOLERANCES, compare_outputs, top1_agreement, torch_outputs
 from cdarts_deploy.errors import UserError
-
 from tiny_deploy import HW
 
 

@@ -190,8 +190,7 @@ def test_timm_chain_model_takes_the_faster_backward_with_unchanged_weights_and_r
     gradients as the untouched network; other convolutions are left alone."""
     from backbones.chain_net import create_chain_model
     from backbones.depthwise_conv import use_faster_depthwise_backward
-    from cdarts_deploy.genotype import ChainGenotype
-    from cdarts_deploy.genotype import TINY_BASE
+    from cdarts_deploy.genotype import TINY_BASE, ChainGenotype
 
     torch.manual_seed(0)
     genotype = ChainGenotype.from_arch_strings(TINY_BASE, name="tiny")

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from downstream.synthetic_data import COCO_SUBSET, make_tiny_coco, make_tiny_cityscapes
+from downstream.synthetic_data import COCO_SUBSET, make_tiny_cityscapes, make_tiny_coco
 
 
 def _prepare_coco(argv):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
-from genotype_samples import refusal_of_file, set_at, valid_cell_doc
 
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.genotype.cell import parse_cell
+from genotype_samples import refusal_of_file, set_at, valid_cell_doc
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import copy
 import json
 
 import pytest
-from genotype_samples import valid_chain_doc
 
 from cdarts_deploy import genotype as gt
+from genotype_samples import valid_chain_doc
 
 
 def test_chain_zoo_choice_form_matches_notes():

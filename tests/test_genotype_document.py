@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from genotype_samples import refusal_of_file, DARTS_V2_LEGACY, set_at, valid_cell_doc, valid_chain_doc
 
 from cdarts_deploy import genotype as gt
+from genotype_samples import DARTS_V2_LEGACY, refusal_of_file, set_at, valid_cell_doc, valid_chain_doc
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from genotype_samples import DARTS_V2_LEGACY, valid_cell_doc
 
 from cdarts_deploy import genotype as gt
+from genotype_samples import DARTS_V2_LEGACY, valid_cell_doc
 
 
 def test_missing_file(tmp_path):

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from genotype_samples import DARTS_V2_FLAT, DARTS_V2_LEGACY
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cdarts_deploy import genotype as gt
+from genotype_samples import DARTS_V2_FLAT, DARTS_V2_LEGACY
 
 SECONDS = 2.0
 # No example database: the test leaves no files in the repository.

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from genotype_samples import DARTS_V2_FLAT, DARTS_V2_LEGACY, cells_equal
 
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.genotype import legacy
+from genotype_samples import DARTS_V2_FLAT, DARTS_V2_LEGACY, cells_equal
 
 __all__ = ["DARTS_V2_LEGACY", "DARTS_V2_FLAT"]  # also imported by other test modules
 

@@ -6,11 +6,11 @@ import json
 import time
 
 import pytest
-from genotype_samples import DARTS_V2_LEGACY, set_at, valid_cell_doc, valid_chain_doc
 
 from cdarts_deploy import bounded_json
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.genotype import limits
+from genotype_samples import DARTS_V2_LEGACY, set_at, valid_cell_doc, valid_chain_doc
 
 SECONDS = 2.0  # every refusal below must come well within this
 

@@ -17,7 +17,6 @@ from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.ort import run as ort_run
 from cdarts_deploy.deploy.ort import session as ort_session
 from cdarts_deploy.deploy.parity import INT8_MIN_TOP1, torch_outputs
-
 from tiny_deploy import GENOTYPE, HW, NET
 
 THIS_CPU_HAS_VNNI = ic.int8_cpu_form("auto", ic.cpu_flags()) == "vnni"

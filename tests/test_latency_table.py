@@ -14,8 +14,7 @@ from scipy import stats
 from cdarts_deploy import latency_stats
 from cdarts_deploy import latency_table_format as lt
 from cdarts_deploy.commands.latency_table import main as table_main
-from cdarts_deploy.genotype import CHAIN_CHOICES
-from cdarts_deploy.genotype import TINY_BASE
+from cdarts_deploy.genotype import CHAIN_CHOICES, TINY_BASE
 from fake_latency import FakeTimer
 
 NETWORK = {"num_classes": 3, "stem_channels": 8, "head_channels": 128}

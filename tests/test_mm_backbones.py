@@ -7,8 +7,8 @@ import pickle
 import pytest
 import torch
 
-from backbones.factory import create_model_from_genotype
 from backbones.checkpoint_io import CheckpointError
+from backbones.factory import create_model_from_genotype
 from downstream.mm_backbone import CDARTSBackbone, read_state_dict
 
 # Tiny DARTS-cell network in the ImageNet layout (levels at strides 4, 8, 16, 32).

@@ -8,8 +8,12 @@ from torch import nn
 
 from backbones import onednn_guard
 from backbones.darts_ops import FactorizedReduce
-from backbones.onednn_guard import (OVERRIDE_ENV, StridedPointwiseConv2d, onednn_channel_block,
-                                    strided_1x1_weight_grad_unsafe)
+from backbones.onednn_guard import (
+    OVERRIDE_ENV,
+    StridedPointwiseConv2d,
+    onednn_channel_block,
+    strided_1x1_weight_grad_unsafe,
+)
 
 NATIVE_BLOCK = 16 if "512" in torch.backends.cpu.get_cpu_capability() else 8
 

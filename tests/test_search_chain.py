@@ -18,10 +18,9 @@ from timm.layers import make_divisible
 
 from backbones.complexity import count_macs
 from backbones.factory import create_model_from_genotype
-from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, load, to_dict
+from cdarts_deploy.genotype import CHAIN_CHOICES, TINY_BASE, ChainGenotype, load, to_dict
 from search.chain_child import build_child
 from search.chain_cost import CostModel, budget_penalty
-from cdarts_deploy.genotype import TINY_BASE
 from search.chain_space import ChainSupernet, MixedInvertedResidual
 from search.cli import main as search_main
 from training_samples import brightness_image_folder

@@ -11,14 +11,13 @@ import torch
 
 from cdarts_deploy import latency_table_format as lt
 from cdarts_deploy.commands.latency_table import main as table_main
-from cdarts_deploy.genotype import CHAIN_CHOICES, load
+from cdarts_deploy.genotype import CHAIN_CHOICES, TINY_BASE, load
+from fake_latency import FakeTimer
 from search.chain_child import derive_genotype
 from search.chain_cost import CostModel, budget_penalty
-from cdarts_deploy.genotype import TINY_BASE
 from search.chain_space import ChainSupernet
 from search.cli import main as search_main
 from training_samples import brightness_image_folder
-from fake_latency import FakeTimer
 
 INPUT = 32
 NETWORK = {"num_classes": 3, "stem_channels": 8, "head_channels": 128}  # the smoke32 preset's network, 3 classes

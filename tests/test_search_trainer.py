@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from cdarts_deploy.atomic_files import default_file_mode
+from cdarts_deploy.data.distributed import DistContext
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import SEARCH_OPS
 from search.cell_space import CellSpace
@@ -24,7 +25,6 @@ from search.chain_space import ChainSpace
 from search.checkpoint import load_checkpoint, save_checkpoint
 from search.config import SearchConfig, resolved_defaults
 from search.data import SearchData
-from cdarts_deploy.data.distributed import DistContext
 from search.errors import SearchInputError
 from search.trainer import CyclicSearch, Meter
 

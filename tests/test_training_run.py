@@ -7,9 +7,9 @@ import torch
 
 from backbones.checkpoint_io import CheckpointError, read_checkpoint
 from cdarts_deploy import genotype as gt
+from cdarts_deploy.data.distributed import init_distributed
 from cdarts_deploy.training import checkpoints as ck
 from cdarts_deploy.training.data import read_datasets
-from cdarts_deploy.data.distributed import init_distributed
 from cdarts_deploy.training.model import build_model, drop_path_at
 from cdarts_deploy.training.presets import preset_config
 from cdarts_deploy.training.run import RunOptions, fit, run_identity

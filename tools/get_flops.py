@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 
-
 from cdarts_deploy.atomic_files import write_text  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
 

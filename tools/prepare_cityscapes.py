@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-
 from cdarts_deploy.atomic_files import atomic_path  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-
 from cdarts_deploy.atomic_files import write_text  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, run_main  # noqa: E402
 

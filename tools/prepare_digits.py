@@ -16,7 +16,6 @@ import io
 import sys
 from typing import Sequence
 
-
 from cdarts_deploy.atomic_files import write_bytes  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, prepare_out_dir, run_main  # noqa: E402
 

@@ -23,7 +23,6 @@ import json
 import os
 import sys
 
-
 from cdarts_deploy.atomic_files import write_text  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
 
@@ -46,8 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from downstream.runner_setup import (apply_launcher_env, build_runner, enable_visualization, load_config,
-                                         loading_checkpoints_safely, use_tta)
+    from downstream.runner_setup import (
+        apply_launcher_env,
+        build_runner,
+        enable_visualization,
+        load_config,
+        loading_checkpoints_safely,
+        use_tta,
+    )
 
     apply_launcher_env(args)
     if not os.path.isfile(args.checkpoint):

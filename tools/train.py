@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 
-
 from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
 
 PROG = "train.py"
@@ -39,8 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from downstream.runner_setup import (apply_launcher_env, build_runner, enable_auto_scale_lr, load_config,
-                                         loading_checkpoints_safely)
+    from downstream.runner_setup import (
+        apply_launcher_env,
+        build_runner,
+        enable_auto_scale_lr,
+        load_config,
+        loading_checkpoints_safely,
+    )
 
     apply_launcher_env(args)
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)

@@ -76,8 +76,14 @@ def _check_out(path: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cdarts_deploy.deploy.latency_measure import (PartTimer, correction_from, measure_chain_table,
-                                                      random_children, require_runtime, validate_table)
+    from cdarts_deploy.deploy.latency_measure import (
+        PartTimer,
+        correction_from,
+        measure_chain_table,
+        random_children,
+        require_runtime,
+        validate_table,
+    )
 
     out = _check_out(args.out)
     if args.input_size < 32:

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Sequence
 
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.commands.args import OneLineParser, non_negative_int, parse_size, positive_int, prepare_out_dir, run_main
+from cdarts_deploy.commands.args import (
+    OneLineParser,
+    non_negative_int,
+    parse_size,
+    positive_int,
+    prepare_out_dir,
+    run_main,
+)
 from cdarts_deploy.deploy.parity import PRECISIONS
 from cdarts_deploy.deploy.profiling import BACKENDS, ProfileError
 from cdarts_deploy.deploy.subjects import DEFAULT_PEERS_WORD, NO_PEERS_WORD, TIMM_PEERS

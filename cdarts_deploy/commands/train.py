@@ -22,10 +22,17 @@ import torch
 
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.atomic_files import write_text
-from cdarts_deploy.commands.args import OneLineParser, UsageError, non_negative_int, positive_int, prepare_out_dir, run_main
+from cdarts_deploy.commands.args import (
+    OneLineParser,
+    UsageError,
+    non_negative_int,
+    positive_int,
+    prepare_out_dir,
+    run_main,
+)
+from cdarts_deploy.data.distributed import init_distributed, shutdown
 from cdarts_deploy.training import presets
 from cdarts_deploy.training.data import DATASETS, read_datasets
-from cdarts_deploy.data.distributed import init_distributed, shutdown
 from cdarts_deploy.training.run import RunOptions, fit
 
 RUN_FORMAT = "cdarts-train-run/1"

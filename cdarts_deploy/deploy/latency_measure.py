@@ -30,12 +30,19 @@ from backbones.chain_net import create_chain_model
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, ChainNetwork, apply_choices
 from cdarts_deploy.latency_stats import fit_correction, relative_errors, spearman
-from cdarts_deploy.latency_table_format import (CANDIDATES, RUNTIMES, BlockEntry, FixedEntry, LatencyTable,
-                                                genotype_candidates, searchable_positions)
+from cdarts_deploy.latency_table_format import (
+    CANDIDATES,
+    RUNTIMES,
+    BlockEntry,
+    FixedEntry,
+    LatencyTable,
+    genotype_candidates,
+    searchable_positions,
+)
 
 from . import ort as ort_sessions
 from .onnx_graph import export_onnx
-from .timing import time_cuda, time_host, summarize
+from .timing import summarize, time_cuda, time_host
 from .versions import conditions as run_conditions
 
 __all__ = ["RuntimeUnavailable", "require_runtime", "PartTimer", "chain_network", "chain_parts",

@@ -33,8 +33,8 @@ Modules, from the bottom up:
 
 from cdarts_deploy.genotype import limits
 from cdarts_deploy.genotype.bases import TINY_BASE, base_arch, base_from_option, resolve_base
-from cdarts_deploy.genotype.cell import CELL_OPS, LAYOUT_DEFAULTS, LAYOUTS, SEARCH_OPS
 from cdarts_deploy.genotype.blocks import BLOCK_TYPES, Block, parse_arch_string
+from cdarts_deploy.genotype.cell import CELL_OPS, LAYOUT_DEFAULTS, LAYOUTS, SEARCH_OPS
 from cdarts_deploy.genotype.chain import CHAIN_CHOICES, CHAIN_DEFAULTS, apply_choices, is_searchable_block
 from cdarts_deploy.genotype.document import FORMAT, VERSION, from_dict, to_dict
 from cdarts_deploy.genotype.errors import GenotypeError

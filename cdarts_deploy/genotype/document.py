@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdarts_deploy.genotype.cell import cell_from_dict
 from cdarts_deploy.genotype.blocks import BLOCK_KEYS
+from cdarts_deploy.genotype.cell import cell_from_dict
 from cdarts_deploy.genotype.chain import chain_from_dict
 from cdarts_deploy.genotype.errors import GenotypeError, repr_preview
 from cdarts_deploy.genotype.legacy import is_legacy_stages, legacy_stages_from_dict, parse_genotype_call

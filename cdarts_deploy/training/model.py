@@ -12,8 +12,8 @@ from typing import Any, Optional
 from torch import nn
 
 from backbones.factory import create_model_from_genotype
-from cdarts_deploy.genotype import CellGenotype, Genotype
 from cdarts_deploy.errors import UserError
+from cdarts_deploy.genotype import CellGenotype, Genotype
 
 from .presets import TrainConfig
 
