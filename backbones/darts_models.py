@@ -61,7 +61,8 @@ class CellFamily:
     registered_args = ("layout", "width", "cells", "num_classes")
 
     def hints_to_kwargs(self, genotype: CellGenotype, given: dict[str, Any]) -> dict[str, Any]:
-        """Layout, width, cells, classes and input size: explicit, then hints that describe the layout, then defaults."""
+        """Layout, width, cells, classes and input size: explicit, then hints that describe the layout, then
+        defaults."""
         hints = genotype.network
         layout = given.get("layout") or hints.layout or "cifar"
         if layout not in LAYOUT_DEFAULTS:

@@ -111,7 +111,8 @@ class DartsCell(nn.Module):
         nodes = [node for node, _, _ in self.edges]
         self.edge_sources: tuple[int, ...] = tuple(src for _, src, _ in self.edges)
         self.edge_opens: tuple[bool, ...] = tuple(k == 0 or nodes[k - 1] != n for k, n in enumerate(nodes))
-        self.edge_closes: tuple[bool, ...] = tuple(k == len(nodes) - 1 or nodes[k + 1] != n for k, n in enumerate(nodes))
+        self.edge_closes: tuple[bool, ...] = tuple(
+            k == len(nodes) - 1 or nodes[k + 1] != n for k, n in enumerate(nodes))
         self.edge_droppable: tuple[bool, ...] = tuple(not isinstance(op, Identity) for op in ops)
         self.concat: list[int] = list(cell.concat)
         self.out_channels = len(self.concat) * channels
@@ -236,7 +237,8 @@ class DartsNet(nn.Module):
                 c_cur *= 2
                 stride *= 2
             stage = self.genotype.stage(stage_of_cell(i, cells), 3)
-            cell = DartsCell(stage.reduce if reduction else stage.normal, c_prev_prev, c_prev, c_cur, reduction, reduction_prev)
+            cell = DartsCell(stage.reduce if reduction else stage.normal, c_prev_prev, c_prev, c_cur, reduction,
+                             reduction_prev)
             cell_list.append(cell)
             cell_strides.append(stride)
             reduction_prev = reduction

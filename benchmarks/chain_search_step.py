@@ -4,8 +4,9 @@
 
 A step is what the search loop (``search.trainer``, chain space) does after warm-up: the joint
 update (architecture weights and the evaluation network on a val batch, with distillation and the
-budget term) plus the w_S update on a train batch.  Building the evaluation network is timed separately.  Inputs are random tensors of the preset's size; nothing is read
-from disk.  Prints the machine's load average, because shared CPUs distort the numbers.
+budget term) plus the w_S update on a train batch.  Building the evaluation network is timed separately.
+Inputs are random tensors of the preset's size; nothing is read from disk.  Prints the machine's load
+average, because shared CPUs distort the numbers.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def main() -> None:
     p.add_argument("--preset", default="smoke64", choices=("smoke32", "smoke64"))
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--budget-fraction", type=float, default=0.5, help="budget between the cheapest (0) and dearest (1) child")
+    p.add_argument("--budget-fraction", type=float, default=0.5,
+                   help="budget between the cheapest (0) and dearest (1) child")
     args = p.parse_args()
     cfg, _ = resolve_config(build_parser().parse_args(["--preset", args.preset, "--out", "unused"]))
     torch.manual_seed(0)
@@ -45,7 +47,8 @@ def main() -> None:
     n = cfg.batch_size * 2
     x = torch.randn(n, 3, cfg.input_size, cfg.input_size, generator=g)
     y = torch.randint(0, args.classes, (n,), generator=g)
-    data = SearchData(TensorDataset(x, y), TensorDataset(x.clone(), y.clone()), args.classes, "imagenet", cfg.input_size)
+    data = SearchData(TensorDataset(x, y), TensorDataset(x.clone(), y.clone()), args.classes, "imagenet",
+                      cfg.input_size)
     torch.manual_seed(0)
     space = ChainSpace(cfg, args.classes, cfg.input_size, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:

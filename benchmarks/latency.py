@@ -114,15 +114,18 @@ def main() -> int:
     for label in zoo:
         ratios = [results[(label, b)]["ort"] / results[(label, b)]["eager"] for b in batches if (label, b) in results]
         if ratios:
-            print(f"  ORT <= 0.5x eager   {label:18s} worst {max(ratios):.2f}x  {'MET' if max(ratios) <= 0.5 else 'MISSED'}")
+            verdict = "MET" if max(ratios) <= 0.5 else "MISSED"
+            print(f"  ORT <= 0.5x eager   {label:18s} worst {max(ratios):.2f}x  {verdict}")
     if ("cdarts_b", big) in results and ("efficientnet_b0", big) in results:
         r = results[("cdarts_b", big)]["ort"] / results[("efficientnet_b0", big)]["ort"]
         print(f"  CDARTS-b <= 1.2x efficientnet_b0 at batch {big} (ORT): {r:.2f}x  {'MET' if r <= 1.2 else 'MISSED'}")
     for label in zoo:
-        if label.startswith(("cdarts_cifar", "darts", "pdarts", "pcdarts", "cdarts_imagenet")) and (label, big) in results:
+        if (label.startswith(("cdarts_cifar", "darts", "pdarts", "pcdarts", "cdarts_imagenet"))
+                and (label, big) in results):
             frac = results[(label, big)]["ort_gflops"] / gemm.gflops
             print(f"  >= 40% of GEMM rate {label:18s} batch {big}: {frac:.0%}  {'MET' if frac >= 0.4 else 'MISSED'}")
-    print("\nPublished, not measured: CDARTS (CIFAR) 41.2 ms at batch 32, 32x32 on an NVIDIA Tesla P100 (paper Table 4).")
+    print("\nPublished, not measured: CDARTS (CIFAR) 41.2 ms at batch 32, 32x32 on an NVIDIA Tesla P100 "
+          "(paper Table 4).")
     return 0
 
 

@@ -33,7 +33,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--table", required=True, help="latency table (cdarts-latency-table)")
     p.add_argument("--children", type=int, default=20, help="random children measured end to end (default 20)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the children (default 1; the table's --validate uses 0)")
+    p.add_argument("--seed", type=int, default=1,
+                   help="seed of the children (default 1; the table's --validate uses 0)")
     p.add_argument("--sampling", choices=("spread", "uniform"), default="spread",
                    help="spread: children from the cheapest to the dearest corner of the space (default); uniform: "
                         "a uniform candidate per block (latencies cluster around the mean)")
@@ -104,13 +105,15 @@ def main() -> int:
     _scatter(result, out.with_suffix(".png"))
 
     print(f"{table.runtime}, input {result['input_shape']}, {threads or 'default'} threads, {len(children)} random "
-          f"({args.sampling}) children of the table's base, median of {iters} runs each in {rounds} interleaved rounds ({seconds:.0f} s; load average "
+          f"({args.sampling}) children of the table's base, median of {iters} runs each in {rounds} interleaved "
+          f"rounds ({seconds:.0f} s; load average "
           f"{load_before['loadavg']} -> {load_after['loadavg']}; table measured at {result['table_load']})")
     print(f"Spearman rank correlation, table sum vs measured: {rho:.3f}")
     print(f"{'prediction':<34} {'mean rel err':>12} {'max rel err':>12} {'mean signed':>12}")
 
     def line(name: str, e: dict) -> None:
-        print(f"{name:<34} {e['mean_rel_error']:>12.1%} {e['max_rel_error']:>12.1%} {e['mean_signed_rel_error']:>+12.1%}")
+        print(f"{name:<34} {e['mean_rel_error']:>12.1%} {e['max_rel_error']:>12.1%} "
+              f"{e['mean_signed_rel_error']:>+12.1%}")
 
     line("table sum (before)", result["raw"])
     for mode, e in corrections.items():

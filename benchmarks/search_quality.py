@@ -89,7 +89,8 @@ def _read_folder(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[st
     return np.stack(images), np.asarray(labels, dtype=np.int64), classes
 
 
-def load_images(data: Path, size: int, subset: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def load_images(data: Path, size: int, subset: int,
+                seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """(search images, labels, held-out images, labels, classes); CIFAR or an ImageFolder with train/ and val/."""
     if any(data.glob("**/data_batch_1")):
         from cdarts_deploy.data.cifar import load_cifar

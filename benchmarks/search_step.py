@@ -92,7 +92,8 @@ def _worker(args: argparse.Namespace) -> dict:
 
     return {"method": args.method, "step_s": median(step_times),
             "step_with_stage1_s": median([a + b for a, b in zip(step_times, stage1_times)]),
-            "cpu_step_s": median(cpu_step), "cpu_step_with_stage1_s": median([a + b for a, b in zip(cpu_step, cpu_stage1)]),
+            "cpu_step_s": median(cpu_step),
+            "cpu_step_with_stage1_s": median([a + b for a, b in zip(cpu_step, cpu_stage1)]),
             "peak_mib": peak, "device": str(ctx.device)}
 
 

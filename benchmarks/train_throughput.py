@@ -5,8 +5,8 @@
     python benchmarks/train_throughput.py --device cuda --width 36 --cells 20 --batch 96 --channels-last --amp bf16
 
 Both loops see the same pre-made batches in memory (data loading is not measured), the same network (with the
-auxiliary tower when --aux-weight > 0) and the same SGD optimizer and gradient clipping at 5; the loops alternate, so a machine whose load
-changes affects both.  The ratio is ours / bare (1.0 = no overhead).
+auxiliary tower when --aux-weight > 0) and the same SGD optimizer and gradient clipping at 5; the loops alternate,
+so a machine whose load changes affects both.  The ratio is ours / bare (1.0 = no overhead).
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def _numpy_globals() -> list:
     # numpy >= 1.25 pickles dtypes as instances of per-type classes (Float64DType, ...).
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
-        found += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType") and isinstance(getattr(dtypes, n), type)]
+        found += [getattr(dtypes, n) for n in dir(dtypes)
+                  if n.endswith("DType") and isinstance(getattr(dtypes, n), type)]
     return found
 
 

@@ -50,7 +50,8 @@ class PostProcessing:
     def from_test_cfg(cls, test_cfg) -> "PostProcessing":
         """Read a head's ``test_cfg`` (``nms=dict(type='nms', iou_threshold=...)``); anything else is refused."""
         if test_cfg is None:
-            raise EndToEndError("the detector has no test_cfg; set model.test_cfg (score_thr, nms, max_per_img, nms_pre)")
+            raise EndToEndError(
+                "the detector has no test_cfg; set model.test_cfg (score_thr, nms, max_per_img, nms_pre)")
         nms = dict(test_cfg.get("nms") or {})
         if nms.get("type", "nms") != "nms" or nms.get("class_agnostic", False):
             raise EndToEndError(f"test_cfg.nms {nms}: only class-wise hard NMS (type='nms') is exported; "
@@ -64,7 +65,8 @@ class PostProcessing:
         if settings.max_per_img <= 0:
             raise EndToEndError("test_cfg.max_per_img must be positive for an end-to-end export")
         if not 0.0 <= settings.score_thr < 1.0 or not 0.0 < settings.iou_thr <= 1.0:
-            raise EndToEndError(f"test_cfg score_thr {settings.score_thr} / iou_threshold {settings.iou_thr} out of range")
+            raise EndToEndError(
+                f"test_cfg score_thr {settings.score_thr} / iou_threshold {settings.iou_thr} out of range")
         return settings
 
 

@@ -271,7 +271,8 @@ def _run_end_to_end(args, model, cfg, graph, detector: bool, out_dir: Path, name
                              "value": "height and width of each resized image before padding (boxes are clipped "
                                       "to it, as mmdet clips to img_shape)"}
     _log(f"exporting {report['model']} of {args.config} end to end (tracing exporter, opset {args.opset}, "
-         f"example {height}x{width}, batch 1..{ranges['batch'][1]}, height {ranges['height'][0]}..{ranges['height'][1]}, "
+         f"example {height}x{width}, batch 1..{ranges['batch'][1]}, "
+         f"height {ranges['height'][0]}..{ranges['height'][1]}, "
          f"width {ranges['width'][0]}..{ranges['width'][1]})")
     seconds = dict(report.pop("seconds"))
     example = (torch.randn(1, 3, height, width),) + ((torch.tensor([[height, width]], dtype=torch.float32),)

@@ -60,7 +60,8 @@ def graph_for(model: nn.Module) -> nn.Module:
     """The exportable graph of an mmdet detector or mmseg segmentor."""
     if hasattr(model, "bbox_head") and hasattr(model, "extract_feat"):
         if not hasattr(model.bbox_head, "prior_generator"):
-            raise GraphError(f"{type(model).__name__}: only dense single-stage heads (RetinaNet, FCOS, ...) are exported")
+            raise GraphError(
+                f"{type(model).__name__}: only dense single-stage heads (RetinaNet, FCOS, ...) are exported")
         return DetectorGraph(model).eval()
     if hasattr(model, "decode_head") and hasattr(model, "extract_feat"):
         return SegmentorGraph(model).eval()

@@ -308,7 +308,8 @@ def _register() -> None:
             registry.register_module(module=CDARTSBackbone)
         registered = True
     if not registered:
-        raise ImportError("CDARTSBackbone needs mmdet or mmsegmentation; run: bash tools/install_mm.sh .venv/bin/python")
+        raise ImportError(
+            "CDARTSBackbone needs mmdet or mmsegmentation; run: bash tools/install_mm.sh .venv/bin/python")
 
 
 _register()

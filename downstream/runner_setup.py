@@ -56,7 +56,8 @@ def add_runner_options(parser: argparse.ArgumentParser, work_dir_help: str) -> a
     parser.add_argument("--work-dir", help=work_dir_help)
     parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, help="override config entries: key=value")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none",
-                        help="job launcher: none (one process), pytorch (torchrun, as tools/dist_train.sh does), slurm, mpi")
+                        help="job launcher: none (one process), pytorch (torchrun, as tools/dist_train.sh does), "
+                             "slurm, mpi")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
@@ -91,7 +92,8 @@ def load_config(
 ) -> Config:
     """The config at ``path`` with overrides applied, a work_dir set and plain checkpoints enabled."""
     if not os.path.isfile(path):
-        raise ConfigError(f"config {path} not found; pass a config file such as downstream/configs/retinanet_cdarts-b_fpn_1x_coco.py")
+        raise ConfigError(f"config {path} not found; pass a config file such as "
+                          "downstream/configs/retinanet_cdarts-b_fpn_1x_coco.py")
     _import_project_modules()
     try:
         cfg = Config.fromfile(path)
@@ -101,12 +103,14 @@ def load_config(
                 f"config {path} cannot be read: mmengine resolves its mmdet::/mmseg:: bases with pkg_resources, "
                 f"which this setuptools no longer ships; run: pip install '{SETUPTOOLS_SPEC}'"
             ) from None
-        raise ConfigError(f"config {path} cannot be read ({_first_line(exc)}); fix the file or its _base_ paths") from None
+        raise ConfigError(
+            f"config {path} cannot be read ({_first_line(exc)}); fix the file or its _base_ paths") from None
     if cfg_options:
         try:
             cfg.merge_from_dict(cfg_options)
         except Exception as exc:
-            raise ConfigError(f"--cfg-options could not be applied ({_first_line(exc)}); use key.sub=value pairs") from None
+            raise ConfigError(
+                f"--cfg-options could not be applied ({_first_line(exc)}); use key.sub=value pairs") from None
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(path).stem)
     for name in _DATALOADERS:

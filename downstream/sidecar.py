@@ -25,7 +25,8 @@ def _resize_step(pipeline: list) -> dict:
     """The test pipeline's single ``Resize`` as a rule (mmcv's ``imrescale`` / ``imresize`` semantics)."""
     steps = [dict(s) for s in pipeline if str(s.get("type", "")).split(".")[-1] == "Resize"]
     if len(steps) != 1:
-        raise SidecarError(f"the config's test pipeline has {len(steps)} Resize steps; the sidecar describes exactly one")
+        raise SidecarError(
+            f"the config's test pipeline has {len(steps)} Resize steps; the sidecar describes exactly one")
     step = steps[0]
     if step.get("scale") is None:
         raise SidecarError("the test pipeline's Resize has no scale (only scale_factor); set a target scale")

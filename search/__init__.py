@@ -5,7 +5,8 @@ Space-agnostic machinery (shared by the DARTS cell space and the chain-structure
 * ``config``        -- :class:`SearchConfig`: every option with Table 1's defaults, presets, JSON config files.
 * ``data``          -- CIFAR python batches (safe unpickling) and ImageFolder with class-balanced sampling;
                        train/val parts; loaders with a ``DistributedSampler`` (order depends on seed + epoch).
-* ``distributed``   -- gradient averaging, broadcasts and metric means over the ranks (the process group: ``cdarts_deploy.data.distributed``).
+* ``distributed``   -- gradient averaging, broadcasts and metric means over the ranks (the process group:
+                       ``cdarts_deploy.data.distributed``).
 * ``errors``        -- :class:`SearchInputError`, the search's one-line user error.
 * ``checkpoint``    -- atomic ``torch.save`` / ``weights_only`` loading, RNG state capture.
 * ``runlog``        -- the per-epoch JSON-lines log (``log.jsonl``), truncated safely on resume.

@@ -88,7 +88,8 @@ class EvalPool(WeightPool):
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 100003 + build_id)
-            net = DartsNet(genotype, layout=self.layout, width=self.width, cells=self.cells, num_classes=self.num_classes)
+            net = DartsNet(genotype, layout=self.layout, width=self.width, cells=self.cells,
+                           num_classes=self.num_classes)
             heads = nn.ModuleList(EmbeddingHead(net.cells[i].out_channels, self.num_classes, **self.head_sizes)
                                   for i in _cell_taps(net))
         for name, module in self.shared_stem.items():

@@ -111,7 +111,8 @@ class CellSpace:
             return float(torch.softmax(alpha.detach().float(), -1)[..., SEARCH_OPS.index(op)].mean())
 
     def arch_state(self) -> dict[str, list]:
-        return {n: p.detach().cpu().tolist() for n, p in self.search_net.named_parameters() if n.startswith(("alpha", "beta"))}
+        return {n: p.detach().cpu().tolist() for n, p in self.search_net.named_parameters()
+                if n.startswith(("alpha", "beta"))}
 
     # ----- evaluation network ------------------------------------------------------------------------
 

@@ -256,8 +256,8 @@ def _search(cfg: SearchConfig, state: dict | None, ctx: DistContext, lock: RunLo
         if getattr(space, "latency_table", None) is not None and cfg.measure_latency:
             r = measure_final_latency(cfg, space, genotype, out)
             budget = f", budget {r['budget_ms']:g} ms" if r["budget_ms"] else ""
-            print(f"latency on {r['runtime']}: predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms "
-                  f"({r['relative_error']:+.1%}){budget}: {out / LATENCY_FILE}")
+            print(f"latency on {r['runtime']}: predicted {r['predicted_ms']:.3f} ms, "
+                  f"measured {r['measured_ms']:.3f} ms ({r['relative_error']:+.1%}){budget}: {out / LATENCY_FILE}")
     return 0
 
 

@@ -106,7 +106,8 @@ class SearchConfig:
     num_classes: int = option(0, "ImageFolder: use the first N classes (0: all)")
     train_fraction: float = option(0.1, "ImageFolder: fraction of each class for train")
     val_fraction: float = option(0.1, "ImageFolder: another fraction of each class for val")
-    input_size: int = option(0, f"input resolution (0: {_C['input_size']} for CIFAR, {_I['input_size']} for ImageFolder)")
+    input_size: int = option(
+        0, f"input resolution (0: {_C['input_size']} for CIFAR, {_I['input_size']} for ImageFolder)")
     # running
     workers: int = option(0, "data-loader worker processes")
     device: str = option("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))

@@ -143,7 +143,8 @@ def build_search_data(
 def _imagefolder(root: Path, num_classes: int | None, train_fraction: float, val_fraction: float,
                  size: int, seed: int) -> SearchData:
     if not root.is_dir():
-        raise SearchInputError(f"{root}: no such directory; pass --data-root with an ImageFolder tree ROOT/<class>/<image>")
+        raise SearchInputError(
+            f"{root}: no such directory; pass --data-root with an ImageFolder tree ROOT/<class>/<image>")
     if (root / "train").is_dir():
         root = root / "train"
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))

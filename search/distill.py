@@ -23,7 +23,8 @@ def soft_target_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: fl
     return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean") * temperature**2
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "kl", temperature: float = 2.0) -> torch.Tensor:
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "kl",
+                 temperature: float = 2.0) -> torch.Tensor:
     """One level of distillation; ``kind`` picks the soft-target KL or one of the reference's feature losses."""
     if kind == "kl":
         return soft_target_kl(student, teacher, temperature)

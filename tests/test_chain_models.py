@@ -238,7 +238,8 @@ def test_arch_string_round_trip(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name, base, choices", [("cdarts_b", "cdarts_b_base", CDARTS_B_CHOICES), ("cdarts_a", "cdarts_a_base", CDARTS_A_CHOICES)]
+    "name, base, choices",
+    [("cdarts_b", "cdarts_b_base", CDARTS_B_CHOICES), ("cdarts_a", "cdarts_a_base", CDARTS_A_CHOICES)],
 )
 def test_choice_form_builds_zoo_network(name: str, base: str, choices: list[list[int]]) -> None:
     doc = {"format": "cdarts-genotype", "version": 1, "kind": "chain", "name": name, "base": base, "choices": choices}

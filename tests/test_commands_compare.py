@@ -1,4 +1,5 @@
-"""``cdarts-export --debug-layers`` and ``cdarts-compare``: golden outputs saved once, later files judged layer by layer."""
+"""``cdarts-export --debug-layers`` and ``cdarts-compare``: golden outputs saved once, later files judged layer by
+layer."""
 
 from __future__ import annotations
 

@@ -82,7 +82,8 @@ def test_checkpoint_weights_reach_the_onnx_model(tmp_path, capsys):
 
 def test_export_chain_genotype(tmp_path, capsys):
     code, _, err = _run(
-        ["cdarts_a", "--onnx", "--out", tmp_path, "--input-size", "64", "--num-classes", "7", "--latency-iters", "0", *FAST],
+        ["cdarts_a", "--onnx", "--out", tmp_path, "--input-size", "64", "--num-classes", "7", "--latency-iters", "0",
+         *FAST],
         capsys,
     )
     assert code == 0, err

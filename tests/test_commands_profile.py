@@ -36,7 +36,8 @@ def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
     genotype = _tiny_genotype(tmp_path)
     out = tmp_path / "reports"
     code = profile_cmd.main([str(genotype), "--backend", "torch", "--batch", "1,2", "--iters", "4", "--warmup", "1",
-                             "--threads", "1", "--gemm-sizes", "256", "--peers", "none", "--out", str(out), "--name", "rep"])
+                             "--threads", "1", "--gemm-sizes", "256", "--peers", "none", "--out", str(out),
+                             "--name", "rep"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["rep.json", "rep.md", "rep.png"]
     report = json.loads((out / "rep.json").read_text())

@@ -37,7 +37,8 @@ def test_stage_split():
 
 
 def _uniform_cell(op: str) -> Cell:
-    return Cell(nodes=(((op, 0), (op, 1)), ((op, 1), (op, 2)), ((op, 0), (op, 3)), ((op, 2), (op, 4))), concat=(2, 3, 4, 5))
+    return Cell(nodes=(((op, 0), (op, 1)), ((op, 1), (op, 2)), ((op, 0), (op, 3)), ((op, 2), (op, 4))),
+                concat=(2, 3, 4, 5))
 
 
 def test_different_cell_per_stage():

@@ -64,7 +64,8 @@ def folder(tiny, tmp_path_factory):
 def test_pytorch_and_a_correct_onnx_file_score_the_same(tiny, folder):
     model, path, _ = tiny
     session = ort.session(path, 1)
-    result = artifacts.evaluate_on_folder(model, folder, {"onnxruntime fp32": ("fp32", lambda x: ort.run(session, x)[0])})
+    result = artifacts.evaluate_on_folder(
+        model, folder, {"onnxruntime fp32": ("fp32", lambda x: ort.run(session, x)[0])})
     assert result["images"] == 16 and len(result["classes"]) == 10
     torch_row, onnx_row = result["results"]["pytorch"], result["results"]["onnxruntime fp32"]
     assert torch_row["top1"] == 1.0 and torch_row["top5"] == 1.0  # the labels are its own predictions

@@ -35,7 +35,8 @@ def test_zoo_hints_give_the_timm_model():
     assert (spec.layout, spec.width, spec.cells, spec.num_classes, spec.input_size) == ("cifar", 36, 20, 10, (32, 32))
     ours = build_model(g, spec)
     theirs = timm.create_model("cdarts_cifar")
-    assert [tuple(t.shape) for t in ours.state_dict().values()] == [tuple(t.shape) for t in theirs.state_dict().values()]
+    shapes = [tuple(t.shape) for t in ours.state_dict().values()]
+    assert shapes == [tuple(t.shape) for t in theirs.state_dict().values()]
     assert list(ours.state_dict()) == list(theirs.state_dict())
     spec_in = resolve_spec(gt.load("cdarts_imagenet"))
     assert (spec_in.layout, spec_in.width, spec_in.cells, spec_in.num_classes, spec_in.input_size) == (

@@ -135,7 +135,8 @@ def test_int8_for_onnxruntime_keeps_whole_cells_in_eight_bits(tiny, tmp_path):
     # the stem convolution and the classifier stay float
     assert settings["float_stem_and_classifier"] and "Gemm" in ops and "QGemm" not in ops
     assert ops.count("Conv") == 1
-    measured = pr.agreement(torch_outputs(model, held_out)[0], onnxruntime_outputs(onnxruntime_session(dst), held_out)[0])
+    measured = pr.agreement(torch_outputs(model, held_out)[0],
+                            onnxruntime_outputs(onnxruntime_session(dst), held_out)[0])
     assert measured["images"] == len(held_out) == 20
     assert measured["top1_agreement"] >= 0.8 and measured["logit_cosine"] > 0.97
 

@@ -617,7 +617,8 @@ def test_engine_info_lists_every_layer_with_its_precision(fake_trt, tiny, tmp_pa
 
 def test_layer_table_reads_names_only_and_broken_information():
     assert trt.layer_table('{"Layers": ["conv1", "relu1"]}') == [
-        {"name": "conv1", "type": None, "precision": "unknown"}, {"name": "relu1", "type": None, "precision": "unknown"}]
+        {"name": "conv1", "type": None, "precision": "unknown"},
+        {"name": "relu1", "type": None, "precision": "unknown"}]
     assert trt.layer_table("not json") == []
     rows = trt.layer_table(json.dumps({"Layers": [{"Name": "c", "LayerType": "Conv",
                                                     "Outputs": [{"Format/Datatype": "Half NC/8HW8"}]}]}))

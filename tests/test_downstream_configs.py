@@ -14,7 +14,8 @@ import downstream.fasterseg_head  # noqa: F401
 from downstream.mm_backbone import CDARTSBackbone
 
 CONFIGS = Path(__file__).resolve().parents[1] / "downstream" / "configs"
-DETECTION = ["retinanet_cdarts-a_fpn_1x_coco.py", "retinanet_cdarts-b_fpn_1x_coco.py", "retinanet_cdarts-imagenet_fpn_1x_coco.py"]
+DETECTION = ["retinanet_cdarts-a_fpn_1x_coco.py", "retinanet_cdarts-b_fpn_1x_coco.py",
+             "retinanet_cdarts-imagenet_fpn_1x_coco.py"]
 SEGMENTATION = ["fasterseg_cdarts-b_cityscapes-1024x2048.py", "fasterseg_cdarts-b_ade20k-640x640.py"]
 
 

@@ -117,8 +117,8 @@ def test_command_prints_text_and_json():
     text = subprocess.run([script], capture_output=True, text=True, timeout=120)
     assert text.returncode == 0, text.stderr
     assert "ATen CPU capability:" in text.stdout and "ORT INT8 kernels:" in text.stdout
-    as_json = subprocess.run([sys.executable, "-m", "cdarts_deploy.commands.env", "--json"], capture_output=True, text=True,
-                             env={"ONEDNN_MAX_CPU_ISA": "AVX2", "PATH": "/usr/bin:/bin"}, timeout=120)
+    as_json = subprocess.run([sys.executable, "-m", "cdarts_deploy.commands.env", "--json"], capture_output=True,
+                             text=True, env={"ONEDNN_MAX_CPU_ISA": "AVX2", "PATH": "/usr/bin:/bin"}, timeout=120)
     assert as_json.returncode == 0, as_json.stderr
     block = json.loads(as_json.stdout)
     assert block["format"] == "cdarts-env" and "nvidia_smi" in block["accelerators"]

@@ -72,7 +72,8 @@ def test_segmentor_exports_logits_at_input_size(tmp_path):
     model, ckpt = _model_and_checkpoint(config, tmp_path, options)
     out = tmp_path / "out"
     rc = export_main([str(config), "--checkpoint", str(ckpt), "--input-size", "64x128", "--out", str(out),
-                      "--name", "seg", "--cfg-options", "model.backbone.init_cfg=None", "model.decode_head.norm_cfg.type=BN"])
+                      "--name", "seg", "--cfg-options", "model.backbone.init_cfg=None",
+                      "model.decode_head.norm_cfg.type=BN"])
     assert rc == 0
     x = np.random.default_rng(2).standard_normal((1, 3, 64, 128)).astype(np.float32)
     got = _ort(out / "seg.onnx", x)["seg_logits"]

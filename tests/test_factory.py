@@ -62,10 +62,12 @@ def test_factory_matches_registered_timm_model(name):
 
 
 def test_kwargs_pass_through():
-    m = create_model_from_genotype("cdarts_imagenet", width=4, cells=5, num_classes=3, drop_path_rate=0.2, auxiliary=True)
+    m = create_model_from_genotype("cdarts_imagenet", width=4, cells=5, num_classes=3, drop_path_rate=0.2,
+                                   auxiliary=True)
     assert m.drop_path_rate == 0.2 and all(c.drop_prob == 0.2 for c in m.cells)
     assert m.aux_head is not None and m.num_classes == 3
-    feats = create_model_from_genotype("cdarts_imagenet", width=4, cells=5, features_only=True, out_indices=(0, 3)).eval()
+    feats = create_model_from_genotype("cdarts_imagenet", width=4, cells=5, features_only=True,
+                                       out_indices=(0, 3)).eval()
     assert feats.feature_info.reduction() == [4, 32]
     out = feats(torch.randn(1, 3, 32, 32))
     assert [o.shape[1] for o in out] == [4, 64]

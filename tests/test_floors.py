@@ -97,7 +97,8 @@ def test_module_imports_no_higher_floor(module):
         if target is None:
             top = name.split(".")[0]
             if top in MM_PACKAGES:
-                assert wing in ("downstream",) or floor == 3, f"{module} imports {name}: only downstream/ may use OpenMMLab"
+                assert wing in ("downstream",) or floor == 3, (
+                    f"{module} imports {name}: only downstream/ may use OpenMMLab")
             if floor == 0:
                 assert top not in ("torch", "numpy", "matplotlib", "timm", "onnx", "onnxruntime"), (
                     f"{module} is on the format floor and must stay pure Python, but imports {name}")
@@ -162,7 +163,10 @@ def definitions(path: Path) -> set[str]:
     found = {node.name for node in ast.walk(tree)
              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else []
         found.update(t.id for t in targets if isinstance(t, ast.Name))
     return found
 

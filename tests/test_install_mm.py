@@ -137,7 +137,8 @@ def test_install_script_plan_with_the_real_torch(tmp_path):
         # a toolkit but no GPU: CPU ops unless asked for CUDA ops
         assert _plan_from_script(f"{home}/bin:/usr/bin:/bin")["MM_FORCE_CUDA"] == "0"
         plan = _plan_from_script(f"{home}/bin:/usr/bin:/bin", ops="cuda")
-        assert plan["MM_FORCE_CUDA"] == "1" and plan["MM_KEY"].startswith(OLD_CPU_KEY.replace("2.14.1", torch.__version__.split("+")[0]) + f"-cu{major}0-sm")
+        cpu_key = OLD_CPU_KEY.replace("2.14.1", torch.__version__.split("+")[0])
+        assert plan["MM_FORCE_CUDA"] == "1" and plan["MM_KEY"].startswith(cpu_key + f"-cu{major}0-sm")
         assert plan["MM_SUMMARY"].startswith(f"CUDA ops for CUDA {major}.0, arch ")
 
 

@@ -127,7 +127,8 @@ def test_a_shift_other_than_one_pixel_is_not_taken_for_a_factorized_reduction(tm
     class ShiftedTwo(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.a, self.b = torch.nn.Conv2d(6, 4, 1, stride=2, bias=False), torch.nn.Conv2d(6, 4, 1, stride=2, bias=False)
+            self.a = torch.nn.Conv2d(6, 4, 1, stride=2, bias=False)
+            self.b = torch.nn.Conv2d(6, 4, 1, stride=2, bias=False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = torch.relu(x)
@@ -146,7 +147,8 @@ def _pool_graph(kernel: int, stride: int, pad: int, size: int, count_include_pad
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("AveragePool", ["r"], ["y"], kernel_shape=[kernel, kernel], strides=[stride, stride],
                               pads=[pad] * 4, count_include_pad=count_include_pad)]
-    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, size, size])],
+    graph = helper.make_graph(nodes, "pool",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, size, size])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
@@ -162,7 +164,8 @@ def test_average_pool_becomes_a_depthwise_convolution_with_the_same_result(kerne
     assert len(corrections) == (0 if include else 1) and ops.count("Mul") == len(corrections)
     for name, scale in corrections.items():  # the border factors are whole multiples of the 8-bit step
         factors = onnx.numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == name))
-        assert set(np.unique(factors)) <= {1.0, 1.5, 2.25} and np.array_equal(factors / scale, np.round(factors / scale))
+        assert set(np.unique(factors)) <= {1.0, 1.5, 2.25}
+        assert np.array_equal(factors / scale, np.round(factors / scale))
     onnx.checker.check_model(proto)
     assert np.allclose(_float_outputs(proto, x), before, rtol=1e-5, atol=1e-6)
 
@@ -280,7 +283,8 @@ def test_a_hard_sigmoid_of_a_shared_convolution_output_is_left_alone():
 
 def test_only_a_per_channel_multiply_is_taken_for_a_gate():
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "s"], ["a"], name="gate"), helper.make_node("Mul", ["a", "x"], ["b"], name="full"),
+        [helper.make_node("Mul", ["x", "s"], ["a"], name="gate"),
+         helper.make_node("Mul", ["a", "x"], ["b"], name="full"),
          helper.make_node("Mul", ["t", "b"], ["y"], name="spatial")],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 7]),
               helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 4, 1, 1]),

@@ -126,7 +126,8 @@ def test_model_quality_statistics_match_scipy():
     scale, offset = latency_stats.fit_correction(x, y, "affine")
     assert (scale, offset) == pytest.approx((fit.slope, fit.intercept))
     assert latency_stats.fit_correction(x, y, "offset") == pytest.approx((1.0, float(np.mean(y) - np.mean(x))))
-    assert latency_stats.fit_correction(x, y) == pytest.approx((float(np.mean(y) / np.mean(x)), 0.0))  # the default: a ratio
+    # the default: a ratio
+    assert latency_stats.fit_correction(x, y) == pytest.approx((float(np.mean(y) / np.mean(x)), 0.0))
     assert latency_stats.fit_correction([1.0, 2.0], [3.0, 5.0], "affine") == pytest.approx((1.0, 2.5))  # offset below 3
     err = latency_stats.relative_errors([1.1, 1.8], [1.0, 2.0])
     assert err["mean_rel_error"] == pytest.approx(0.1) and err["max_rel_error"] == pytest.approx(0.1)

@@ -91,7 +91,8 @@ def test_frozen_stages_freeze_exactly_what_feeds_the_level(genotype, kwargs):
     _sgd_step(backbone)
     after = backbone.state_dict()
     frozen_bn_buffers = {
-        f"{name}.{b}" for name, m in backbone.named_modules() if m in frozen_bns for b in ("running_mean", "running_var")
+        f"{name}.{b}" for name, m in backbone.named_modules() if m in frozen_bns
+        for b in ("running_mean", "running_var")
     }
     for name in frozen | frozen_bn_buffers:
         assert torch.equal(before[name], after[name]), f"{name} changed although frozen"
@@ -160,7 +161,8 @@ def test_init_cfg_prefix_and_shape_mismatch(tmp_path):
     assert 0 < len(dst) - len(same_shape) <= 6
 
     with pytest.raises(CheckpointError, match="prefix"):
-        CDARTSBackbone("cdarts_b", init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="teacher.")).init_weights()
+        CDARTSBackbone("cdarts_b",
+                       init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="teacher.")).init_weights()
     with pytest.raises(CheckpointError, match="shares no weights"):
         CDARTSBackbone("cdarts_imagenet", model_kwargs=TINY_CELL,
                        init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="backbone.")).init_weights()

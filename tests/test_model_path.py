@@ -112,7 +112,8 @@ def test_cell_genotype_path_is_straight(pretrained: bool, cell_weights: str) -> 
 
 def test_timm_registration_enters_the_same_path(chain_weights: str) -> None:
     overlay = dict(file=chain_weights, num_classes=1000)
-    seq = module_path(lambda: timm.create_model("cdarts_b", pretrained=True, num_classes=5, pretrained_cfg_overlay=overlay))
+    seq = module_path(
+        lambda: timm.create_model("cdarts_b", pretrained=True, num_classes=5, pretrained_cfg_overlay=overlay))
     # the registered function (in its family's module) is the entry; inside, only the resolver is returned to
     assert seq[0] == seq[-1] == "chain_net", seq
     assert bounces(seq[1:-1]) == [], seq

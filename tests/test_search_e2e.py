@@ -176,7 +176,8 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run(cifar_dir, cifar_run
 def test_torchrun_two_process_search_on_cpu(cifar_dir, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "search.cli",
-           *TINY, "--batch-size", "4", "--warmup-epochs", "0", "--epochs", "1", "--dataset", "cifar10", "--data-root", str(cifar_dir), "--out", str(out)]
+           *TINY, "--batch-size", "4", "--warmup-epochs", "0", "--epochs", "1", "--dataset", "cifar10",
+           "--data-root", str(cifar_dir), "--out", str(out)]
     result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = _rows(out)

@@ -30,8 +30,8 @@ exit status 1.  The JSON and Markdown reports are rewritten after every section,
 from outside still leaves what it measured.
 
 Run from the root of a source checkout (``python -m`` puts it on the import path; nothing needs
-installing) or from an installed environment, with torch, timm, onnx and onnxruntime only; TensorRT and the OpenMMLab packages are imported only by the
-sections that need them.
+installing) or from an installed environment, with torch, timm, onnx and onnxruntime only; TensorRT and the
+OpenMMLab packages are imported only by the sections that need them.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import importlib.util
 import json
 import math
@@ -533,7 +534,7 @@ def latency_section(ctx: Context, mode: str) -> dict:
                 row.update(conditions_row(s))
                 eager_out = model(x).clone()
                 if mode == "eager":
-                    step = lambda: model(x)  # noqa: E731
+                    step = functools.partial(model, x)  # bound now: x and model are deleted after the row
                 elif mode == "cuda_graph":
                     step, graph_out = capture_graph(model, x)
                     step()
@@ -548,7 +549,7 @@ def latency_section(ctx: Context, mode: str) -> dict:
                     row["agrees_with_eager"] = agreement(eager_out, out, COMPILE_RTOL)
                     if s.dtype != "fp32":  # half-precision rounding, reordered and amplified, is not a bug: report only
                         row["agrees_with_eager"]["passed"] = None
-                    step = lambda: compiled(x)  # noqa: E731
+                    step = functools.partial(compiled, x)
                 warmup = s.warmup if mode != "compile" else max(s.warmup, 3)
                 times = timer(step, warmup, s.iters)
             row["stats"] = summarize(times, batch, warmup).as_dict()

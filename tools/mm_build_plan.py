@@ -11,8 +11,8 @@ PATH (for nvcc), TORCH_CUDA_ARCH_LIST (kept when set) and CDARTS_MM_OPS (auto, c
 By default (``auto``) CUDA ops are built when a GPU is visible, a CUDA toolkit is found
 (``$CUDA_HOME/bin/nvcc`` or ``nvcc`` on PATH) and torch itself is built with CUDA.  A machine with a
 toolkit but no GPU (a CPU-only CI runner with a CUDA image) gets CPU ops, which build in minutes
-instead of an hour; ``CDARTS_MM_OPS=cuda`` builds CUDA ops there anyway (a GPU-less build host).  The wheel cache key is the CPU key
-``torch<version>-cp<python>-<platform>`` with ``-cu<XY>-sm<archs>`` appended for CUDA builds,
+instead of an hour; ``CDARTS_MM_OPS=cuda`` builds CUDA ops there anyway (a GPU-less build host).  The wheel
+cache key is the CPU key ``torch<version>-cp<python>-<platform>`` with ``-cu<XY>-sm<archs>`` appended for CUDA builds,
 so a CPU wheel and wheels for different toolkits or GPUs never replace one another.
 Printed variables: MM_KEY, MM_FORCE_CUDA, MM_ARCH_LIST, MM_CUDA_HOME, MM_GPU_VISIBLE, MM_SUMMARY.
 A setup that cannot work (a visible GPU but no toolkit, toolkit and torch on different CUDA
@@ -105,7 +105,8 @@ def _default_arch_list(facts: TorchFacts) -> tuple[str, str]:
     torch's own default (the visible GPUs, PTX for the newest) fails when no GPU is visible,
     so a build host without one gets torch's list instead."""
     if facts.gpu_archs:
-        archs, origin = sorted(set(facts.gpu_archs), key=lambda a: tuple(int(p) for p in a.split("."))), "the visible GPUs"
+        archs = sorted(set(facts.gpu_archs), key=lambda a: tuple(int(p) for p in a.split(".")))
+        origin = "the visible GPUs"
     else:
         archs = [f"{a[3:-1]}.{a[-1]}" for a in facts.torch_archs if re.fullmatch(r"sm_\d+", a)]
         origin = "every arch torch is built for, no GPU visible"
@@ -130,11 +131,13 @@ def make_plan(facts: TorchFacts, env: Mapping[str, str]) -> Plan:
     if ops == "cpu":
         return Plan(key, False, "", "", gpu, "CPU ops only: CDARTS_MM_OPS=cpu")
     if facts.cuda is None or found is None:
-        why = "torch is a CPU-only build" if facts.cuda is None else "no CUDA toolkit found (no nvcc under CUDA_HOME or on PATH)"
+        why = ("torch is a CPU-only build" if facts.cuda is None
+               else "no CUDA toolkit found (no nvcc under CUDA_HOME or on PATH)")
         if ops == "cuda" or (gpu and facts.cuda is not None):
             raise PlanError(
                 f"CUDA ops are needed ({'CDARTS_MM_OPS=cuda' if ops == 'cuda' else 'a GPU is visible'}) but {why}; "
-                f"install the CUDA {facts.cuda or ''} toolkit and set CUDA_HOME, or set CDARTS_MM_OPS=cpu for CPU ops only"
+                f"install the CUDA {facts.cuda or ''} toolkit and set CUDA_HOME, "
+                "or set CDARTS_MM_OPS=cpu for CPU ops only"
             )
         return Plan(key, False, "", "", gpu, f"CPU ops only: {why}")
     if ops == "auto" and not gpu:
@@ -151,7 +154,8 @@ def make_plan(facts: TorchFacts, env: Mapping[str, str]) -> Plan:
     else:
         arch_list, origin = _default_arch_list(facts)
     key += f"-cu{toolkit.replace('.', '')}-{_arch_tag(arch_list)}"
-    return Plan(key, True, arch_list, home, gpu, f"CUDA ops for CUDA {toolkit}, arch {arch_list} (from {origin}; nvcc {nvcc})")
+    return Plan(key, True, arch_list, home, gpu,
+                f"CUDA ops for CUDA {toolkit}, arch {arch_list} (from {origin}; nvcc {nvcc})")
 
 
 def _torch_facts(args: argparse.Namespace) -> TorchFacts:

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="detectors: .pkl file of the predictions (mmdet's format); segmentors: folder for the "
                              "predicted label maps")
     parser.add_argument("--show-dir", metavar="DIR", help="draw the predictions on the test images into DIR")
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation (the config's tta_model/tta_pipeline)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation (the config's tta_model/tta_pipeline)")
     return parser
 
 

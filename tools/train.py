@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         if not os.path.isfile(args.resume):
-            raise UsageError(f"checkpoint {args.resume} not found; pass an existing file to --resume or none for the latest")
+            raise UsageError(
+                f"checkpoint {args.resume} not found; pass an existing file to --resume or none for the latest")
         cfg.resume, cfg.load_from = True, args.resume
     if args.amp:
         cfg.optim_wrapper.type = "AmpOptimWrapper"

@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     data = read_datasets(args.data_root, args.dataset, need_train=False)
     if data.num_classes != doc["network"]["num_classes"]:
-        raise UsageError(f"{args.data_root} has {data.num_classes} classes, the network {doc['network']['num_classes']}; "
-                         "pass the data the run was trained on")
+        raise UsageError(f"{args.data_root} has {data.num_classes} classes, "
+                         f"the network {doc['network']['num_classes']}; pass the data the run was trained on")
     data.val.transform = eval_transform(resolve_data_config({}, model=model), doc["config"].get("crop_pct"))
     loader = eval_loader(data.val, args.batch_size)
     progress = not args.no_progress

@@ -11,7 +11,8 @@ runs split into ``--rounds`` rounds that visit every part in turn).
 ``--validate N`` also measures N random children end to end (spread from the cheapest to the dearest
 corner of the space, so that the fit sees its whole range), reports how well the sum of the table
 predicts them (Spearman rank correlation, mean/max relative error) and stores a linear correction
-(``scale * sum``; ``--correction offset|affine`` for ``sum + offset`` or both) fitted on them, with the errors before and after, in the table.
+(``scale * sum``; ``--correction offset|affine`` for ``sum + offset`` or both) fitted on them, with the errors
+before and after, in the table.
 
 Exit status: 0 written, 2 usage or input error (including a runtime this machine cannot run), 130 interrupted.
 """
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="intra-op CPU threads of ONNX Runtime (default 0: the runtime's default, all cores)")
     p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs per part (default 10)")
-    p.add_argument("--iters", type=positive_int, default=50, help="timed runs per part; the median is kept (default 50)")
+    p.add_argument("--iters", type=positive_int, default=50,
+                   help="timed runs per part; the median is kept (default 50)")
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="interleaved rounds the runs of every part are split into, so that load from other "
                         "processes falls on all parts alike (default 5)")

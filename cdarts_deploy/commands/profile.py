@@ -42,7 +42,8 @@ def parse_batches(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"batch sizes {text!r} do not parse; give positive integers like 1,8,32") from None
+        raise argparse.ArgumentTypeError(
+            f"batch sizes {text!r} do not parse; give positive integers like 1,8,32") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"batch sizes {text!r} must be positive integers like 1,8,32")
     return sorted(set(values))
@@ -124,7 +125,8 @@ def check_args(args: argparse.Namespace, backends: list[str], is_onnx: bool) -> 
     if args.calib_dir and args.precision != "int8":
         raise ProfileError("--calib-dir is only used with --precision int8")
     if args.precision == "fp16" and torch_backends and device != "cuda":
-        raise ProfileError("fp16 PyTorch timing needs --device cuda; on the CPU profile fp16 with --backend onnxruntime")
+        raise ProfileError(
+            "fp16 PyTorch timing needs --device cuda; on the CPU profile fp16 with --backend onnxruntime")
     return device
 
 

@@ -48,9 +48,11 @@ def _flag_type(f: dataclasses.Field) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="cdarts-train", description="Retrain a genotype into a classifier (paper Sec. 4.3, 4.4, 4.6).")
+    p = OneLineParser(prog="cdarts-train",
+                      description="Retrain a genotype into a classifier (paper Sec. 4.3, 4.4, 4.6).")
     p.add_argument("genotype", help="genotype JSON file or zoo name, e.g. cdarts_cifar")
-    p.add_argument("--data-root", required=True, help="CIFAR python batch folder, or an ImageFolder with train/ and val/")
+    p.add_argument("--data-root", required=True,
+                   help="CIFAR python batch folder, or an ImageFolder with train/ and val/")
     p.add_argument("--out", required=True, help="run folder (created if missing)")
     p.add_argument("--preset", choices=tuple(presets.PRESETS), help="recipe whose values fill the flags not given")
     p.add_argument("--dataset", choices=DATASETS, default="auto", help="default: detected from --data-root")

@@ -385,11 +385,11 @@ def average_pools_as_depthwise_convs(model: Any) -> dict[str, float]:
     border-correction tensors added, with the 8-bit scale that holds each exactly.
 
     ONNX Runtime's 8-bit QLinearAveragePool can take longer than an 8-bit depthwise convolution doing the same
-    sums, and keeping the pool in float costs layout transposes (measurements: ``docs/results/int8_speed_*``).  A pool that leaves padded pixels out of its count
-    (``count_include_pad=0``) gets a constant per-position factor k*k / count afterwards (a ``Mul``), which
-    needs the spatial size, so only pools whose input channels, height and width are known numbers are
-    rewritten, and only where
-    the factors fit 8 bits exactly (:func:`exact_uint8_scale`; 1, 1.5 and 2.25 for 3x3 at scale 1/4).
+    sums, and keeping the pool in float costs layout transposes (measurements: ``docs/results/int8_speed_*``).
+    A pool that leaves padded pixels out of its count (``count_include_pad=0``) gets a constant per-position
+    factor k*k / count afterwards (a ``Mul``), which needs the spatial size, so only pools whose input
+    channels, height and width are known numbers are rewritten, and only where the factors fit 8 bits exactly
+    (:func:`exact_uint8_scale`; 1, 1.5 and 2.25 for 3x3 at scale 1/4).
     """
     import onnx
     from onnx import numpy_helper

@@ -113,7 +113,8 @@ def markdown(report: dict) -> str:
             f"| {'x'.join(map(str, r['input_shape']))} | {_fmt(r['params'] and r['params'] / 1e6)} "
             f"| {_fmt(r['macs'] and r['macs'] / 1e6, '.1f')} | {s['mean_ms']:.2f} | {s['median_ms']:.2f} "
             f"| {s['p90_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['std_ms']:.2f} "
-            f"| {s['throughput_ips']:.1f} | {_fmt(d.get('compute_floor_ms'))} | {_fmt(d.get('achieved_gflops'), '.1f')} "
+            f"| {s['throughput_ips']:.1f} | {_fmt(d.get('compute_floor_ms'))} "
+            f"| {_fmt(d.get('achieved_gflops'), '.1f')} "
             f"| {'-' if frac is None else f'{frac:.0%}'} |"
         )
     gemm = report.get("gemm_rate")

@@ -114,8 +114,8 @@ def measure_torch(
     if device.startswith("cuda") and precision == "fp32":
         region += "; TF32 off (matmul and cuDNN)"
     if compile:
-        region += (f"; compiled once for this shape (dynamic=False) in an untimed call of {details['compile_s']:.1f} s, "
-                   f"then {warmup} warm-up runs")
+        region += (f"; compiled once for this shape (dynamic=False) in an untimed call of "
+                   f"{details['compile_s']:.1f} s, then {warmup} warm-up runs")
     return Measurement(name, device, precision, region, summarize(times, input_shape[0], warmup), details)
 
 
@@ -139,7 +139,8 @@ def measure_onnxruntime(
         region = "session.run: host-to-device copy of the input and device-to-host copy of outputs included"
     else:
         region = "session.run on a host batch made before timing; allocation of the output arrays included"
-    return Measurement("onnxruntime", device, precision, region + " (perf_counter)", summarize(times, input_shape[0], warmup))
+    return Measurement("onnxruntime", device, precision, region + " (perf_counter)",
+                       summarize(times, input_shape[0], warmup))
 
 
 def measure_tensorrt(

@@ -24,7 +24,8 @@ def zoo_layout(genotype: gt.Genotype) -> str:
     return resolve_spec(genotype).layout or "cifar"
 
 
-def default_peers(layout: str | None, input_hw: tuple[int, int] | None = None, exclude: Sequence[str] = ()) -> list[str]:
+def default_peers(layout: str | None, input_hw: tuple[int, int] | None = None,
+                  exclude: Sequence[str] = ()) -> list[str]:
     """:data:`TIMM_PEERS` and the zoo models of ``layout`` (``cifar``, ``imagenet`` or ``chain``), minus ``exclude``.
 
     Without a layout (an ONNX file) the zoo models whose natural input size is ``input_hw`` are taken.
@@ -67,7 +68,8 @@ def onnx_input_hw(path: Path) -> tuple[int, int] | None:
         onnx.checker.check_model(proto)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ProfileError(f"{path} is not a valid ONNX model ({first}); pass a file written by cdarts-export") from None
+        raise ProfileError(
+            f"{path} is not a valid ONNX model ({first}); pass a file written by cdarts-export") from None
     inits = {t.name for t in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in inits]
     if len(inputs) != 1:
@@ -227,7 +229,8 @@ def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence
             else:
                 m = prof.measure_tensorrt(engine_for(subject, precision, batches, work, calib_dir, log), shape,
                                           warmup, iters, precision, desc=desc, cuda_graph=cuda_graph)
-            p99 = "p99 needs >= 100 runs" if "p99" in m.stats.unsupported_percentiles else f"p99 {m.stats.p99_ms:.2f} ms"
+            p99 = ("p99 needs >= 100 runs" if "p99" in m.stats.unsupported_percentiles
+                   else f"p99 {m.stats.p99_ms:.2f} ms")
             log(f"{desc}: median {m.stats.median_ms:.2f} ms, {p99} (n={m.stats.iters})")
             derived = {m.backend: m.details} if m.details else {}
             if vs_fp32:

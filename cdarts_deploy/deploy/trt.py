@@ -267,8 +267,8 @@ def build_engine(
     layers = inspect_layers(trt, logger, bytes(serialized))
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))
-    return EngineInfo(str(engine_path), precision, trt.__version__, min_batch, opt_batch, max_batch, workspace_mb, route,
-                      tf32, shapes, optimization_level, cache_info, layers,
+    return EngineInfo(str(engine_path), precision, trt.__version__, min_batch, opt_batch, max_batch, workspace_mb,
+                      route, tf32, shapes, optimization_level, cache_info, layers,
                       precision_counts(layers) if layers is not None else None)
 
 

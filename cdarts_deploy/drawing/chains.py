@@ -31,7 +31,8 @@ def block_label(block: Block) -> str:
     return f"{head} k{block.kernel}\ne{exp}" + ("\nSE" if block.se_ratio else "")
 
 
-def plot_chain(g: ChainGenotype, stem: str | os.PathLike, title: str = "", formats: Sequence[str] = FORMATS) -> list[Path]:
+def plot_chain(g: ChainGenotype, stem: str | os.PathLike, title: str = "",
+               formats: Sequence[str] = FORMATS) -> list[Path]:
     """Draw a chain genotype as one row of blocks per stage (kernel by colour, label kernel/expansion)."""
     plt = pyplot()
     from matplotlib.patches import FancyBboxPatch

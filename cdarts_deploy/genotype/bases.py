@@ -63,6 +63,7 @@ def base_from_option(base: str) -> list[list[str]]:
         stages = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"--base {base}: unreadable JSON ({exc}); expected a list of lists of arch strings") from None
-    if not (isinstance(stages, list) and all(isinstance(s, list) and all(isinstance(a, str) for a in s) for s in stages)):
+    if not (isinstance(stages, list)
+            and all(isinstance(s, list) and all(isinstance(a, str) for a in s) for s in stages)):
         raise UserError(f"--base {base}: expected a JSON list of lists of arch strings")
     return stages

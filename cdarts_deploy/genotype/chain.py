@@ -1,4 +1,5 @@
-"""The chain kind (MBConv space): the choice form and chain documents (one block: :mod:`~cdarts_deploy.genotype.blocks`).
+"""The chain kind (MBConv space): the choice form and chain documents (one block:
+:mod:`~cdarts_deploy.genotype.blocks`).
 
 A chain document gives its stages in one of three forms:
 

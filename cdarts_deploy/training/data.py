@@ -79,7 +79,10 @@ def read_datasets(root: str | Path, dataset: str = "auto", *, need_train: bool =
         dataset = detect_dataset(root)
     if dataset in cifar.CIFAR_DATASETS:
         try:
-            train_x, train_y = cifar.load_cifar(root, dataset, "train") if need_train else (np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64))
+            if need_train:
+                train_x, train_y = cifar.load_cifar(root, dataset, "train")
+            else:
+                train_x, train_y = np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64)
             val_x, val_y = cifar.load_cifar(root, dataset, "test")
         except cifar.CifarError as exc:
             raise DataError(str(exc)) from None
@@ -129,7 +132,8 @@ def train_transform(cfg: TrainConfig, data_cfg: dict[str, Any], crop: str) -> An
         tf = create_transform(size, is_training=True, hflip=cfg.hflip, color_jitter=cfg.color_jitter or None,
                               auto_augment=cfg.auto_augment, interpolation=interp, mean=mean, std=std)
         return T.Compose([tf, Cutout(cfg.cutout)]) if cfg.cutout else tf
-    ops: list[Any] = [T.Resize(size, interpolation=T.InterpolationMode(interp)), T.RandomCrop(size, padding=max(1, size // 8))]
+    ops: list[Any] = [T.Resize(size, interpolation=T.InterpolationMode(interp)),
+                      T.RandomCrop(size, padding=max(1, size // 8))]
     if cfg.hflip:
         ops.append(T.RandomHorizontalFlip(cfg.hflip))
     if cfg.color_jitter:
