@@ -54,7 +54,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from cdarts_deploy import genotype as gt  # noqa: E402
 from cdarts_deploy.atomic_files import atomic_path, write_text  # noqa: E402
 from cdarts_deploy.deploy import model_spec as ms  # noqa: E402

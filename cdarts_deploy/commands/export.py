@@ -36,7 +36,8 @@ PROG = "cdarts-export"
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("genotype", help="genotype JSON file (ours or the reference code's) or a zoo name, e.g. cdarts_imagenet")
+    p.add_argument("genotype",
+                   help="genotype JSON file (ours or the reference code's) or a zoo name, e.g. cdarts_imagenet")
     p.add_argument("--onnx", action="store_true", help="export a verified ONNX model")
     p.add_argument("--out", default=".", help="output folder (created if missing; default: current folder)")
     p.add_argument("--name", help="output file stem (default: the genotype's name)")
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=parse_size, help="N or HxW (default from the genotype or layout)")
     p.add_argument("--checkpoint", help="state_dict of the matching timm model (loaded with weights_only=True)")
     p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--batch", type=positive_int, default=2, help="example batch; parity is checked at 1 and N (default 2)")
+    p.add_argument("--batch", type=positive_int, default=2,
+                   help="example batch; parity is checked at 1 and N (default 2)")
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="torchscript",
                    help="torch ONNX exporter: torchscript (tracing; default, several times faster, and the graph "
                    "ONNX Runtime quantizes best) or dynamo (torch.export)")
@@ -142,9 +144,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactRequest", out_dir: Path) -> int:
     from backbones.complexity import count_macs, count_macs_inclusive, count_params
-    from cdarts_deploy.deploy import artifacts
+    from cdarts_deploy.deploy import artifacts, parity
     from cdarts_deploy.deploy import model_spec as ms
-    from cdarts_deploy.deploy import parity
     from cdarts_deploy.deploy import precision as pr
     from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
 
@@ -190,7 +191,8 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
         "BN/activation/pooling output element",
         "input_shape": ["batch" if not args.static_batch else args.batch, 3, *hw],
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
-        "weights": "checkpoint" if args.checkpoint else "random init, BatchNorm statistics calibrated on random batches",
+        "weights": ("checkpoint" if args.checkpoint
+                    else "random init, BatchNorm statistics calibrated on random batches"),
         "seconds": seconds,
     }
 

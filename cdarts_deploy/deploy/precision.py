@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from cdarts_deploy.atomic_files import atomic_path, publish
@@ -243,21 +242,28 @@ def quantize_int8(
     ``cpu`` (ONNX Runtime target only; default ``portable``) is the x86-64 CPU form of
     :mod:`cdarts_deploy.deploy.int8_cpu`: ``portable`` stores the weights so that CPUs without VNNI sum them
     exactly (``portable_weights``: ``7bit`` or ``uint8``, default
-    :data:`~cdarts_deploy.deploy.int8_cpu.PORTABLE_WEIGHTS`), ``vnni`` full 8-bit weights; the form (and ``cpu_reason``) is written into the file's metadata_props and the
-    file is refused before it is published if its weights do not honour it;
+    :data:`~cdarts_deploy.deploy.int8_cpu.PORTABLE_WEIGHTS`), ``vnni`` full 8-bit weights; the form (and
+    ``cpu_reason``) is written into the file's metadata_props and the file is refused before it is published if
+    its weights do not honour it;
     ``keep_ends_float`` keeps the stem convolution and the classifier in float (held-out top-1 agreement of a
-    trained digits network: 98.8% -> 99.4%; both layers are a tiny share of the multiply-adds).  ``per_channel`` None picks the target's default
-    (per-channel for ONNX Runtime, per-tensor for TensorRT).  The model is first prepared with ONNX
-    Runtime's pre-processing (shape inference; for the ONNX Runtime target also its graph
+    trained digits network: 98.8% -> 99.4%; both layers are a tiny share of the multiply-adds).  ``per_channel``
+    None picks the target's default (per-channel for ONNX Runtime, per-tensor for TensorRT).  The model is first
+    prepared with ONNX Runtime's pre-processing (shape inference; for the ONNX Runtime target also its graph
     optimisation, which folds BatchNorm into the convolutions) so that the scales apply to the
     tensors the runtime actually computes.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise PrecisionError(f"unknown calibration method {method!r}; use one of {', '.join(methods)}")
     if target not in INT8_TARGETS:
@@ -434,10 +440,10 @@ def quantize_int8_fastest_pools(
     ONNX Runtime runs an 8-bit average pool with a slow generic kernel; as depthwise convolutions
     (``pools_as_convs``) the pools take its convolution kernels but add a factor multiply, and whether that
     pays depends on the model and the batch: measured on 2 cores with trained weights, pcdarts_cifar at
-    batch 32 went from 1.54x to 1.91x faster than fp32 with them and cdarts_imagenet from 1.85x to 1.76x.  So, like a TensorRT builder
-    choosing tactics, both files are made and timed here (``timer``: file paths and batch -> median ms; by
-    default :func:`interleaved_medians` on ONNX Runtime sessions) and the faster one is kept at ``dst``.
-    Graphs without average pools, and other targets, get :func:`quantize_int8` as is.
+    batch 32 went from 1.54x to 1.91x faster than fp32 with them and cdarts_imagenet from 1.85x to 1.76x.  So,
+    like a TensorRT builder choosing tactics, both files are made and timed here (``timer``: file paths and
+    batch -> median ms; by default :func:`interleaved_medians` on ONNX Runtime sessions) and the faster one is
+    kept at ``dst``.  Graphs without average pools, and other targets, get :func:`quantize_int8` as is.
     """
     from cdarts_deploy.deploy import ort
 
