@@ -58,6 +58,7 @@ FORCED_AVX2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 
 # Last, the core tests on the lowest supported torch (below).
 test: $(CORE_STAMP) $(MM_STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 tests
 	$(FORCED_AVX2) $(PY) -m pytest -q -n 2 -m isa_sensitive tests
 	$(MAKE) test-torch-floor
