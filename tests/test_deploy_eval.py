@@ -15,7 +15,7 @@ from PIL import Image
 from cdarts_deploy.commands.export import main as export_main
 from cdarts_deploy.deploy import artifacts, ort
 from cdarts_deploy.errors import UserError
-from tiny_deploy import write_calibration_images
+from tiny_deploy import write_calibration_images, write_tiny_genotype
 
 
 @pytest.fixture(scope="module")
@@ -106,19 +106,10 @@ def test_bad_evaluation_folders_are_user_errors(tiny, tmp_path):
         artifacts.evaluation_set(many, model)
 
 
-def _tiny_genotype(tmp_path: Path) -> Path:
-    genotype = tmp_path / "tinynet.json"
-    doc = json.loads((Path(__file__).parents[1] / "cdarts_deploy" / "zoo" / "cdarts_cifar.json").read_text())
-    doc.update(name="tinynet", network={"layout": "cifar", "width": 8, "cells": 5, "num_classes": 10,
-                                         "input_size": 32})
-    genotype.write_text(json.dumps(doc))
-    return genotype
-
-
 def test_export_reports_pytorch_onnx_and_int8_accuracy_on_the_same_images(tmp_path, capsys, folder,
                                                                           calibration_dir):
     out = tmp_path / "out"
-    code = export_main([str(_tiny_genotype(tmp_path)), "--exporter", "torchscript", "--int8", "--calib-dir",
+    code = export_main([str(write_tiny_genotype(tmp_path)), "--exporter", "torchscript", "--int8", "--calib-dir",
                         str(calibration_dir), "--eval-dir", str(folder), "--latency-iters", "0", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -17,7 +17,7 @@ from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.ort import run as ort_run
 from cdarts_deploy.deploy.ort import session as ort_session
 from cdarts_deploy.deploy.parity import INT8_MIN_TOP1, torch_outputs
-from tiny_deploy import GENOTYPE, HW, NET
+from tiny_deploy import GENOTYPE, HW, NET, write_tiny_genotype
 
 THIS_CPU_HAS_VNNI = ic.int8_cpu_form("auto", ic.cpu_flags()) == "vnni"
 
@@ -274,12 +274,7 @@ def _export(capsys, *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def tiny_genotype(tmp_path) -> Path:
-    genotype = tmp_path / "tinynet.json"
-    doc = json.loads((Path(__file__).parents[1] / "cdarts_deploy" / "zoo" / "cdarts_cifar.json").read_text())
-    doc.update(name="tinynet", network={"layout": "cifar", "width": 8, "cells": 5, "num_classes": 10,
-                                         "input_size": 32})
-    genotype.write_text(json.dumps(doc))
-    return genotype
+    return write_tiny_genotype(tmp_path)
 
 
 def test_export_auto_records_the_form_picked_for_this_machine(tmp_path, capsys, calibration_dir, tiny_genotype):

@@ -5,6 +5,7 @@ The session-scoped fixtures built from these (``calibration_dir``, ``tiny_networ
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +31,13 @@ def write_calibration_images(folder: Path, count: int = 40, seed: int = 0) -> Pa
         img = np.stack([chans[(i + k) % 3] * colour[k] for k in range(3)], -1) * 0.5 + 0.5
         Image.fromarray((img * 255).clip(0, 255).astype(np.uint8)).save(folder / f"calib_{i:03d}.png")
     return folder
+
+
+def write_tiny_genotype(folder: Path) -> Path:
+    """The zoo's cdarts_cifar cells as a small 10-class CIFAR network (C=8, 5 cells), written as ``tinynet.json``."""
+    genotype = folder / "tinynet.json"
+    doc = json.loads((Path(__file__).parents[1] / "cdarts_deploy" / "zoo" / "cdarts_cifar.json").read_text())
+    doc.update(name="tinynet", network={"layout": "cifar", "width": 8, "cells": 5, "num_classes": 10,
+                                         "input_size": 32})
+    genotype.write_text(json.dumps(doc))
+    return genotype
