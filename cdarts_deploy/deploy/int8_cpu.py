@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from cdarts_deploy.deploy.environment import parse_cpuinfo
 from cdarts_deploy.errors import UserError
 
 #: What ``--int8-cpu`` accepts; ``auto`` resolves to one of :data:`INT8_CPU_FORMS`.
@@ -61,16 +62,12 @@ class Int8CpuError(UserError):
 
 
 def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
-    """The instruction-set flags of this machine's first CPU (empty where /proc/cpuinfo cannot be read)."""
+    """The instruction-set flags of this machine's CPU (empty where /proc/cpuinfo cannot be read)."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
         return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+    return frozenset(parse_cpuinfo(text)["flags"])
 
 
 def int8_cpu_choice(requested: str, flags: Iterable[str]) -> dict[str, str]:
