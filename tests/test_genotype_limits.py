@@ -12,15 +12,15 @@ from cdarts_deploy import genotype as gt
 from cdarts_deploy.genotype import limits
 from genotype_samples import DARTS_V2_LEGACY, set_at, valid_cell_doc, valid_chain_doc
 
-SECONDS = 2.0  # every refusal below must come well within this
+SECONDS = 2.0  # CPU seconds: every refusal below must come well within this, however busy the machine
 
 
 def refuse(call, *args) -> gt.GenotypeError:
     """Run ``call(*args)``, expect one GenotypeError quickly, and return it."""
-    start = time.monotonic()
+    start = time.process_time()  # CPU time, so other load on the machine does not count
     with pytest.raises(gt.GenotypeError) as info:
         call(*args)
-    assert time.monotonic() - start < SECONDS
+    assert time.process_time() - start < SECONDS
     assert "\n" not in str(info.value)
     return info.value
 
