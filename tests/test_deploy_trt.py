@@ -1,6 +1,6 @@
 """TensorRT library: one clear user error where there is no NVIDIA GPU or no tensorrt package.
 
-Building and checking a real engine needs an NVIDIA GPU: ``tools/gpu_check.py`` does that on such a machine.
+Building and checking a real engine needs an NVIDIA GPU: ``python -m tools.gpu_check`` does that on such a machine.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def expected_reason() -> str:
     return "NVIDIA GPU" if not torch.cuda.is_available() else "'tensorrt' Python package"
 
 
-@pytest.mark.skipif(HAS_TRT, reason="this machine can run TensorRT; tools/gpu_check.py checks engines there")
+@pytest.mark.skipif(HAS_TRT, reason="this machine can run TensorRT; python -m tools.gpu_check checks engines there")
 def test_require_tensorrt_names_what_is_missing_and_the_fix():
     with pytest.raises(trt.TensorRTUnavailable) as info:
         trt.require_tensorrt()
