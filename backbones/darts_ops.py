@@ -16,7 +16,6 @@ from torch import nn
 
 from cdarts_deploy.genotype import SEARCH_OPS
 
-from .depthwise_conv import DepthwiseConv2d
 from .onednn_guard import StridedPointwiseConv2d
 
 __all__ = [
@@ -59,8 +58,10 @@ class DilConv(nn.Sequential):
     ) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            # an nn.Conv2d(groups=c_in, bias=False) whose backward on CPU is several times faster
-            DepthwiseConv2d(c_in, kernel_size, stride=stride, padding=padding, dilation=dilation),
+            # plain depthwise conv; training entry points may swap in the faster CPU backward
+            # (backbones.depthwise_conv.use_faster_depthwise_backward)
+            nn.Conv2d(c_in, c_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=c_in,
+                      bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )

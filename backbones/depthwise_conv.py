@@ -20,8 +20,10 @@ by rewriting the convolution:
   width <= 3, each a convolution of the input cropped to the columns it reads.
 
 ``DepthwiseConv2d`` is an ``nn.Conv2d`` (same parameters and state_dict keys) that takes this
-backward only while training with gradients on CPU tensors; in eval mode, under no_grad, under
-TorchScript, ``torch.jit.trace`` or ONNX export it is a plain ``conv2d``.
+backward only while training with gradients on CPU tensors outside autocast; in eval mode, under
+no_grad, under TorchScript, ``torch.jit.trace`` or ONNX export it is a plain ``conv2d``.  Models are
+built with plain ``nn.Conv2d``; the training entry points (search, ``cdarts-train``) opt in for CPU
+runs with :func:`use_faster_depthwise_backward`, so a user's own loop never runs this backward unasked.
 """
 
 # No ``from __future__ import annotations``: TorchScript compiles forward() and cannot resolve
@@ -209,6 +211,9 @@ def depthwise_conv2d(
     """Bias-free ``conv2d(groups=C)``; on CPU with gradients enabled, with the faster backward."""
     custom = (torch.is_grad_enabled() and x.device.type == "cpu" and weight.device.type == "cpu"
               and (x.requires_grad or weight.requires_grad)
+              # under autocast the forward runs in bf16/fp16 while the saved input stays fp32: torch's own
+              # backward handles that mix, the rewritten one does not
+              and not torch.is_autocast_enabled("cpu")
               and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
     if custom:
         return _DepthwiseConv2dFunction.apply(x, weight, stride, padding, dilation)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from backbones.darts_net import DartsNet
+from backbones.depthwise_conv import use_faster_depthwise_backward
 from cdarts_deploy.genotype import CellGenotype
 
 from .distill import EmbeddingHead
@@ -94,6 +95,8 @@ class EvalPool(WeightPool):
                                   for i in _cell_taps(net))
         for name, module in self.shared_stem.items():
             setattr(net, name, module)
+        if device.type == "cpu":
+            use_faster_depthwise_backward(net)  # same parameter names, so inheriting from the pool is unchanged
         self.genotype = genotype
         return self.adopt(EvalBranch(net, heads).to(device))
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from backbones.depthwise_conv import use_faster_depthwise_backward
 from cdarts_deploy.genotype import SEARCH_OPS, CellGenotype, CellNetwork
 
 from .cell_discretize import count_op, discretize
@@ -37,6 +38,8 @@ class CellSpace:
                                    + ", ".join(SEARCH_OPS))
         self.search_net = SearchNetwork(num_classes, cfg.width, cfg.cells, layout, cfg.per_stage_alpha,
                                         cfg.learn_beta).to(device)
+        if device.type == "cpu":
+            use_faster_depthwise_backward(self.search_net)  # before any optimizer sees the parameters
         self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes, cfg.head_mid, cfg.head_embed)
                                            for c in self.search_net.tap_channels).to(device)
         share = cfg.share_stem and cfg.eval_width == cfg.width

@@ -164,13 +164,51 @@ def test_module_scripts_traces_and_fx_traces():
     assert any(node.target is depthwise_conv2d for node in graph.graph.nodes)  # one node, not the Function's inside
 
 
-def test_dil_conv_builds_the_depthwise_module_with_unchanged_keys():
+def test_darts_ops_are_plain_conv2d_until_an_entry_point_opts_in():
+    """A DARTS model is plain torch: a user's own training loop never runs the rewritten backward unasked."""
     dil = OPERATIONS["dil_conv_5x5"](4, 1, True)
-    assert isinstance(dil, DilConv) and isinstance(dil[1], DepthwiseConv2d) and isinstance(dil[1], nn.Conv2d)
-    assert list(dil.state_dict())[:2] == ["1.weight", "2.weight"]
+    assert isinstance(dil, DilConv) and type(dil[1]) is nn.Conv2d and dil[1].groups == 4
+    keys = list(dil.state_dict())
     sep = OPERATIONS["sep_conv_3x3"](4, 2, True)
+    assert not any(isinstance(m, DepthwiseConv2d) for m in sep.modules())
+    from backbones.depthwise_conv import use_faster_depthwise_backward
+
+    assert use_faster_depthwise_backward(sep) == 2 and use_faster_depthwise_backward(dil) == 1
     depthwise = [m for m in sep.modules() if isinstance(m, DepthwiseConv2d)]
     assert [(m.kernel_size, m.stride, m.groups) for m in depthwise] == [((3, 3), (2, 2), 4), ((3, 3), (1, 1), 4)]
+    assert list(dil.state_dict()) == keys  # checkpoints load either way
+
+
+def test_cpu_autocast_training_step_through_the_faster_backward():
+    """bf16 autocast on CPU: the opted-in module falls back to torch's own backward instead of failing
+    on the bf16 output gradient against the fp32 saved input."""
+    from backbones.depthwise_conv import use_faster_depthwise_backward
+
+    torch.manual_seed(0)
+    net = nn.Sequential(OPERATIONS["dil_conv_5x5"](4, 1, True), OPERATIONS["sep_conv_5x5"](4, 1, True)).train()
+    assert use_faster_depthwise_backward(net) == 3
+    x = torch.randn(2, 4, 12, 12).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x)
+    y.float().square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_training_entry_points_opt_in_on_cpu():
+    """The search network, its evaluation branch and the cdarts-train model take the faster backward on
+    CPU; a model built directly does not."""
+    from backbones.factory import create_model_from_genotype
+    from search.cell_space import CellSpace
+    from search.config import SearchConfig
+
+    cfg = SearchConfig(width=4, cells=3, eval_width=4, eval_cells=3, head_mid=8, head_embed=8)
+    space = CellSpace(cfg, num_classes=3, layout="cifar", input_size=16, device=torch.device("cpu"))
+    assert any(isinstance(m, DepthwiseConv2d) for m in space.search_net.modules())
+    branch = space.build_eval(space.derive(), build_id=0)
+    assert any(isinstance(m, DepthwiseConv2d) for m in branch.modules())
+    plain = create_model_from_genotype("darts_v2", width=4, cells=3, num_classes=3)
+    assert not any(isinstance(m, DepthwiseConv2d) for m in plain.modules())
 
 
 def test_gradcheck_in_double():

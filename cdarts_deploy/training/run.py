@@ -24,6 +24,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from backbones.depthwise_conv import use_faster_depthwise_backward
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.data.distributed import DistContext
 from cdarts_deploy.errors import UserError
@@ -106,6 +107,8 @@ def fit(genotype: gt.Genotype, cfg: TrainConfig, data: TrainData, opts: RunOptio
 
     seed_everything(cfg.seed)  # the same initial weights on every process
     model = build_model(genotype, net_args, cfg).to(ctx.device)
+    if ctx.device.type == "cpu" and opts.amp_dtype is None:
+        use_faster_depthwise_backward(model)  # fp32 CPU training only: autocast keeps torch's own backward
     if opts.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data_cfg = resolve_data_config({}, model=model)
