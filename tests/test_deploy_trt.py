@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from cdarts_deploy.deploy import trt
+from cdarts_deploy.deploy import trt, trt_inspect, trt_runner
 from cdarts_deploy.deploy.versions import tensorrt_version
 from cdarts_deploy.errors import UserError
 
@@ -66,7 +66,7 @@ import numpy as np
 
 
 class FakeCuda:
-    """Stands in for trt.TorchCuda: CPU tensors, streams and events that record what was asked."""
+    """Stands in for trt_runner.TorchCuda: CPU tensors, streams and events that record what was asked."""
 
     device = "cpu"
 
@@ -442,7 +442,7 @@ def test_runner_chunks_inputs_larger_than_the_profile(fake_trt, tiny, tmp_path):
     fake_trt()
     model, path, images = tiny
     trt.build_engine(path, tmp_path / "m.engine", (32, 32), max_batch=4)
-    runner = trt.TensorRTRunner(tmp_path / "m.engine", cuda=FakeCuda())
+    runner = trt_runner.TensorRTRunner(tmp_path / "m.engine", cuda=FakeCuda())
     batch = images[:11]
     (out,) = runner.run(batch)
     assert out.shape == (11, 10)
@@ -457,7 +457,7 @@ def test_runner_pads_the_last_chunk_of_a_static_engine(fake_trt, tiny, static_on
     fake_trt()
     model, _, images = tiny
     trt.build_engine(static_onnx, tmp_path / "s.engine", (32, 32), opt_batch=2, max_batch=32)
-    runner = trt.TensorRTRunner(tmp_path / "s.engine", cuda=FakeCuda())
+    runner = trt_runner.TensorRTRunner(tmp_path / "s.engine", cuda=FakeCuda())
     (out,) = runner.run(images[:5])
     assert out.shape == (5, 10) and np.allclose(out, torch_outputs(model, images[:5])[0], atol=1e-4)
 
@@ -465,7 +465,7 @@ def test_runner_pads_the_last_chunk_of_a_static_engine(fake_trt, tiny, static_on
 def test_a_refused_input_shape_is_a_clear_error(fake_trt, tiny, tmp_path):
     fake_trt()
     trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), max_batch=4)
-    runner = trt.TensorRTRunner(tmp_path / "m.engine", cuda=FakeCuda())
+    runner = trt_runner.TensorRTRunner(tmp_path / "m.engine", cuda=FakeCuda())
     with pytest.raises(trt.EngineShapeError, match="outside the engine's optimization profile"):
         runner.bind(torch.zeros(5, 3, 32, 32))
     runner.max_batch = 8  # as if the profile were misread: TensorRT's False must still stop it
@@ -477,7 +477,7 @@ def test_runner_waits_for_the_input_stream_and_runs_on_its_own(fake_trt, tiny, t
     fake_trt()
     trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), max_batch=4)
     cuda = FakeCuda()
-    runner = trt.TensorRTRunner(tmp_path / "m.engine", cuda=cuda)
+    runner = trt_runner.TensorRTRunner(tmp_path / "m.engine", cuda=cuda)
     runner.run(np.zeros((2, 3, 32, 32), np.float32))
     log = cuda.log
     assert ("wait_stream", "runner", "default") in log and ("record_stream", "runner") in log
@@ -501,7 +501,7 @@ def test_tensorrt_check_fails_on_a_wrong_engine(fake_trt, tiny, tiny_reference, 
     path = tiny[1]
     fake_trt()
     trt.build_engine(path, tmp_path / "ok.engine", (32, 32), precision, max_batch=4)
-    runner = trt.TensorRTRunner(tmp_path / "ok.engine", cuda=FakeCuda())
+    runner = trt_runner.TensorRTRunner(tmp_path / "ok.engine", cuda=FakeCuda())
     rows = parity.compare_runtime(tiny_reference, runner.run, runner.output_names, precision, "tensorrt")
     assert all(r["passed"] for r in rows)
     wrong = {"zeros": lambda x, outs: trt_session_zeros(path, x),
@@ -509,7 +509,7 @@ def test_tensorrt_check_fails_on_a_wrong_engine(fake_trt, tiny, tiny_reference, 
     for what, corrupt in wrong.items():
         fake_trt(corrupt=corrupt)
         trt.build_engine(path, tmp_path / f"{what}.engine", (32, 32), precision, max_batch=4)
-        runner = trt.TensorRTRunner(tmp_path / f"{what}.engine", cuda=FakeCuda())
+        runner = trt_runner.TensorRTRunner(tmp_path / f"{what}.engine", cuda=FakeCuda())
         rows = parity.compare_runtime(tiny_reference, runner.run, runner.output_names, precision, "tensorrt")
         assert not any(r["passed"] for r in rows), what
         assert "tensorrt" in parity.failures(rows)[0]
@@ -616,14 +616,14 @@ def test_engine_info_lists_every_layer_with_its_precision(fake_trt, tiny, tmp_pa
 
 
 def test_layer_table_reads_names_only_and_broken_information():
-    assert trt.layer_table('{"Layers": ["conv1", "relu1"]}') == [
+    assert trt_inspect.layer_table('{"Layers": ["conv1", "relu1"]}') == [
         {"name": "conv1", "type": None, "precision": "unknown"},
         {"name": "relu1", "type": None, "precision": "unknown"}]
-    assert trt.layer_table("not json") == []
-    rows = trt.layer_table(json.dumps({"Layers": [{"Name": "c", "LayerType": "Conv",
+    assert trt_inspect.layer_table("not json") == []
+    rows = trt_inspect.layer_table(json.dumps({"Layers": [{"Name": "c", "LayerType": "Conv",
                                                     "Outputs": [{"Format/Datatype": "Half NC/8HW8"}]}]}))
     assert rows[0]["precision"] == "fp16"
-    assert trt.precision_counts(rows + rows + [{"precision": "int8"}]) == {"fp16": 2, "int8": 1}
+    assert trt_inspect.precision_counts(rows + rows + [{"precision": "int8"}]) == {"fp16": 2, "int8": 1}
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -205,7 +205,8 @@ def _onnxruntime_rows(path: Path, reference: parity.TorchReference, precision: s
 def _engine(request: ArtifactRequest, onnx_files: dict[str, Path], reference: parity.TorchReference,
             staging: Staging, out_dir: Path, name: str, batch: int, hw: tuple[int, int],
             log: Callable[[str], None]) -> tuple[dict, list[dict]]:
-    from cdarts_deploy.deploy.trt import TensorRTRunner, build_engine
+    from cdarts_deploy.deploy.trt import build_engine
+    from cdarts_deploy.deploy.trt_runner import TensorRTRunner
 
     precision = request.precision
     suffix = "" if precision == "fp32" else f".{precision}"

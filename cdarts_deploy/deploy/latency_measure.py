@@ -158,7 +158,8 @@ class PartTimer:
 
     def _prepare_tensorrt(self, module: nn.Module, shape: Sequence[int]) -> Callable[[int, int], list[float]]:
         from .precision import to_fp16
-        from .trt import TensorRTRunner, build_engine
+        from .trt import build_engine
+        from .trt_runner import TensorRTRunner
 
         path = self._onnx(module, shape)
         half = path.with_suffix(".fp16.onnx")

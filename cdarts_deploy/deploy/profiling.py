@@ -157,11 +157,11 @@ def measure_tensorrt(
 
     ``stats`` is the GPU compute time; ``details`` holds host latency, enqueue time (each as full
     statistics), the pipelined throughput and whether the compute figure is a CUDA graph replay.
-    ``cuda`` stands in for :class:`cdarts_deploy.deploy.trt.TorchCuda` (tests).
+    ``cuda`` stands in for :class:`cdarts_deploy.deploy.trt_runner.TorchCuda` (tests).
     """
     import torch
 
-    from cdarts_deploy.deploy.trt import TensorRTRunner
+    from cdarts_deploy.deploy.trt_runner import TensorRTRunner
 
     runner = TensorRTRunner(engine_path, cuda)
     c, stream, batch = runner.cuda, runner.stream, input_shape[0]

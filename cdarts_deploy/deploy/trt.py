@@ -13,16 +13,13 @@ and the engine report says which.
 
 The optimization profile follows the ONNX input: a fixed (static) batch or image size gets exactly
 that shape (TensorRT rejects a profile that disagrees with a fixed dimension), a dynamic batch gets
-``min_batch <= opt_batch <= max_batch``.  :class:`TensorRTRunner` splits larger inputs into chunks the
-profile accepts and checks every ``set_input_shape`` result.
+``min_batch <= opt_batch <= max_batch``.
 
 Builds can reuse a timing cache file (``timing_cache``: read when it exists, written back atomically
 after the build, so later builds of similar networks skip most tactic timing), set the builder
 optimization level (0-5, TensorRT's default 3), and report every layer of the built engine with its
-precision (the engine inspector's JSON, built with detailed profiling verbosity).
-
-Device buffers are PyTorch CUDA tensors, so no pycuda/cuda-python dependency.  All work of a
-runner happens on its own stream, which first waits for the stream that produced the input.
+precision (:mod:`cdarts_deploy.deploy.trt_inspect`).  Engines run in
+:class:`cdarts_deploy.deploy.trt_runner.TensorRTRunner`.
 """
 
 from __future__ import annotations
@@ -32,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from cdarts_deploy.atomic_files import atomic_path
 from cdarts_deploy.errors import UserError
+
+from .trt_inspect import inspect_layers, precision_counts
 
 
 class TensorRTUnavailable(UserError):
@@ -101,44 +98,6 @@ class EngineInfo:
 
 #: Builder optimization levels TensorRT accepts (higher: longer builds, possibly faster engines).
 OPT_LEVELS = range(0, 6)
-#: Words of the inspector's ``Format/Datatype`` strings, in the order they are looked for.
-_DATATYPES = (("int8", "int8"), ("fp8", "fp8"), ("int4", "int4"), ("bf16", "bf16"), ("half", "fp16"), ("fp16", "fp16"),
-              ("int32", "int32"), ("int64", "int64"), ("bool", "bool"), ("float", "fp32"), ("fp32", "fp32"))
-
-
-def _precision_of(datatype: str) -> str:
-    low = datatype.lower()
-    return next((label for word, label in _DATATYPES if word in low), datatype or "unknown")
-
-
-def layer_table(info_json: str) -> list[dict]:
-    """Layers of an engine from ``IEngineInspector.get_engine_information(JSON)``: name, type, the precision of
-    its first output (its inputs' where it has no output), tactic, and the raw input/output formats."""
-    import json
-
-    try:
-        info = json.loads(info_json)
-    except ValueError:
-        return []
-    rows = []
-    for layer in info.get("Layers", []) if isinstance(info, dict) else []:
-        if isinstance(layer, str):  # without detailed verbosity the inspector gives names only
-            rows.append({"name": layer, "type": None, "precision": "unknown"})
-            continue
-        outputs = [o.get("Format/Datatype", "") for o in layer.get("Outputs", []) if isinstance(o, dict)]
-        inputs = [i.get("Format/Datatype", "") for i in layer.get("Inputs", []) if isinstance(i, dict)]
-        formats = outputs or inputs
-        rows.append({"name": layer.get("Name", "?"), "type": layer.get("LayerType"),
-                     "precision": _precision_of(formats[0]) if formats else "unknown",
-                     "tactic": layer.get("TacticName"), "inputs": inputs, "outputs": outputs})
-    return rows
-
-
-def precision_counts(layers: Sequence[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for layer in layers:
-        counts[layer["precision"]] = counts.get(layer["precision"], 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def check_timing_cache_path(path: str | os.PathLike | None) -> None:
@@ -270,161 +229,3 @@ def build_engine(
     return EngineInfo(str(engine_path), precision, trt.__version__, min_batch, opt_batch, max_batch, workspace_mb,
                       route, tf32, shapes, optimization_level, cache_info, layers,
                       precision_counts(layers) if layers is not None else None)
-
-
-def inspect_layers(trt: Any, logger: Any, serialized: bytes) -> list[dict] | None:
-    """Every layer of a serialized engine with its precision, or None where this TensorRT has no inspector."""
-    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
-    if engine is None or not hasattr(engine, "create_engine_inspector"):
-        return None
-    inspector = engine.create_engine_inspector()
-    return layer_table(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-
-
-class TorchCuda:
-    """The CUDA pieces the runner uses (device, streams), in one place so tests can stand in for them."""
-
-    device = "cuda"
-
-    def __init__(self) -> None:
-        import torch
-
-        self._torch = torch
-
-    def new_stream(self) -> Any:
-        return self._torch.cuda.Stream()
-
-    def current_stream(self) -> Any:
-        return self._torch.cuda.current_stream()
-
-    def on(self, stream: Any) -> Any:
-        """Context: make ``stream`` the current stream (allocations and copies go there)."""
-        return self._torch.cuda.stream(stream)
-
-    def handle(self, stream: Any) -> int:
-        return stream.cuda_stream
-
-    def record(self, tensor: Any, stream: Any) -> None:
-        """Tell the caching allocator ``stream`` uses ``tensor`` (no reuse before that work ends)."""
-        tensor.record_stream(stream)
-
-    def event(self) -> Any:
-        return self._torch.cuda.Event(enable_timing=True)
-
-    def pinned(self, tensor: Any) -> Any:
-        """Page-locked host memory, so host/device copies are real asynchronous DMA (as trtexec does)."""
-        return tensor.pin_memory()
-
-    def capture(self, step: Any, stream: Any) -> Any:
-        """Capture ``step`` (launches on ``stream``) in a CUDA graph; returns a replay on ``stream``."""
-        torch = self._torch
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            step()
-
-        def replay() -> None:
-            with torch.cuda.stream(stream):
-                graph.replay()
-
-        return replay
-
-
-class TensorRTRunner:
-    """Runs a serialized engine on CUDA tensors; outputs come back as float32 numpy arrays.
-
-    Everything (input copy, execution, output allocation and copy back) runs on the runner's own
-    stream; an input made on another stream is waited for (``wait_stream``) and marked as used by
-    the runner's stream (``record_stream``).
-    """
-
-    def __init__(self, engine_path: str | os.PathLike, cuda: Any = None) -> None:
-        trt = require_tensorrt()
-        import torch
-
-        self._trt = trt
-        self._torch = torch
-        self.cuda = cuda or TorchCuda()
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise EngineBuildError(f"{engine_path} is not a TensorRT engine for this TensorRT version and GPU")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        lo, _, hi = self.engine.get_tensor_profile_shape(self.input_names[0], 0)
-        self.min_batch, self.max_batch = int(tuple(lo)[0]), int(tuple(hi)[0])
-        self.stream = self.cuda.new_stream()
-        self._outputs: list[Any] = []
-
-    def _torch_dtype(self, name: str):
-        return self._torch.from_numpy(np.empty(0, dtype=self._trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
-
-    def bind(self, x_cuda) -> list:
-        """Set the input shape and addresses for ``x_cuda`` and allocate outputs; returns the output tensors.
-
-        Raises :class:`EngineShapeError` when the engine refuses the shape (outside its profile).
-        """
-        torch, cuda = self._torch, self.cuda
-        name = self.input_names[0]
-        shape = tuple(x_cuda.shape)
-        if not self.min_batch <= shape[0] <= self.max_batch:
-            raise EngineShapeError(f"batch {shape[0]} is outside the engine's optimization profile "
-                                   f"({self.min_batch}..{self.max_batch}); split the input or rebuild the engine")
-        self.stream.wait_stream(cuda.current_stream())  # the input was made on the caller's stream
-        with cuda.on(self.stream):
-            x_cuda = x_cuda.to(self._torch_dtype(name)).contiguous()
-            cuda.record(x_cuda, self.stream)
-            self._input = x_cuda  # keep alive while the engine reads it
-            if not self.context.set_input_shape(name, shape):
-                raise EngineShapeError(f"TensorRT refused input shape {list(shape)} for {name!r}; the engine's "
-                                       f"profile takes batch {self.min_batch}..{self.max_batch}")
-            if not self.context.set_tensor_address(name, x_cuda.data_ptr()):
-                raise EngineShapeError(f"TensorRT refused the input buffer of {name!r}")
-            self._outputs = []
-            for out in self.output_names:
-                out_shape = tuple(self.context.get_tensor_shape(out))
-                if any(d < 0 for d in out_shape):
-                    raise EngineShapeError(f"output {out!r} has no concrete shape ({list(out_shape)}) for input "
-                                           f"{list(shape)}")
-                tensor = torch.empty(out_shape, dtype=self._torch_dtype(out), device=cuda.device)
-                if not self.context.set_tensor_address(out, tensor.data_ptr()):
-                    raise EngineShapeError(f"TensorRT refused the output buffer of {out!r}")
-                self._outputs.append(tensor)
-        return self._outputs
-
-    def enqueue(self) -> None:
-        """Launch one inference on the runner's stream (asynchronous)."""
-        if not self.context.execute_async_v3(self.cuda.handle(self.stream)):
-            raise RuntimeError("TensorRT execution failed")
-
-    def chunks(self, count: int) -> list[tuple[int, int]]:
-        """(start, stop) pieces of ``count`` samples, each within the profile's maximum batch."""
-        return [(i, min(i + self.max_batch, count)) for i in range(0, count, self.max_batch)]
-
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Copy ``batch`` in, run, copy every output back (for parity checks).
-
-        A batch larger than the profile's maximum runs in chunks; a chunk below its minimum (a
-        static-batch engine) is padded with copies of its last sample, whose outputs are dropped.
-        """
-        torch, cuda = self._torch, self.cuda
-        pieces: list[list[np.ndarray]] = []
-        for start, stop in self.chunks(len(batch)):
-            chunk = np.ascontiguousarray(batch[start:stop])
-            pad = max(0, self.min_batch - len(chunk))
-            if pad:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            with cuda.on(self.stream):
-                x = torch.from_numpy(chunk).to(cuda.device, non_blocking=False)
-            outputs = self.bind(x)
-            self.enqueue()
-            self.stream.synchronize()
-            pieces.append([t.float().cpu().numpy()[: stop - start] for t in outputs])
-        return [np.concatenate([p[i] for p in pieces]) for i in range(len(self.output_names))]
-
-
-def engine_outputs(engine_path: str | os.PathLike, batches: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
-    """Outputs of an engine for each input batch."""
-    runner = TensorRTRunner(engine_path)
-    return [runner.run(b) for b in batches]

@@ -15,7 +15,8 @@ from cdarts_deploy.deploy.model_spec import random_batch
 from cdarts_deploy.deploy.parity import compare_runtime
 from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
 from cdarts_deploy.deploy.profiling import fp32_math
-from cdarts_deploy.deploy.trt import TensorRTRunner, build_engine
+from cdarts_deploy.deploy.trt import build_engine
+from cdarts_deploy.deploy.trt_runner import TensorRTRunner
 
 from .context import Context
 from .settings import Net
