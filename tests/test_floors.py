@@ -236,3 +236,33 @@ def test_scripts_do_not_edit_the_import_path():
     edits = [str(path.relative_to(ROOT)) for path in MODULES.values()
              if re.search(r"sys\.path\.(insert|append)\(", path.read_text(encoding="utf-8"))]
     assert edits == []
+
+
+# ---------------------------------------------------------------------------
+# Small modules: a product file over MAX_LINES lines holds more than one purpose; split it.
+# ---------------------------------------------------------------------------
+
+MAX_LINES = 400
+
+
+def long_files(paths: list[Path], limit: int = MAX_LINES) -> list[str]:
+    """``path: N lines`` for each file longer than ``limit`` lines."""
+    found = []
+    for path in sorted(paths):
+        count = len(path.read_text(encoding="utf-8").splitlines())
+        if count > limit:
+            found.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {count} lines")
+    return found
+
+
+def test_no_product_file_is_over_the_line_limit():
+    # every project module (tests/ and downstream/configs are not product code: see project_modules)
+    assert long_files(list(MODULES.values())) == []
+
+
+def test_line_limit_check_sees_a_long_file(tmp_path):
+    # the check is only real if it fails on a wrong input
+    long, short = tmp_path / "long.py", tmp_path / "short.py"
+    long.write_text("x = 1\n" * (MAX_LINES + 1))
+    short.write_text("x = 1\n" * MAX_LINES)
+    assert long_files([long, short]) == [f"{long}: {MAX_LINES + 1} lines"]
