@@ -27,7 +27,8 @@ from cdarts_deploy.data.distributed import DistContext
 from search.chain_space import ChainSpace
 from search.cli import build_parser, resolve_config
 from search.data import SearchData
-from search.trainer import CyclicSearch, Meter
+from search.epoch_metrics import Meter
+from search.trainer import CyclicSearch
 
 
 def main() -> None:

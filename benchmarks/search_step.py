@@ -36,7 +36,8 @@ def _worker(args: argparse.Namespace) -> dict:
     from search.cell_space import CellSpace
     from search.config import SearchConfig, resolved_defaults
     from search.data import SearchData
-    from search.trainer import CyclicSearch, Meter
+    from search.epoch_metrics import Meter
+    from search.trainer import CyclicSearch
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -22,10 +22,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,69 +38,13 @@ from .config import SearchConfig, level_weights
 from .data import SearchData, make_loader
 from .distill import MultiLevelDistillation
 from .distributed import DistContext, average_gradients, broadcast_, mean_over_ranks, rank_spread
+from .epoch_metrics import Meter, epoch_summary
+from .param_scopes import buffers_kept, frozen, optimizer_params, set_lr
 from .regularization import reg_coefficient
 from .runlog import EpochLog
 from .space import SearchSpace
 
 CHECKPOINT_FORMAT = "cdarts-search-checkpoint"
-
-
-def set_lr(optimizer: torch.optim.Optimizer | None, lr: float) -> None:
-    if optimizer is not None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-
-@contextmanager
-def _frozen(params: Iterable[nn.Parameter]) -> Iterator[None]:
-    """``params`` get no gradient inside the block (the other player of the step stays fixed)."""
-    params = list(params)
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-@contextmanager
-def _buffers_kept(module: nn.Module) -> Iterator[None]:
-    """Buffers (BatchNorm running statistics) of ``module`` are as before the block when it ends."""
-    saved = [(b, b.detach().clone()) for b in module.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, value in saved:
-                b.copy_(value)
-
-
-def _params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
-    return [p for g in optimizer.param_groups for p in g["params"]]
-
-
-class Meter:
-    """Running sums of losses and correct predictions, averaged per sample.
-
-    Tensor values stay on their device until :meth:`means`: no host synchronisation per step.
-    """
-
-    def __init__(self) -> None:
-        self.sums: dict[str, Any] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, key: str, value: float | torch.Tensor, n: int) -> None:
-        if isinstance(value, torch.Tensor):
-            value = value.detach().float()
-        self.sums[key] = self.sums.get(key, 0.0) + value * n
-        self.counts[key] = self.counts.get(key, 0) + n
-
-    def add_acc(self, key: str, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.add(key, (logits.detach().argmax(1) == y).float().mean(), y.numel())
-
-    def means(self) -> dict[str, float]:
-        return {k: float(self.sums[k]) / max(1, self.counts[k]) for k in self.sums}
 
 
 class CyclicSearch:
@@ -178,7 +121,7 @@ class CyclicSearch:
         loss = self._eval_ce(levels, y)
         self.opt_e.zero_grad(set_to_none=True)
         loss.backward()
-        params = _params(self.opt_e)
+        params = optimizer_params(self.opt_e)
         average_gradients(params, self.ctx)
         self._clip(params)
         self.opt_e.step()
@@ -198,10 +141,10 @@ class CyclicSearch:
         """
         assert self.branch is not None and self.opt_e is not None
         lam = self.cfg.distill_lambda
-        with _frozen(self.search_only):
+        with frozen(self.search_only):
             self.opt_alpha.zero_grad(set_to_none=True)
             self.opt_e.zero_grad(set_to_none=True)
-            with torch.no_grad(), _buffers_kept(self.branch):  # a replay: its BatchNorm update happens below
+            with torch.no_grad(), buffers_kept(self.branch):  # a replay: its BatchNorm update happens below
                 teacher_values = self.branch(x)[1]
             s_logits, s_levels = self.space.student(x)
             ce_s = F.cross_entropy(s_logits, y)
@@ -224,7 +167,7 @@ class CyclicSearch:
             if not self.cfg.detach_teacher:  # the paper lets the distillation gradient reach w_E
                 loss_e = loss_e + lam * self.distiller(student_values, e_levels)
             loss_e.backward()
-            params_e = _params(self.opt_e)
+            params_e = optimizer_params(self.opt_e)
             alpha = self.space.arch_parameters()
             average_gradients(alpha + params_e, self.ctx)
             self._clip(params_e)
@@ -241,7 +184,7 @@ class CyclicSearch:
                          params: list[nn.Parameter], fixed: list[nn.Parameter],
                          clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """One cross-entropy update of the search network's ``params``; ``fixed`` gets no gradient."""
-        with _frozen(fixed):
+        with frozen(fixed):
             logits = self.space.search_logits(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
@@ -397,25 +340,10 @@ class CyclicSearch:
                 self.log.append(row)
                 gt.save(genotype, self.out / "genotype.json")
                 save_checkpoint(state, self.out / "checkpoint.pt")
-                tqdm.write(_summary(row))
+                tqdm.write(epoch_summary(row))
         if genotype is None:
             genotype = self.derive()
         if main:
             gt.save(genotype, self.out / "genotype.json")
             self.space.finish(genotype, self.out, self.branch)
         return genotype
-
-
-def _summary(row: dict[str, Any]) -> str:
-    parts = [f"epoch {row['epoch']} [{row['phase']}]", f"lr {row['lr']:.4g}"]
-    for key in ("train_acc", "val_acc_search", "val_acc_eval", "distill_loss"):
-        if key in row:
-            parts.append(f"{key} {row[key]:.3f}")
-    if "skip_normal" in row:
-        parts.append(f"skip(normal) {row['skip_normal']}")
-    if "child_madds" in row:
-        parts.append(f"{row['child_madds'] / 1e6:.1f}M MAdds")
-    if "child_latency_ms" in row:
-        parts.append(f"{row['child_latency_ms']:.2f} ms")
-    parts.append(f"{row['seconds']:.1f}s")
-    return " | ".join(parts)

@@ -25,8 +25,9 @@ from search.chain_space import ChainSpace
 from search.checkpoint import load_checkpoint, save_checkpoint
 from search.config import SearchConfig, resolved_defaults
 from search.data import SearchData
+from search.epoch_metrics import Meter
 from search.errors import SearchInputError
-from search.trainer import CyclicSearch, Meter
+from search.trainer import CyclicSearch
 
 SIZE, CLASSES, BATCH = 16, 4, 4
 SPACES = ("cell", "chain")
