@@ -17,6 +17,8 @@ Space-agnostic machinery (shared by the DARTS cell space and the chain-structure
 * ``eval_pool``     -- :class:`WeightPool`: w_E weights and momentum of every part any evaluation network used.
 * ``trainer``       -- :class:`CyclicSearch`: Algorithm 1 for any space: step order, warm-up, schedules,
                        BN averaging across processes, checkpoints, the log.
+* ``param_scopes``  -- what one update touches: frozen parameters, kept buffers, an optimizer's parameters and lr.
+* ``epoch_metrics`` -- :class:`Meter` (per-sample means of an epoch's losses and accuracies) and its summary line.
 * ``run_lock``      -- one writer per ``--out`` (an flock that dies with its process).
 * ``cli``           -- ``cdarts-search --space cell|chain``: one set of options, output-folder ownership
                        (``run.json``), ``--resume``, exit codes.
