@@ -7,7 +7,8 @@ this module only (as in timm's ``build_model_with_cfg``); what differs between n
 :class:`ModelFamily`, one per genotype kind, registered by the module that defines the family:
 
 * cell genotypes: :data:`backbones.darts_models.CELL_FAMILY` (:class:`backbones.darts_net.DartsNet`);
-* chain genotypes: :data:`backbones.chain_net.CHAIN_FAMILY` (timm MobileNetV3).
+* chain genotypes: :data:`backbones.chain_net.CHAIN_FAMILY` (timm MobileNetV3);
+* nb201 genotypes: :data:`backbones.nb201_net.NB201_FAMILY` (:class:`backbones.nb201_net.Nb201Net`).
 
 Each family turns explicit arguments and the genotype's network hints into the concrete network
 (``hints_to_kwargs``), names its timm ``pretrained_cfg`` (``default_cfg``) and builds the module with
@@ -26,7 +27,7 @@ from typing import Any, Optional, Protocol, Union
 from torch import nn
 
 from cdarts_deploy import genotype as gt
-from cdarts_deploy.genotype import CellGenotype, ChainGenotype, Genotype
+from cdarts_deploy.genotype import CellGenotype, ChainGenotype, Genotype, Nb201Genotype
 
 from .checkpoint_io import read_state_dict
 
@@ -96,7 +97,7 @@ def family_of(genotype: Genotype) -> ModelFamily:
 
 
 def _load(genotype: Union[str, os.PathLike, Genotype]) -> Genotype:
-    return genotype if isinstance(genotype, (CellGenotype, ChainGenotype)) else gt.load(genotype)
+    return genotype if isinstance(genotype, (CellGenotype, ChainGenotype, Nb201Genotype)) else gt.load(genotype)
 
 
 def resolve_network(genotype: Union[str, os.PathLike, Genotype], **given: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from genotype_samples import DARTS_V2_LEGACY, refusal_of_file, set_at, valid_cel
         (["version"], 2, "version", "expected 1"),
         (["version"], True, "version", "found version True"),
         (["format"], "darts", "format", "expected 'cdarts-genotype'"),
-        (["kind"], "graph", "kind", "expected 'cell' or 'chain'"),
+        (["kind"], "graph", "kind", "expected 'cell', 'chain' or 'nb201'"),
         (["extra"], 1, "extra", "unknown key 'extra'"),
     ],
 )

@@ -165,12 +165,23 @@ def test_query_by_string_with_json(capsys):
 @pytest.mark.parametrize("arch, message", [
     ("15625", "out of range"),
     ("12", "has no record of architecture 12"),
-    ("|none~0|+|none~0|none~1|+|none~0|none~1|bogus~2|", "not an architecture of the benchmark"),
+    ("|none~0|+|none~0|none~1|+|none~0|none~1|bogus~2|", "found operation 'bogus'"),
+    ("|none~0|+|none~0|none~1|", "found 2 node(s)"),
+    ("darts_v2", "is a cell genotype"),
 ])
 def test_query_mistakes_are_one_line(capsys, arch, message):
     assert nb201_cmd.main(["query", arch, "--benchmark", str(SUBSET)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("cdarts-nb201: error: ")
+
+
+def test_query_by_genotype_file(tmp_path, capsys):
+    from cdarts_deploy import genotype as gt
+
+    path = tmp_path / "found.json"
+    gt.save(gt.nb201_from_string(ARCH_11, name="found"), path)
+    assert nb201_cmd.main(["query", str(path), "--benchmark", str(SUBSET)]) == 0
+    assert "architecture 11:" in capsys.readouterr().out
 
 
 def test_restricted_unpickler_keeps_numpy_scalars_as_numbers():

@@ -8,7 +8,7 @@
 Prints the validation and test top-1 accuracy (percent, mean over the benchmark's seeds) of the
 200-epoch schedule on CIFAR-10, CIFAR-100 and ImageNet16-120.  The benchmark is the "simple" layout
 folder; only its meta file and the one record asked for are read, through an unpickler that builds
-nothing but the classes those files use.
+nothing but the classes those files use.  ``--json -`` writes the JSON to standard output instead of the table.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Sequence
 
+from cdarts_deploy import genotype as gt
 from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import OneLineParser, UsageError, add_json_option, run_main
 from cdarts_deploy.nats_bench import DATASETS, Benchmark, open_benchmark
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark index, benchmark string (|op~0|+|op~0|op~1|+...|) or nb201 genotype JSON file")
     q.add_argument("--benchmark", required=True, metavar="DIR",
                    help="NATS-Bench topology folder of the simple layout (meta.pickle.pbz2 + NNNNNN.pickle.pbz2)")
-    add_json_option(q, help="also write the accuracies as JSON to this file (- for standard output)")
+    add_json_option(q)  # "-": standard output (the description says so; the help text is every command's)
     return p
 
 
@@ -41,10 +42,7 @@ def resolve_index(bench: Benchmark, text: str) -> int:
     """The benchmark index ARCH names: an index, a benchmark string or a genotype file."""
     if text.isdigit():
         return _checked_index(bench, int(text))
-    if text.startswith("|"):
-        arch = text
-    else:
-        arch = _genotype_arch(text)
+    arch = _genotype_arch(text)
     index = bench.index_of(arch)
     if index is None:
         raise UsageError(f"{arch[:120]} is not an architecture of the benchmark; pass one of its "
@@ -58,9 +56,13 @@ def _checked_index(bench: Benchmark, index: int) -> int:
     return index
 
 
-def _genotype_arch(path: str) -> str:
-    raise UsageError(f"{path} is neither an index nor a benchmark string; pass an index 0..15624 or "
-                     "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
+def _genotype_arch(text: str) -> str:
+    """The benchmark string of a string or genotype file, validated (one line per mistake)."""
+    genotype = gt.load(text)
+    if not isinstance(genotype, gt.Nb201Genotype):
+        raise UsageError(f"{text} is a {genotype.kind} genotype; pass an nb201 genotype, a benchmark string or an "
+                         "index")
+    return genotype.arch_string()
 
 
 def format_table(index: int, arch: str, accuracies: dict) -> str:

@@ -1,12 +1,14 @@
 """The genotype format: pure data, no torch.
 
-A genotype is a versioned JSON document of one of two kinds:
+A genotype is a versioned JSON document of one of three kinds:
 
 * ``cell`` -- DARTS cell space: one or more stages, each with a normal and a
   reduction cell given per intermediate node as ``[operation, input_index]``
   pairs, plus the concatenated node indices.
 * ``chain`` -- the chain-structured MBConv space: stages of blocks that map
   one-to-one onto timm arch strings (``ir_r1_k5_s2_e6_c24_se0.25``).
+* ``nb201`` -- the NAS-Bench-201 space: one cell of 6 edges in the benchmark's own text
+  (``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|``).
 
 Legacy files of the reference code (``{"0": "Genotype(...)", ...}``), bare
 ``Genotype(...)`` strings and the original DARTS flat form are parsed with
@@ -25,6 +27,7 @@ Modules, from the bottom up:
 * ``cell`` -- the cell kind: operations, layouts, cell validation;
 * ``bases`` -- the chain space's base networks: by name, the tiny test base, a ``--base`` option;
 * ``chain`` -- the chain kind: the choice form and chain documents;
+* ``nb201`` -- the NAS-Bench-201 kind: the benchmark string both ways, nb201 documents;
 * ``legacy`` -- the reference code's ``Genotype(...)`` forms, read with :mod:`ast`;
 * ``document`` -- the document header and :func:`from_dict` / :func:`to_dict`;
 * ``zoo`` -- the built-in genotypes;
@@ -48,6 +51,15 @@ from cdarts_deploy.genotype.model import (
     ChainNetwork,
     Edge,
     Genotype,
+    Nb201Genotype,
+    Nb201Network,
+)
+from cdarts_deploy.genotype.nb201 import (
+    NB201_ARCHS,
+    NB201_DEFAULTS,
+    NB201_OPS,
+    nb201_from_string,
+    parse_nb201_string,
 )
 from cdarts_deploy.genotype.zoo import zoo_names
 
@@ -59,6 +71,9 @@ __all__ = [
     "FORMAT",
     "LAYOUTS",
     "LAYOUT_DEFAULTS",
+    "NB201_ARCHS",
+    "NB201_DEFAULTS",
+    "NB201_OPS",
     "SEARCH_OPS",
     "TINY_BASE",
     "VERSION",
@@ -72,6 +87,8 @@ __all__ = [
     "Edge",
     "Genotype",
     "GenotypeError",
+    "Nb201Genotype",
+    "Nb201Network",
     "apply_choices",
     "base_arch",
     "base_from_option",
@@ -81,6 +98,8 @@ __all__ = [
     "limits",
     "load",
     "loads",
+    "nb201_from_string",
+    "parse_nb201_string",
     "parse_arch_string",
     "resolve_base",
     "save",

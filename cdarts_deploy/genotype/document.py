@@ -1,7 +1,7 @@
 """The JSON document: its header (format, version, kind) and the conversions to and from genotypes.
 
-Current documents carry ``"format": "cdarts-genotype"``, ``"version": 1`` and ``"kind"`` (``cell`` or
-``chain``); :func:`from_dict` checks the header and hands the body to the kind's module.  Documents
+Current documents carry ``"format": "cdarts-genotype"``, ``"version": 1`` and ``"kind"`` (``cell``,
+``chain`` or ``nb201``); :func:`from_dict` checks the header and hands the body to the kind's module.  Documents
 without a header are the legacy forms (:mod:`cdarts_deploy.genotype.legacy`) or a bare chain
 ``arch``/``base`` object.
 """
@@ -15,7 +15,8 @@ from cdarts_deploy.genotype.cell import cell_from_dict
 from cdarts_deploy.genotype.chain import chain_from_dict
 from cdarts_deploy.genotype.errors import GenotypeError, repr_preview
 from cdarts_deploy.genotype.legacy import is_legacy_stages, legacy_stages_from_dict, parse_genotype_call
-from cdarts_deploy.genotype.model import CellGenotype, Genotype
+from cdarts_deploy.genotype.model import CellGenotype, Genotype, Nb201Genotype
+from cdarts_deploy.genotype.nb201 import nb201_from_dict, nb201_to_dict
 
 FORMAT = "cdarts-genotype"
 VERSION = 1
@@ -48,7 +49,9 @@ def from_dict(doc: Any, source: str = "<genotype>") -> Genotype:
         return cell_from_dict(doc, source)
     if kind == "chain":
         return chain_from_dict(doc, source)
-    raise GenotypeError(f"found kind {repr_preview(kind)}, expected 'cell' or 'chain'", "kind", source)
+    if kind == "nb201":
+        return nb201_from_dict(doc, source)
+    raise GenotypeError(f"found kind {repr_preview(kind)}, expected 'cell', 'chain' or 'nb201'", "kind", source)
 
 
 def to_dict(g: Genotype) -> dict:
@@ -68,6 +71,8 @@ def to_dict(g: Genotype) -> dict:
             }
             for st in g.stages
         ]
+    elif isinstance(g, Nb201Genotype):
+        doc.update(nb201_to_dict(g))
     else:
         doc["stages"] = [[{k: getattr(b, k) for k in BLOCK_KEYS} for b in stage] for stage in g.stages]
     net = {k: v for k, v in g.network.__dict__.items() if v is not None}

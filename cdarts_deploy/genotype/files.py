@@ -19,6 +19,7 @@ from cdarts_deploy.genotype import limits
 from cdarts_deploy.genotype.document import from_dict, to_dict
 from cdarts_deploy.genotype.errors import GenotypeError
 from cdarts_deploy.genotype.model import Genotype
+from cdarts_deploy.genotype.nb201 import looks_like_nb201_string, nb201_from_string
 from cdarts_deploy.genotype.zoo import looks_like_zoo_name, zoo_text
 
 # ---------------------------------------------------------------------------
@@ -27,13 +28,15 @@ from cdarts_deploy.genotype.zoo import looks_like_zoo_name, zoo_text
 
 
 def loads(text: str, source: str = "<string>") -> Genotype:
-    """Parse genotype text: JSON (current or legacy) or a bare ``Genotype(...)``."""
+    """Parse genotype text: JSON (current or legacy), a bare ``Genotype(...)`` or a NAS-Bench-201 string."""
     limits.check_text_size(text, source)
     stripped = text.strip()
     if not stripped:
         raise GenotypeError("found an empty document, expected a genotype JSON object", "", source)
     if stripped[0] in '{"[':
         doc = _parse_json(stripped, source)
+    elif looks_like_nb201_string(stripped):  # NAS-Bench-201's own text
+        return nb201_from_string(stripped, source)
     else:
         doc = stripped  # a bare Genotype(...) expression
     try:
@@ -76,12 +79,14 @@ def _format(value: Any, level: int) -> str:
 
 
 def load(path_or_name: str | os.PathLike) -> Genotype:
-    """Load a genotype from a file path or a built-in zoo name."""
+    """Load a genotype from a file path, a built-in zoo name or a NAS-Bench-201 string."""
     text_name = str(path_or_name)
     path = Path(path_or_name)
     exists, is_file = _probe(path)
     if not exists and looks_like_zoo_name(text_name):
         return loads(zoo_text(text_name), f"zoo:{text_name}")
+    if not exists and looks_like_nb201_string(text_name):
+        return loads(text_name, "<arch>")
     if not is_file:
         raise GenotypeError("file not found; expected a genotype JSON file or a zoo name", "", text_name)
     g = loads(_read_text(path, text_name), text_name)

@@ -1,11 +1,11 @@
 """The in-memory genotype: frozen dataclasses that compare with ``==`` and print readably.
 
-Two kinds share the fields ``stages``, ``network`` (hints for building the network), ``name`` and
-``description``:
+Three kinds share the fields ``network`` (hints for building the network), ``name`` and ``description``:
 
 * :class:`CellGenotype` -- DARTS cell space: per stage a normal and a reduction :class:`Cell`.
 * :class:`ChainGenotype` -- chain-structured MBConv space: stages of :class:`Block` s (from
   :mod:`~cdarts_deploy.genotype.blocks`), each one timm arch string.
+* :class:`Nb201Genotype` -- NAS-Bench-201 space: one cell of 4 nodes, one operation per edge.
 
 Construction does not validate; :func:`cdarts_deploy.genotype.from_dict` and the parsers do.
 """
@@ -129,4 +129,35 @@ class ChainGenotype:
         return "\n".join(lines)
 
 
-Genotype = Union[CellGenotype, ChainGenotype]
+@dataclass(frozen=True)
+class Nb201Network:
+    """Optional hints of the NAS-Bench-201 network: classes, input side, width C and cells N per stage."""
+
+    num_classes: int | None = None
+    input_size: int | None = None
+    width: int | None = None
+    cells: int | None = None
+
+
+@dataclass(frozen=True)
+class Nb201Genotype:
+    """A NAS-Bench-201 cell: ``nodes[i]`` holds the operations into node ``i + 1``, one from each node
+    ``0 .. i`` (``none`` included: the benchmark keeps it); ``index`` is the benchmark's index when known."""
+
+    nodes: tuple[tuple[str, ...], ...]
+    network: Nb201Network = field(default_factory=Nb201Network)
+    name: str | None = None
+    description: str | None = None
+    index: int | None = None
+    kind: str = field(default="nb201", init=False)
+
+    def arch_string(self) -> str:
+        """The benchmark's own text, ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``."""
+        return "+".join("|" + "|".join(f"{op}~{src}" for src, op in enumerate(node)) + "|" for node in self.nodes)
+
+    def __str__(self) -> str:
+        index = f" (benchmark index {self.index})" if self.index is not None else ""
+        return f"nb201 genotype {self.name or ''}".rstrip() + f"{index}\n  {self.arch_string()}"
+
+
+Genotype = Union[CellGenotype, ChainGenotype, Nb201Genotype]
