@@ -3,9 +3,9 @@
 Why: on CPU, PyTorch runs ``conv2d(groups=C)`` through oneDNN.  oneDNN's depthwise backward
 kernels take only undilated kernels, and for the weight gradient only kernels at most 3 wide and
 no taller than the input; any other depthwise backward (5x5, dilated) falls to its generic grouped
-kernel, which pads every one-channel group to a block of 16 and costs 5-25x the forward
-(``benchmarks/depthwise_backward.py`` measures it).  The same sums can be had from the fast kernels
-by rewriting the convolution:
+kernel, which pads every one-channel group to a block of 16 and costs several times the forward
+(``benchmarks/depthwise_backward.py`` measures it; figures: docs/results/search_step_cpu_kernels.md).  The same sums
+can be had from the fast kernels by rewriting the convolution:
 
 * input gradient at stride 1 (any dilation): a forward correlation of the output gradient with the
   flipped kernel; oneDNN's forward depthwise kernel takes any size and dilation;

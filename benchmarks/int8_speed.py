@@ -25,10 +25,10 @@ FP32 file (and its 95% Wilson interval, and the logit cosine) is measured on ``-
 
 Latency: the FP32 session and every variant's INT8 session alternate in ``--rounds`` rounds of ``--iters`` runs (one
 FP32 reference for all variants), so load from other processes hits them alike (each block after 0.15 s of untimed
-runs: the session timed before keeps its thread pool busy for a while, which slowed the next one's first batch-1 runs
-1.8x); the table shows the median wall time over all runs and the FP32/INT8 ratio, and the same for the process CPU
-time of a run (with ``--threads 1`` the work done, which other processes' load hardly changes; with more threads it
-includes the pool's spinning). The load average is recorded per row.
+runs: the session timed before keeps its thread pool busy for a while, which slows the next one's first batch-1 runs,
+docs/results/cpu_timing_noise.md); the table shows the median wall time over all runs and the FP32/INT8 ratio, and
+the same for the process CPU time of a run (with ``--threads 1`` the work done, which other processes' load hardly
+changes; with more threads it includes the pool's spinning). The load average is recorded per row.
 
 Variants: ``ort`` (what ``cdarts-export --int8`` makes: the ONNX Runtime target in the default CPU form, ``portable``,
 with its average pools as 8-bit pools or as depthwise convolutions, whichever ran faster at the largest of

@@ -1,7 +1,7 @@
 """Search quality on real images: first-order DARTS against CDARTS and two ablations, side by side.
 
-    .venv/bin/python benchmarks/search_quality.py --quick                 # ~2 minutes: proves it runs
-    .venv/bin/python benchmarks/search_quality.py                         # digits, ~20-40 min on 2 idle cores
+    .venv/bin/python benchmarks/search_quality.py --quick                 # a short run: proves it runs
+    .venv/bin/python benchmarks/search_quality.py                         # digits: docs/results/search_quality_digits*
     .venv/bin/python benchmarks/search_quality.py --data DATA/cifar-10-batches-py --device cuda --subset 10000
 
 Arms (same data, same seed, same schedule; only the named term differs):

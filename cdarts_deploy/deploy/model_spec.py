@@ -91,8 +91,8 @@ def calibrate_batchnorm(model: torch.nn.Module, input_size: tuple[int, int], bat
     A deep random network in eval mode (running mean 0, variance 1) shrinks its activations layer by
     layer until the logits no longer depend on the input; a parity check on such a model proves
     nothing.  Averaging BN statistics over a few random batches keeps activations at unit scale.
-    Two batches of four are plenty (every channel's statistics average over batch x H x W values,
-    thousands even in the last cells) and cost a third of the earlier three batches of eight.
+    Two batches of four are plenty: every channel's statistics average over batch x H x W values, thousands
+    even in the last cells.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
