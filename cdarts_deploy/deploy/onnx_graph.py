@@ -21,6 +21,9 @@ TRAINING_ONLY_OPS = frozenset({"Dropout", "RandomUniform", "RandomUniformLike", 
                                "Bernoulli"})
 
 EXPORTERS = ("dynamo", "torchscript")
+#: The tracing exporter: several times faster to run and the graph ONNX Runtime quantizes best; the commands'
+#: ``--exporter`` default too.
+DEFAULT_EXPORTER = "torchscript"
 
 
 class GraphCheckError(RuntimeError):
@@ -34,7 +37,7 @@ def export_onnx(
     opset: int = 18,
     dynamic_batch: bool = True,
     output_names: list[str] | None = None,
-    exporter: str = "dynamo",
+    exporter: str = DEFAULT_EXPORTER,
 ) -> None:
     """Export ``model`` to one self-contained ONNX file with one input named ``input``.
 

@@ -36,7 +36,7 @@ import torch
 from cdarts_deploy.atomic_files import publish_together, temp_beside
 from cdarts_deploy.deploy import ort, parity
 from cdarts_deploy.deploy.environment import environment
-from cdarts_deploy.deploy.onnx_graph import GraphCheckError, check_onnx, export_onnx
+from cdarts_deploy.deploy.onnx_graph import DEFAULT_EXPORTER, GraphCheckError, check_onnx, export_onnx
 from cdarts_deploy.deploy.timing import sample_host
 from cdarts_deploy.deploy.versions import library_versions
 from cdarts_deploy.errors import UserError
@@ -55,7 +55,7 @@ class OnnxExport:
     input_shape: tuple[int, int, int, int]
     opset: int = 18
     dynamic_batch: bool = True
-    exporter: str = "dynamo"
+    exporter: str = DEFAULT_EXPORTER
     output_names: list[str] | None = None
 
 
