@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from cdarts_deploy.commands.args import OneLineParser, UsageError, parse_size, positive_int, prepare_out_dir, run_main
+from cdarts_deploy.commands.args import (
+    OneLineParser,
+    UsageError,
+    add_out_dir_option,
+    parse_size,
+    positive_int,
+    prepare_out_dir,
+    run_main,
+)
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -56,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true",
                    help="detectors: export the raw per-level head outputs (no decoding, no NMS, static shape)")
     p.add_argument("--argmax", action="store_true", help="segmentors: output the per-pixel class instead of logits")
-    p.add_argument("--out", default=".", help="output folder (created if missing)")
+    add_out_dir_option(p, default=".")
     p.add_argument("--name", help="output file stem (default: the config's name)")
     p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, help="override config entries: key=value")

@@ -27,7 +27,15 @@ import torch
 
 from cdarts_deploy import bounded_json
 from cdarts_deploy.atomic_files import write_text
-from cdarts_deploy.commands.args import OneLineParser, run_main
+from cdarts_deploy.commands.args import (
+    OneLineParser,
+    add_device_option,
+    add_out_dir_option,
+    add_progress_option,
+    add_threads_option,
+    run_main,
+    square_size,
+)
 from cdarts_deploy.data.distributed import DistContext, init_distributed, shutdown
 from cdarts_deploy.errors import UserError
 
@@ -70,13 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(cell space); smoke32, smoke64 (chain space)")
     p.add_argument("--config", help="JSON file of option values (names as on the command line)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    shared = {"threads": add_threads_option, "progress": add_progress_option, "device": add_device_option,
+              "out": add_out_dir_option}
     for f in config_fields():
+        if f.name in shared:  # spelled, typed and explained as in every other command
+            shared[f.name](p, default=argparse.SUPPRESS)
+            continue
         flag = "--" + f.name.replace("_", "-")
         kw: dict[str, Any] = {"help": f"{f.metadata['help']} (default: {f.default!r})"}
         if isinstance(f.default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         else:
-            kw["type"] = type(f.default)
+            kw["type"] = square_size if f.name == "input_size" else type(f.default)
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
         p.add_argument(flag, **kw)

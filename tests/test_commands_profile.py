@@ -35,9 +35,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
     genotype = _tiny_genotype(tmp_path)
     out = tmp_path / "reports"
-    code = profile_cmd.main([str(genotype), "--backend", "torch", "--batch", "1,2", "--iters", "4", "--warmup", "1",
-                             "--threads", "1", "--gemm-sizes", "256", "--peers", "none", "--out", str(out),
-                             "--name", "rep"])
+    code = profile_cmd.main([str(genotype), "--backend", "torch", "--batch-sizes", "1,2", "--iters", "4",
+                             "--warmup", "1", "--threads", "1", "--gemm-sizes", "256", "--peers", "none",
+                             "--out", str(out), "--name", "rep"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["rep.json", "rep.md", "rep.png"]
     report = json.loads((out / "rep.json").read_text())
@@ -77,7 +77,7 @@ def test_profile_genotype_with_torch_writes_json_markdown_png(tmp_path):
 
 def test_profile_onnx_file_with_onnxruntime_and_fp16(tiny, tmp_path):
     _, path, _ = tiny
-    code = profile_cmd.main([str(path), "--batch", "2", "--iters", "3", "--warmup", "1", "--threads", "1",
+    code = profile_cmd.main([str(path), "--batch-sizes", "2", "--iters", "3", "--warmup", "1", "--threads", "1",
                              "--precision", "fp16", "--no-gemm", "--peers", "none", "--out", str(tmp_path),
                              "--name", "ort"])
     assert code == 0
@@ -100,7 +100,7 @@ def test_int8_row_is_compared_with_fp32_in_the_same_run(tiny, calibration_dir, t
         return real_session(model, *args, **kwargs)
 
     monkeypatch.setattr(ort, "session", recording_session)
-    code = profile_cmd.main([str(path), "--batch", "1", "--iters", "6", "--warmup", "1", "--threads", "1",
+    code = profile_cmd.main([str(path), "--batch-sizes", "1", "--iters", "6", "--warmup", "1", "--threads", "1",
                              "--precision", "int8", "--calib-dir", str(calibration_dir), "--no-gemm", "--peers",
                              "none", "--out", str(tmp_path / "out"), "--name", "q"])
     assert code == 0
@@ -122,8 +122,8 @@ def test_int8_row_is_compared_with_fp32_in_the_same_run(tiny, calibration_dir, t
     "args, needle",
     [
         (["darts_v2", "--backend", "tflite"], "unknown backend 'tflite'"),
-        (["darts_v2", "--batch", "1,x"], "do not parse"),
-        (["darts_v2", "--batch", "0"], "positive integers"),
+        (["darts_v2", "--batch-sizes", "1,x"], "do not parse"),
+        (["darts_v2", "--batch-sizes", "0"], "positive integers"),
         (["darts_v2", "--backend", "tensorrt"], "NVIDIA GPU"),
         (["no_such_genotype"], "no file or zoo genotype"),
         (["darts_v2", "--precision", "int8", "--backend", "onnxruntime"], "--calib-dir"),

@@ -395,7 +395,7 @@ def tiny(tiny_network):
 
 @pytest.fixture(scope="module")
 def static_onnx(tiny, tmp_path_factory):
-    """The tiny network's ONNX with its batch dimension fixed to 2 (as ``--static-batch --batch 2`` exports)."""
+    """The tiny network's ONNX with its batch dimension fixed to 2 (as ``--static-batch --batch-size 2`` exports)."""
     import onnx
 
     _, path, _ = tiny

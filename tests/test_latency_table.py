@@ -13,6 +13,7 @@ from scipy import stats
 
 from cdarts_deploy import latency_stats
 from cdarts_deploy import latency_table_format as lt
+from cdarts_deploy.commands.latency_table import TABLE_FILE
 from cdarts_deploy.commands.latency_table import main as table_main
 from cdarts_deploy.genotype import CHAIN_CHOICES, TINY_BASE
 from fake_latency import FakeTimer
@@ -153,9 +154,9 @@ TINY_ARGS = ["--space", "chain", "--base", "tiny", "--input-size", str(INPUT), "
 
 
 def test_command_measures_a_table_on_onnxruntime(tmp_path, capsys, single_torch_thread):
-    out = tmp_path / "table.json"
+    out = tmp_path / "tables"
     assert table_main([*TINY_ARGS, "--warmup", "3", "--iters", "10", "--validate", "3", "--out", str(out)]) == 0
-    table = lt.load(out)
+    table = lt.load(out / TABLE_FILE)
     assert table.runtime == "onnxruntime-cpu" and table.input_size == INPUT and table.batch == 1
     assert all(v > 0 for b in table.blocks for v in b.ms.values()) and all(f.ms > 0 for f in table.fixed)
     m = table.conditions["measurement"]
@@ -169,7 +170,7 @@ def test_command_measures_a_table_on_onnxruntime(tmp_path, capsys, single_torch_
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runtimes are available here")
 @pytest.mark.parametrize("runtime, words", [("tensorrt-fp16", "NVIDIA GPU"), ("torch-cuda", "NVIDIA GPU")])
 def test_command_refuses_a_runtime_this_machine_lacks(tmp_path, capsys, runtime, words):
-    out = tmp_path / "t.json"
+    out = tmp_path / "t"
     assert table_main([*TINY_ARGS, "--runtime", runtime, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cdarts-latency-table: error:") and words in err[0], err
@@ -177,14 +178,15 @@ def test_command_refuses_a_runtime_this_machine_lacks(tmp_path, capsys, runtime,
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--out", "{tmp}"], "is a folder"),
-    (["--out", "{tmp}/missing/t.json"], "does not exist"),
-    (["--base", "nonsense", "--out", "{tmp}/t.json"], "--base"),
-    (["--runtime", "tflite", "--out", "{tmp}/t.json"], "--runtime"),
-    (["--input-size", "0", "--out", "{tmp}/t.json"], "--input-size"),
-    (["--input-size", "16", "--out", "{tmp}/t.json"], "at least 32"),
+    (["--out", "{tmp}/blocker"], "is a file"),
+    (["--base", "nonsense", "--out", "{tmp}/t"], "--base"),
+    (["--runtime", "tflite", "--out", "{tmp}/t"], "--runtime"),
+    (["--input-size", "0", "--out", "{tmp}/t"], "--input-size"),
+    (["--input-size", "16", "--out", "{tmp}/t"], "at least 32"),
+    (["--input-size", "64x96", "--out", "{tmp}/t"], "square"),
 ])
 def test_command_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, words):
+    (tmp_path / "blocker").write_text("a file, not a folder")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     try:
         code = table_main([*TINY_ARGS, *argv])
@@ -193,7 +195,7 @@ def test_command_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, words):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
-    assert not (tmp_path / "t.json").exists()
+    assert not (tmp_path / "t").exists()
 
 
 def test_isolated_parts_sum_close_to_the_network_in_multiply_adds(fake_table):

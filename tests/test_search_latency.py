@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cdarts_deploy import latency_table_format as lt
+from cdarts_deploy.commands.latency_table import TABLE_FILE
 from cdarts_deploy.commands.latency_table import main as table_main
 from cdarts_deploy.genotype import CHAIN_CHOICES, TINY_BASE, load
 from fake_latency import FakeTimer
@@ -110,13 +111,13 @@ def test_cost_model_refuses_a_table_of_other_shapes(supernet, fake_table, tmp_pa
 def measured(tmp_path_factory):
     """(table path, data folder): a tiny table measured on ONNX Runtime by the command, and a 3-class dataset."""
     root = tmp_path_factory.mktemp("latency")
-    path = root / "table.json"
+    path = root / TABLE_FILE
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         assert table_main(["--base", "tiny", "--input-size", str(INPUT), "--stem-channels", "8", "--head-channels",
                            "128", "--num-classes", "3", "--threads", "1", "--warmup", "5", "--iters", "20",
-                           "--validate", "4", "--no-progress", "--out", str(path)]) == 0
+                           "--validate", "4", "--no-progress", "--out", str(root)]) == 0
     finally:
         torch.set_num_threads(torch_threads)
     return path, brightness_image_folder(root / "data", per_class=6, size=36)

@@ -16,7 +16,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, run_main
+from cdarts_deploy.commands.args import (
+    OneLineParser,
+    UsageError,
+    add_json_option,
+    add_threads_option,
+    library_threads,
+    positive_int,
+    run_main,
+)
 
 PROG = "cdarts-compare"
 
@@ -25,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("onnx", help="ONNX file exported from the golden file's network")
     p.add_argument("golden", help="golden .npz written by cdarts-export --debug-layers")
-    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads")
-    p.add_argument("--json", help="also write the per-layer rows to this JSON file")
+    add_threads_option(p)
+    add_json_option(p)  # the per-layer rows
     p.add_argument("--rows", type=positive_int, default=40, help="table rows to print (default 40)")
     return p
 
@@ -38,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.onnx).is_file():
         raise UsageError(f"{args.onnx} does not exist; pass an ONNX file")
     golden = lc.Golden.load(args.golden)
-    report = lc.compare_layers(golden, args.onnx, args.threads)
+    report = lc.compare_layers(golden, args.onnx, library_threads(args.threads))
     print(lc.format_table(report, args.rows))
     print(lc.summary(report))
     if args.json:

@@ -62,11 +62,15 @@ def format_text(env: Mapping[str, Any]) -> str:
     return "\n".join(f"{k + ':':<{width + 1}} {v}" if k else "" for k, v in rows) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdarts-env", description="Print what a bug report needs: CPU flags, the kernel "
                                 "paths torch / oneDNN / ONNX Runtime take here, library versions, GPU, threads.")
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     env = environment()
     env["accelerators"]["nvidia_smi"] = nvidia_smi()  # a subprocess: the command's, not the reports'
     sys.stdout.write(json.dumps(env, indent=2) + "\n" if args.json else format_text(env))

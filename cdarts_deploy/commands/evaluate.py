@@ -20,7 +20,16 @@ from backbones.checkpoint_io import load_into, read_state_dict
 from cdarts_deploy import bounded_json
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.atomic_files import write_text
-from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, run_main
+from cdarts_deploy.commands.args import (
+    OneLineParser,
+    UsageError,
+    add_json_option,
+    add_progress_option,
+    add_threads_option,
+    library_threads,
+    positive_int,
+    run_main,
+)
 from cdarts_deploy.training.data import DATASETS, eval_loader, eval_transform, read_datasets
 from cdarts_deploy.training.evaluate import MIN_AGREEMENT, agreement, check_agreement, evaluate_onnx
 from cdarts_deploy.training.loop import StepSettings, evaluate
@@ -36,10 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="exported ONNX file of the same network to evaluate on the same images")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT,
                    help=f"least fraction of identical predictions for the ONNX model (default {MIN_AGREEMENT})")
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch and ONNX Runtime")
-    p.add_argument("--json", help="also write the report to this file")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                   help="images per step of the validation loader (default 64)")
+    add_threads_option(p)
+    add_json_option(p)
+    add_progress_option(p)
     return p
 
 
@@ -73,13 +83,14 @@ def run(args: argparse.Namespace) -> int:
                          f"the network {doc['network']['num_classes']}; pass the data the run was trained on")
     data.val.transform = eval_transform(resolve_data_config({}, model=model), doc["config"].get("crop_pct"))
     loader = eval_loader(data.val, args.batch_size)
-    progress = not args.no_progress
+    progress = args.progress
     result = evaluate(model, loader, StepSettings(torch.device("cpu"), progress=progress), keep_predictions=True)
     report = dict(checkpoint=str(ckpt), images=result["images"], top1=result["top1"], top5=result["top5"])
     line = f"PyTorch: top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}% on {result['images']} images"
     same = None
     if args.onnx:
-        score = evaluate_onnx(args.onnx, loader, threads=args.threads, num_classes=data.num_classes, progress=progress)
+        score = evaluate_onnx(args.onnx, loader, threads=library_threads(args.threads), num_classes=data.num_classes,
+                              progress=progress)
         same = agreement(result["predictions"], score.predictions)
         report["onnx"] = dict(file=str(args.onnx), top1=score.top1, top5=score.top5, agreement=same)
         line += f"; ONNX: top-1 {score.top1:.2f}%, top-5 {score.top5:.2f}%, same prediction on {100 * same:.2f}%"

@@ -22,6 +22,11 @@ from cdarts_deploy import genotype as gt
 from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
+    add_deprecated_option,
+    add_exporter_option,
+    add_out_dir_option,
+    add_threads_option,
+    library_threads,
     parse_size,
     positive_int,
     prepare_out_dir,
@@ -39,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("genotype",
                    help="genotype JSON file (ours or the reference code's) or a zoo name, e.g. cdarts_imagenet")
     p.add_argument("--onnx", action="store_true", help="export a verified ONNX model")
-    p.add_argument("--out", default=".", help="output folder (created if missing; default: current folder)")
+    add_out_dir_option(p, default=".")
     p.add_argument("--name", help="output file stem (default: the genotype's name)")
     p.add_argument("--layout", choices=("cifar", "imagenet"), help="cell genotypes: network layout (overrides hints)")
     p.add_argument("--width", type=positive_int, help="cell genotypes: initial channels C")
@@ -48,13 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=parse_size, help="N or HxW (default from the genotype or layout)")
     p.add_argument("--checkpoint", help="state_dict of the matching timm model (loaded with weights_only=True)")
     p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--batch", type=positive_int, default=2,
-                   help="example batch; parity is checked at 1 and N (default 2)")
-    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="torchscript",
-                   help="torch ONNX exporter: torchscript (tracing; default, several times faster, and the graph "
-                   "ONNX Runtime quantizes best) or dynamo (torch.export)")
-    p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to --batch instead of dynamic")
-    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads for the latency check")
+    p.add_argument("--batch-size", type=positive_int, default=2, metavar="N",
+                   help="example batch the graph is exported with; parity is checked at 1 and N (default 2)")
+    add_deprecated_option(p, "--batch", "--batch-size", dest="batch_size", type=positive_int)
+    add_exporter_option(p)
+    p.add_argument("--static-batch", action="store_true",
+                   help="fix the batch dimension to --batch-size instead of dynamic")
+    add_threads_option(p)
     p.add_argument("--latency-iters", type=int, default=10, help="timed runs for the report's latency (0 to skip)")
     g = p.add_argument_group("deployment")
     g.add_argument("--trt", action="store_true", help="also build a TensorRT engine (NVIDIA GPU and tensorrt needed)")
@@ -129,10 +134,11 @@ def run(args: argparse.Namespace) -> int:
         pictures=args.plot, calib_dir=args.calib_dir, int8_target=_int8_target(args), int8_cpu=args.int8_cpu,
         max_batch=args.max_batch,
         workspace_mb=args.workspace_mb,
-        threads=args.threads, trt_timing_cache=args.trt_timing_cache, trt_opt_level=args.trt_opt_level,
+        threads=library_threads(args.threads), trt_timing_cache=args.trt_timing_cache,
+        trt_opt_level=args.trt_opt_level,
         eval_dir=args.eval_dir,
     )
-    artifacts.validate(request, args.batch)
+    artifacts.validate(request, args.batch_size)
     genotype = gt.load(args.genotype)
     out_dir = prepare_out_dir(args.out)
     if not wants_onnx(args):
@@ -178,10 +184,10 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
     images = pr.load_images(args.calib_dir, hw, limit=256, mean=mean, std=std) if args.calib_dir else None
     if images is not None:
         request = replace(request, calibration=images)
-    batches = [args.batch] if args.static_batch else sorted({1, args.batch})
-    # a static graph only takes --batch images at a time, so the real-image input is left out there
+    batches = [args.batch_size] if args.static_batch else sorted({1, args.batch_size})
+    # a static graph only takes --batch-size images at a time, so the real-image input is left out there
     inputs = artifacts.check_inputs(batches, hw, None if args.static_batch else images)
-    export = OnnxExport((args.batch, 3, *hw), args.opset, not args.static_batch, args.exporter)
+    export = OnnxExport((args.batch_size, 3, *hw), args.opset, not args.static_batch, args.exporter)
     report = {
         "name": name,
         "genotype": gt.to_dict(genotype),
@@ -189,7 +195,7 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
         **sizes,
         "macs_note": "multiply-adds of conv and linear layers for one image; macs_inclusive adds one op per "
         "BN/activation/pooling output element",
-        "input_shape": ["batch" if not args.static_batch else args.batch, 3, *hw],
+        "input_shape": ["batch" if not args.static_batch else args.batch_size, 3, *hw],
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "weights": ("checkpoint" if args.checkpoint
                     else "random init, BatchNorm statistics calibrated on random batches"),
@@ -206,7 +212,7 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
         x = inputs[parity.IMAGES][:1] if parity.IMAGES in inputs else next(iter(inputs.values()))
         _log(f"comparing every layer with PyTorch on {len(x)} input(s)")
         golden = lc.record_golden(model, x)
-        layers = lc.compare_layers(golden, verified.path, args.threads)
+        layers = lc.compare_layers(golden, verified.path, library_threads(args.threads))
         print(lc.format_table(layers), file=sys.stderr)
         _log(lc.summary(layers))
         golden.save(staging.temp(lc.golden_path(out_dir, name)))
@@ -214,7 +220,7 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
 
     wanted = any((request.fp16, request.int8, request.tensorrt, request.check, request.features, request.pictures,
                   request.eval_dir))
-    result = export_verified(model, out_dir, name, export, inputs, report, threads=args.threads,
+    result = export_verified(model, out_dir, name, export, inputs, report, threads=library_threads(args.threads),
                              latency_iters=args.latency_iters, require_input_dependence=True,
                              artifacts=more_files if wanted else None,
                              diagnose=debug_layers if args.debug_layers else None, log=_log)

@@ -1,9 +1,10 @@
-"""``cdarts-latency-table``: measure the latency of every part of the chain search space on one runtime.
+"""``cdarts-latency-table``: measure the latency of every part of the chain search space on one runtime into
+``latency_table.json`` in the ``--out`` folder.
 
-    cdarts-latency-table --space chain --runtime onnxruntime-cpu --input-size 224 --batch 1 --threads 2 \\
-        --out table.json
-    cdarts-latency-table --space chain --runtime onnxruntime-cpu --validate 10 --out table.json
-    cdarts-search --space chain --latency-table table.json --latency-budget 12ms ...
+    cdarts-latency-table --space chain --runtime onnxruntime-cpu --input-size 224 --batch-size 1 --threads 2 \\
+        --out tables/
+    cdarts-latency-table --space chain --runtime onnxruntime-cpu --validate 10 --out tables/
+    cdarts-search --space chain --latency-table tables/latency_table.json --latency-budget 12ms ...
 
 Every (block position, candidate) of the base, plus the stem, fixed blocks and head, is timed in
 isolation at the input shape it has in the network (median of ``--iters`` runs after ``--warmup``, the
@@ -24,12 +25,28 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from cdarts_deploy.commands.args import OneLineParser, UsageError, non_negative_int, positive_int, run_main
+from cdarts_deploy.commands.args import (
+    OneLineParser,
+    UsageError,
+    add_deprecated_option,
+    add_exporter_option,
+    add_out_dir_option,
+    add_progress_option,
+    add_threads_option,
+    deprecation_line,
+    non_negative_int,
+    positive_int,
+    prepare_out_dir,
+    run_main,
+    square_size,
+)
 from cdarts_deploy.genotype import base_from_option
 from cdarts_deploy.latency_stats import CORRECTIONS
 from cdarts_deploy.latency_table_format import RUNTIMES, save
 
 PROG = "cdarts-latency-table"
+#: The table's name inside ``--out``.
+TABLE_FILE = "latency_table.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,16 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", choices=("chain",), default="chain", help="search space (default chain)")
     p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime-cpu",
                    help="deployment runtime to measure on (default onnxruntime-cpu; the others need an NVIDIA GPU)")
-    p.add_argument("--input-size", type=positive_int, default=224, help="square input side (default 224)")
-    p.add_argument("--batch", type=positive_int, default=1, help="images per run (default 1)")
+    p.add_argument("--input-size", type=square_size, default=224, help="N or NxN, a square input (default 224)")
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="images per run (default 1)")
+    add_deprecated_option(p, "--batch", "--batch-size", dest="batch_size", type=positive_int)
     p.add_argument("--base", default="cdarts_b_base",
                    help="base architecture: cdarts_a_base, cdarts_b_base, tiny or a JSON file of arch-string stages "
                         "(default cdarts_b_base, as cdarts-search)")
     p.add_argument("--stem-channels", type=positive_int, default=16, help="stem width (default 16, as cdarts-search)")
     p.add_argument("--head-channels", type=positive_int, default=1280, help="head width (default 1280)")
     p.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
-    p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="intra-op CPU threads of ONNX Runtime (default 0: the runtime's default, all cores)")
+    add_threads_option(p)
     p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs per part (default 10)")
     p.add_argument("--iters", type=positive_int, default=50,
                    help="timed runs per part; the median is kept (default 50)")
@@ -59,17 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="correction fitted by --validate: scale (measured/sum ratio, default), offset (a constant "
                         "added) or affine (both, least squares)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random children of --validate (default 0)")
-    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
-                   help="ONNX exporter of the parts (default torchscript, the faster)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
-    p.add_argument("--out", required=True, help="the table file to write (JSON)")
+    add_exporter_option(p)
+    add_progress_option(p)
+    add_out_dir_option(p, required=True)
     return p
 
 
 def _check_out(path: str) -> Path:
+    """The table file: ``TABLE_FILE`` in the folder ``--out``, or, the older spelling, ``--out`` itself when it
+    names a .json file."""
     out = Path(path)
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; pass the path of the table file, e.g. {out / 'table.json'}")
+    if out.suffix.lower() != ".json" or out.is_dir():
+        return prepare_out_dir(out) / TABLE_FILE
+    print(deprecation_line(PROG, "--out FILE", "--out DIR"), file=sys.stderr)
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: folder {out.parent} does not exist; create it or pass another path")
     return out
@@ -87,16 +106,16 @@ def run(args: argparse.Namespace) -> int:
         validate_table,
     )
 
-    out = _check_out(args.out)
     if args.input_size < 32:
         raise UsageError(f"--input-size {args.input_size}: must be at least 32 (the chain networks reduce by 32)")
     require_runtime(args.runtime)  # before any work: a machine without the runtime says so in one line
     base = base_from_option(args.base)
+    out = _check_out(args.out)  # after the other checks: bad input creates no folder
     network = {"num_classes": args.num_classes, "stem_channels": args.stem_channels,
                "head_channels": args.head_channels}
     with PartTimer(args.runtime, threads=args.threads, warmup=args.warmup, iters=args.iters,
                    exporter=args.exporter, rounds=args.rounds) as timer:
-        table = measure_chain_table(base, network, args.input_size, args.batch, timer, progress=args.progress)
+        table = measure_chain_table(base, network, args.input_size, args.batch_size, timer, progress=args.progress)
         print(f"{len(table.blocks)} searchable blocks x {len(table.blocks[0].ms)} candidates + "
               f"{len(table.fixed)} fixed parts on {args.runtime}; fixed parts {table.fixed_ms():.3f} ms")
         if args.validate:

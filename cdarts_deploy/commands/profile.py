@@ -1,9 +1,9 @@
 """``cdarts-profile``: latency percentiles of a genotype or an ONNX file across runtimes.
 
-    cdarts-profile cdarts_cifar --backend torch,onnxruntime --batch 1,32 --threads 2
+    cdarts-profile cdarts_cifar --backend torch,onnxruntime --batch-sizes 1,32 --threads 2
     cdarts-profile model.onnx --backend onnxruntime --input-size 224 --iters 200
-    cdarts-profile cdarts_b --batch 32 --out reports/            # with the default peers, same run
-    cdarts-profile cdarts_b --peers none --batch 32 --out reports/
+    cdarts-profile cdarts_b --batch-sizes 32 --out reports/            # with the default peers, same run
+    cdarts-profile cdarts_b --peers none --batch-sizes 32 --out reports/
 
 Writes ``<name>.json``, ``<name>.md`` and ``<name>.png`` (latency against
 multiply-adds) into ``--out`` only when every measurement finished.
@@ -22,6 +22,12 @@ from typing import Sequence
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.commands.args import (
     OneLineParser,
+    add_batch_sizes_option,
+    add_deprecated_option,
+    add_device_option,
+    add_out_dir_option,
+    add_threads_option,
+    batch_sizes,
     non_negative_int,
     parse_size,
     positive_int,
@@ -35,18 +41,6 @@ from cdarts_deploy.deploy.timing import DEFAULT_ITERS, PERCENTILE_MIN_SAMPLES, u
 from cdarts_deploy.deploy.trt import EngineBuildError
 
 PROG = "cdarts-profile"
-
-
-def parse_batches(text: str) -> list[int]:
-    """``1,8,32`` -> [1, 8, 32]."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"batch sizes {text!r} do not parse; give positive integers like 1,8,32") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes {text!r} must be positive integers like 1,8,32")
-    return sorted(set(values))
 
 
 def parse_backends(text: str) -> list[str]:
@@ -63,13 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="genotype JSON, zoo name (e.g. cdarts_cifar) or an .onnx file")
     p.add_argument("--backend", type=parse_backends, action="extend", help=f"comma list of {', '.join(BACKENDS)} "
                    "(repeatable; default torch,onnxruntime for a genotype, onnxruntime for an ONNX file)")
-    p.add_argument("--batch", type=parse_batches, default=[1], help="batch sizes, e.g. 1,8,32 (default 1)")
+    add_batch_sizes_option(p)
+    add_deprecated_option(p, "--batch", "--batch-sizes", dest="batch_sizes", type=batch_sizes)
     p.add_argument("--input-size", type=parse_size, help="N or HxW (default: the genotype's or the ONNX file's)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch and ONNX Runtime (default: all cores)")
+    add_threads_option(p)
     p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS,
                    help=f"timed runs per measurement (default {DEFAULT_ITERS}; p99 needs at least 100, p95 20, p90 10)")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda for tensorrt, else cpu")
+    add_device_option(p)  # auto: cuda for the tensorrt backend, else cpu
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp16: FP16 ONNX / half PyTorch on CUDA; int8: Q/DQ ONNX (needs --calib-dir)")
     p.add_argument("--calib-dir", help="folder of images for INT8 calibration")
@@ -85,10 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tensorrt: time the GPU compute as a CUDA graph replay (host latency and enqueue time are "
                    "always plain launches)")
     p.add_argument("--no-gemm", action="store_true", help="skip measuring the GEMM rate (no compute floor)")
-    p.add_argument("--gemm-sizes", type=parse_batches, default=[1024, 2048],
+    p.add_argument("--gemm-sizes", type=batch_sizes, default=[1024, 2048],
                    help="square matrix sizes tried for the GEMM rate, measured before and after the models; the "
                    "highest median counts (default 1024,2048)")
-    p.add_argument("--out", default=".", help="output folder (default: current folder)")
+    add_out_dir_option(p, default=".")
     p.add_argument("--name", help="report file stem (default: profile_<target>)")
     return p
 
@@ -99,7 +94,7 @@ def _log(message: str) -> None:
 
 def check_args(args: argparse.Namespace, backends: list[str], is_onnx: bool) -> str:
     """Reject impossible combinations before any work; returns the device."""
-    device = args.device or ("cuda" if "tensorrt" in backends else "cpu")
+    device = args.device if args.device != "auto" else ("cuda" if "tensorrt" in backends else "cpu")
     if "tensorrt" in backends:
         from cdarts_deploy.deploy.trt import require_tensorrt
 
@@ -197,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         rows = []
         try:
             for subject in subjects:
-                rows += sj.measure_subject(subject, backends, args.batch, warmup=args.warmup, iters=args.iters,
+                rows += sj.measure_subject(subject, backends, args.batch_sizes, warmup=args.warmup, iters=args.iters,
                                            device=device, precision=args.precision, threads=threads, work=work,
                                            calib_dir=args.calib_dir, log=_log, cuda_graph=args.cuda_graph)
         except (sj.VerificationFailed, EngineBuildError) as exc:

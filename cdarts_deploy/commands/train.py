@@ -25,10 +25,15 @@ from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
+    add_device_option,
+    add_out_dir_option,
+    add_progress_option,
+    add_threads_option,
     non_negative_int,
     positive_int,
     prepare_out_dir,
     run_main,
+    square_size,
 )
 from cdarts_deploy.data.distributed import init_distributed, shutdown
 from cdarts_deploy.training import presets
@@ -42,6 +47,8 @@ def _flag_type(f: dataclasses.Field) -> Any:
     hint = typing.get_type_hints(presets.TrainConfig)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     base = args[0]
+    if f.name == "input_size":  # N or NxN, as every command's --input-size
+        return square_size
     if base is int:
         return non_negative_int
     return base
@@ -53,18 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("genotype", help="genotype JSON file or zoo name, e.g. cdarts_cifar")
     p.add_argument("--data-root", required=True,
                    help="CIFAR python batch folder, or an ImageFolder with train/ and val/")
-    p.add_argument("--out", required=True, help="run folder (created if missing)")
+    add_out_dir_option(p, required=True)
     p.add_argument("--preset", choices=tuple(presets.PRESETS), help="recipe whose values fill the flags not given")
     p.add_argument("--dataset", choices=DATASETS, default="auto", help="default: detected from --data-root")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its resume.pth")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device_option(p)
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
                    help="mixed precision (auto: bf16 on a GPU that supports it, else fp16 on GPU, off on CPU)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    p.add_argument("--threads", type=positive_int, help="CPU threads per process")
-    p.add_argument("--eval-batch-size", type=positive_int)
+    add_threads_option(p)
+    p.add_argument("--eval-batch-size", type=positive_int, metavar="N",
+                   help="images per step of the validation loader (default: --batch-size)")
     p.add_argument("--stop-after", type=positive_int, help="stop after this many finished epochs (resume later)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_option(p)
     g = p.add_argument_group("recipe (defaults from --preset)")
     for f in dataclasses.fields(presets.TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -118,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         write_text(out / "run.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
     opts = RunOptions(out=out, ctx=ctx, amp_dtype=amp, channels_last=args.channels_last, resume=args.resume,
-                      stop_after=args.stop_after, progress=not args.no_progress,
+                      stop_after=args.stop_after, progress=args.progress,
                       eval_batch_size=args.eval_batch_size, on_start=on_start)
     start = time.perf_counter()
     try:

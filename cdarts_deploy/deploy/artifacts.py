@@ -77,7 +77,7 @@ def validate(request: ArtifactRequest, batch: int) -> None:
     if request.calib_dir:
         pr.image_files(request.calib_dir)
     if request.max_batch < max(1, batch):
-        raise UserError(f"--max-batch {request.max_batch} is below --batch {batch}")
+        raise UserError(f"--max-batch {request.max_batch} is below --batch-size {batch}")
     if request.eval_dir:
         _image_folder(request.eval_dir)
     if (request.trt_timing_cache is not None or request.trt_opt_level is not None) and not request.tensorrt:
