@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """How well a latency table's sum predicts measured latency: random children of the chain space, end to end.
 
-    cdarts-latency-table --space chain --runtime onnxruntime-cpu --input-size 224 --threads 2 --out table.json
-    python benchmarks/latency_model.py --table table.json --children 20 --out docs/results/latency_model
+    cdarts-latency-table --space chain --runtime onnxruntime-cpu --input-size 224 --threads 2 --out tables/
+    python benchmarks/latency_model.py --table tables/latency_table.json --children 20 --out docs/results/latency_model
 
 For ``--children`` random children of the table's base (seeded, drawn independently of the
 table's own ``--validate`` children; ``--sampling spread``, the default, draws them from the
