@@ -62,7 +62,7 @@ RUN_FILE = "run.json"
 
 LATENCY_FILE = "latency.json"
 RUN_FILES = (RUN_FILE, "checkpoint.pt", "genotype.json", "log.jsonl", "cells.png", "choices.png", "child.pth",
-             LATENCY_FILE)
+             LATENCY_FILE, "benchmark.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +233,10 @@ def build_space(cfg: SearchConfig, num_classes: int, layout: str, input_size: in
         from .chain_space import ChainSpace
 
         return ChainSpace(cfg, num_classes, input_size, device)
+    if cfg.space == "nb201":
+        from .nb201_space import Nb201Space
+
+        return Nb201Space(cfg, num_classes, input_size, device)
     from .cell_space import CellSpace
 
     return CellSpace(cfg, num_classes, layout, input_size, device)

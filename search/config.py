@@ -1,6 +1,6 @@
 """Every option of ``cdarts-search`` with the paper's values (Table 1, CIFAR row) as defaults, plus presets.
 
-One set of options for both search spaces (``--space cell|chain``).  Precedence:
+One set of options for every search space (``--space cell|chain|nb201``).  Precedence:
 defaults < the space's defaults (``SPACE_DEFAULTS``) < ``--preset`` < ``--config FILE``
 (a JSON object of option names) < options given on the command line.
 """
@@ -14,8 +14,9 @@ from typing import Any
 
 from cdarts_deploy import bounded_json
 from cdarts_deploy.errors import UserError
-from cdarts_deploy.genotype import LAYOUT_DEFAULTS
+from cdarts_deploy.genotype import LAYOUT_DEFAULTS, NB201_DEFAULTS
 from cdarts_deploy.latency_table_format import RUNTIMES, parse_duration_ms
+from cdarts_deploy.nats_bench import BenchmarkError, open_benchmark
 from cdarts_deploy.options import option
 
 from .errors import SearchInputError
@@ -32,8 +33,9 @@ class SearchConfig:
     dataset: str = option("cifar10", "cifar10, cifar100 or imagefolder", choices=("cifar10", "cifar100", "imagefolder"))
     data_root: str = option("", "CIFAR python batch directory, or ImageFolder root")
     out: str = option("", "output directory (genotype.json, log.jsonl, cells.png, checkpoint.pt)")
-    space: str = option("cell", "search space: cell (DARTS cells, paper Sec. 3.3) or chain (MBConv blocks, "
-                      "paper Sec. 4.6.1)", choices=("cell", "chain"))
+    space: str = option("cell", "search space: cell (DARTS cells, paper Sec. 3.3), chain (MBConv blocks, "
+                      "paper Sec. 4.6.1) or nb201 (NAS-Bench-201 cell, paper Sec. 4.2)",
+                      choices=("cell", "chain", "nb201"))
     method: str = option("cdarts", "cdarts (cyclic, Algorithm 1) or darts (first-order DARTS baseline)",
                        choices=("cdarts", "darts"))
     seed: int = option(0, "random seed (same seed, same result on CPU)")
@@ -100,6 +102,9 @@ class SearchConfig:
                      "or a JSON file of arch-string stages")
     stem_channels: int = option(16, "chain space: stem width")
     head_channels: int = option(1280, "chain space: width of the 1x1 conv before the classifier")
+    # NAS-Bench-201 space
+    benchmark: str = option("", "nb201 space: NATS-Bench topology folder (simple layout); logs the derived "
+                          "architecture's benchmark accuracy every epoch and draws benchmark.png")
     # data
     train_portion: float = option(0.5, "CIFAR: fraction of the training set used as train (the rest is val)")
     subset: int = option(0, "CIFAR: use only the first N training images (0: all)")
@@ -119,7 +124,7 @@ class SearchConfig:
 
 
 #: Options that may differ between the run that wrote a checkpoint and the one resuming it.
-RUNTIME_ONLY = {"workers", "device", "threads", "progress", "out", "data_root", "measure_latency"}
+RUNTIME_ONLY = {"workers", "device", "threads", "progress", "out", "data_root", "measure_latency", "benchmark"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -143,6 +148,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 SPACE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cell": {},
     "chain": dict(dataset="imagefolder", lr=0.5, weight_decay=4e-5, train_fraction=0.5, val_fraction=0.5),
+    # Table 1's NAS-Bench-201 row: 50 search epochs, no skip-connect L1 term; the benchmark's C=16, N=5 networks.
+    "nb201": dict(epochs=50, reg_lambda=0.0, width=16, cells=5),
 }
 
 
@@ -182,7 +189,8 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 def resolved_defaults(cfg: SearchConfig, layout: str) -> SearchConfig:
     """Fill the 0 = 'depends on the data' options."""
-    network = LAYOUT_DEFAULTS[layout]  # the evaluation network of the paper for this layout
+    # the evaluation network of the paper for this layout, or the benchmark's network (C=16, N=5)
+    network = NB201_DEFAULTS if cfg.space == "nb201" else LAYOUT_DEFAULTS[layout]
     return dataclasses.replace(
         cfg,
         eval_width=cfg.eval_width or cfg.width,
@@ -218,6 +226,16 @@ def latency_budget_ms(cfg: SearchConfig) -> float:
         raise SearchInputError(str(exc)) from None
 
 
+def check_benchmark(cfg: SearchConfig) -> None:
+    """``--benchmark`` names a simple-layout folder and goes with ``--space nb201`` (checked before any output)."""
+    if cfg.space != "nb201":
+        raise SearchInputError("--benchmark: the NAS-Bench-201 benchmark scores the nb201 space; add --space nb201")
+    try:
+        open_benchmark(cfg.benchmark)
+    except BenchmarkError as exc:
+        raise SearchInputError(f"--benchmark {exc}") from None
+
+
 def check_config(cfg: SearchConfig) -> SearchConfig:
     """``cfg`` if its values can run; otherwise a one-line :class:`SearchInputError` naming the option."""
     if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.update_epochs < 1 or cfg.batch_size < 1:
@@ -232,6 +250,11 @@ def check_config(cfg: SearchConfig) -> SearchConfig:
     if (cfg.latency_table or cfg.latency_budget) and cfg.space != "chain":
         raise SearchInputError("--latency-table/--latency-budget: latency is a term of the chain space; "
                                "add --space chain")
+    if cfg.benchmark:
+        check_benchmark(cfg)
+    if cfg.space == "nb201" and (cfg.per_stage_alpha or cfg.learn_beta):
+        raise SearchInputError("--per-stage-alpha/--learn-beta: the nb201 space has one alpha shared by all cells; "
+                               "drop them")
     if cfg.latency_budget:
         if not cfg.latency_table:
             raise SearchInputError(f"--latency-budget {cfg.latency_budget}: needs --latency-table FILE (measure one "

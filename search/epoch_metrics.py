@@ -43,5 +43,8 @@ def epoch_summary(row: dict[str, Any]) -> str:
         parts.append(f"{row['child_madds'] / 1e6:.1f}M MAdds")
     if "child_latency_ms" in row:
         parts.append(f"{row['child_latency_ms']:.2f} ms")
+    if "bench_index" in row:  # NAS-Bench-201: the derived architecture and its benchmark accuracy
+        test = row.get("bench_cifar10_test")
+        parts.append(f"nb201 #{row['bench_index']}" + (f" cifar10 test {test:.2f}" if test is not None else ""))
     parts.append(f"{row['seconds']:.1f}s")
     return " | ".join(parts)
