@@ -18,7 +18,7 @@ from .config import SearchConfig
 from .distill import EmbeddingHead
 from .errors import SearchInputError
 from .regularization import l1_penalty
-from .space import alpha_entropy
+from .space import alpha_entropy, load_space_state, space_state
 
 
 class CellSpace:
@@ -135,13 +135,10 @@ class CellSpace:
     # ----- checkpoint and outputs ------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"search_net": self.search_net.state_dict(), "student_heads": self.student_heads.state_dict(),
-                "pool": self.pool.state_dict()}
+        return space_state(self.search_net, self.student_heads, self.pool)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.search_net.load_state_dict(state["search_net"])
-        self.student_heads.load_state_dict(state["student_heads"])
-        self.pool.load_state_dict(state["pool"])
+        load_space_state(state, self.search_net, self.student_heads, self.pool)
 
     def finish(self, genotype: CellGenotype, out: Path, branch: nn.Module | None) -> None:
         from cdarts_deploy.drawing.cells import draw_genotype

@@ -30,7 +30,7 @@ from .config import SearchConfig, latency_budget_ms
 from .distill import EmbeddingHead
 from .errors import SearchInputError
 from .eval_pool import WeightPool
-from .space import alpha_entropy
+from .space import alpha_entropy, load_space_state, space_state
 
 __all__ = ["ChainSpace", "ChainEvalPool", "ChainSupernet", "MixedInvertedResidual", "choices_of"]
 
@@ -224,13 +224,10 @@ class ChainSpace:
         return row
 
     def state_dict(self) -> dict[str, Any]:
-        return {"search_net": self.supernet.state_dict(), "student_heads": self.student_heads.state_dict(),
-                "pool": self.pool.state_dict()}
+        return space_state(self.supernet, self.student_heads, self.pool)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.supernet.load_state_dict(state["search_net"])
-        self.student_heads.load_state_dict(state["student_heads"])
-        self.pool.load_state_dict(state["pool"])
+        load_space_state(state, self.supernet, self.student_heads, self.pool)
 
     def finish(self, genotype: ChainGenotype, out: Path, branch: nn.Module | None) -> None:
         """``child.pth``: the final network's weights (trained w_E when the live evaluation network is this

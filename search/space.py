@@ -53,3 +53,16 @@ def alpha_entropy(alpha: torch.Tensor) -> float:
         p = F.softmax(alpha.detach().float(), dim=-1)
         h = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
         return float(h / math.log(p.shape[-1]))
+
+
+def space_state(search_net: nn.Module, student_heads: nn.Module, pool: Any) -> dict[str, Any]:
+    """A space's part of a search checkpoint: its search network, embedding heads and evaluation weight pool."""
+    return {"search_net": search_net.state_dict(), "student_heads": student_heads.state_dict(),
+            "pool": pool.state_dict()}
+
+
+def load_space_state(state: dict[str, Any], search_net: nn.Module, student_heads: nn.Module, pool: Any) -> None:
+    """Restore what :func:`space_state` saved."""
+    search_net.load_state_dict(state["search_net"])
+    student_heads.load_state_dict(state["student_heads"])
+    pool.load_state_dict(state["pool"])
