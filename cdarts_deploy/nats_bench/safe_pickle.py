@@ -121,16 +121,19 @@ def decompress_bounded(raw: bytes, max_bytes: int, source: str) -> bytes:
 def read_file(path: str | os.PathLike, max_compressed: int = MAX_COMPRESSED_BYTES) -> bytes:
     """The raw bytes of a benchmark file, refusing one larger than ``max_compressed`` before reading it."""
     source = str(path)
+    too_big = (f"more than the {max_compressed} bytes a benchmark file may have; the file is not a NATS-Bench "
+               "record (replace it with the original)")
     try:
         size = os.stat(path).st_size
         if size > max_compressed:
-            raise BenchmarkError(
-                f"is {size} bytes, more than the {max_compressed} a benchmark file may have; "
-                "the file is not a NATS-Bench record (replace it with the original)", source)
+            raise BenchmarkError(f"is {size} bytes, {too_big}", source)
         with open(path, "rb") as handle:
-            return handle.read(max_compressed + 1)
+            data = handle.read(size + 1)  # not the cap: read(n) allocates n bytes up front
     except OSError as exc:
         raise BenchmarkError(f"cannot be read ({exc.strerror}); check the --benchmark folder", source) from None
+    if len(data) > max_compressed:  # grew after stat()
+        raise BenchmarkError(f"is {too_big}", source)
+    return data
 
 
 def loads(data: bytes, source: str) -> Any:
