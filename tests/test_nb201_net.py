@@ -81,3 +81,11 @@ def test_none_edges_contribute_zeros():
     cell = model.cells[0]
     with torch.no_grad():
         assert torch.count_nonzero(cell(torch.randn(1, 4, 8, 8))) == 0
+
+
+def test_cell_picture(tmp_path):
+    from cdarts_deploy.drawing import plot_genotype
+
+    files = plot_genotype(gt.nb201_from_string(NB201_RESNET, name="resnet"), tmp_path)
+    assert [f.name for f in files] == ["resnet_cell.png", "resnet_cell.svg"]
+    assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
