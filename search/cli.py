@@ -62,7 +62,7 @@ RUN_FILE = "run.json"
 
 LATENCY_FILE = "latency.json"
 RUN_FILES = (RUN_FILE, "checkpoint.pt", "genotype.json", "log.jsonl", "cells.png", "choices.png", "child.pth",
-             LATENCY_FILE, "benchmark.png")
+             LATENCY_FILE, "benchmark.png", "cell.png")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,8 @@ The search and evaluation networks share the benchmark's macro structure (C=16, 
 discretisation keeps the arg-max operation of every edge, ``none`` included (the benchmark's rule),
 and there is no skip-connect L1 term (Table 1).  With ``--benchmark DIR`` every epoch's derived
 architecture is looked up in the benchmark (index, and its 200-epoch accuracies when DIR holds its
-record), logged in ``log.jsonl`` and drawn against the epoch in ``benchmark.png``.
+record), logged in ``log.jsonl`` and drawn against the epoch in ``benchmark.png``; the final cell is drawn in
+``cell.png``.
 """
 
 from __future__ import annotations
@@ -146,9 +147,12 @@ class Nb201Space:
         self.pool.load_state_dict(state["pool"])
 
     def finish(self, genotype: Nb201Genotype, out: Path, branch: nn.Module | None) -> None:
+        from cdarts_deploy.drawing.benchmark_curve import plot_benchmark_curve
+        from cdarts_deploy.drawing.nb201_cells import plot_nb201_cell
+
+        plot_nb201_cell(genotype, out / "cell", formats=("png",))
         if self.benchmark is None:
             return
-        from cdarts_deploy.drawing.benchmark_curve import plot_benchmark_curve
 
         rows = EpochLog(out / "log.jsonl").read()
         plot_benchmark_curve(rows, out / BENCHMARK_PLOT, DATASETS,

@@ -121,6 +121,7 @@ def test_search_writes_an_nb201_genotype_that_exports(method, cifar_dir, tmp_pat
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2] and all(r["reg_coef"] == 0.0 for r in rows)
     assert all(isinstance(r["bench_index"], int) for r in rows) and rows[-1]["arch"] == g.arch_string()
+    assert (out / "cell.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _export_check(out / "genotype.json", tmp_path)
 
 
