@@ -104,7 +104,8 @@ def resolve_network(genotype: Union[str, os.PathLike, Genotype], **given: Any) -
     """The concrete network ``genotype`` is built as, for explicit ``given`` :data:`NETWORK_ARGS`.
 
     Cell genotypes: layout, width, cells, num_classes, input_size; chain genotypes: num_classes,
-    input_size.  Raises ``ValueError`` for arguments that do not fit the genotype.
+    input_size; nb201 genotypes: width, cells (per stage), num_classes, input_size.  Raises ``ValueError``
+    for arguments that do not fit the genotype.
     """
     genotype = _load(genotype)
     return family_of(genotype).hints_to_kwargs(genotype, {k: given.get(k) for k in NETWORK_ARGS})
@@ -185,9 +186,10 @@ def create_model_from_genotype(
 ) -> nn.Module:
     """Build the network of ``genotype`` (path, zoo name or object) as a timm model.
 
-    ``layout``, ``width`` and ``cells`` apply to cell genotypes only; ``input_size`` (a side length) sets
-    the ``pretrained_cfg`` input size.  Raises :class:`cdarts_deploy.genotype.GenotypeError` for an
-    unreadable or invalid genotype and ``ValueError`` for arguments that do not fit it.
+    ``layout`` applies to cell genotypes only, ``width`` and ``cells`` to cell and nb201 genotypes;
+    ``input_size`` (a side length) sets the ``pretrained_cfg`` input size.  Raises
+    :class:`cdarts_deploy.genotype.GenotypeError` for an unreadable or invalid genotype and ``ValueError``
+    for arguments that do not fit it.
     """
     genotype = _load(genotype)
     given = dict(layout=layout, width=width, cells=cells, num_classes=num_classes, input_size=input_size)
