@@ -24,7 +24,7 @@ from .distill import EmbeddingHead
 from .nb201_eval import Nb201EvalPool
 from .nb201_supernet import Nb201SearchNetwork, discretize
 from .runlog import EpochLog
-from .space import alpha_entropy
+from .space import alpha_entropy, load_space_state, space_state
 
 BENCHMARK_PLOT = "benchmark.png"
 
@@ -138,13 +138,10 @@ class Nb201Space:
     # ----- checkpoint and outputs ------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"search_net": self.search_net.state_dict(), "student_heads": self.student_heads.state_dict(),
-                "pool": self.pool.state_dict()}
+        return space_state(self.search_net, self.student_heads, self.pool)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.search_net.load_state_dict(state["search_net"])
-        self.student_heads.load_state_dict(state["student_heads"])
-        self.pool.load_state_dict(state["pool"])
+        load_space_state(state, self.search_net, self.student_heads, self.pool)
 
     def finish(self, genotype: Nb201Genotype, out: Path, branch: nn.Module | None) -> None:
         from cdarts_deploy.drawing.benchmark_curve import plot_benchmark_curve

@@ -137,3 +137,26 @@ def test_bad_benchmark_options_are_one_line_and_write_nothing(args, message, cif
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_interrupted_search_resumes_to_the_same_result(cifar_dir, tmp_path, monkeypatch):
+    from search.trainer import CyclicSearch
+
+    args = [*TINY, "--dataset", "cifar10", "--data-root", str(cifar_dir)]
+    straight = tmp_path / "straight"
+    assert main([*args, "--out", str(straight)]) == 0
+    run_epoch = CyclicSearch.run_epoch
+
+    def stop_at_epoch_2(self, epoch, bar):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return run_epoch(self, epoch, bar)
+
+    out = tmp_path / "interrupted"
+    monkeypatch.setattr(CyclicSearch, "run_epoch", stop_at_epoch_2)
+    assert main([*args, "--out", str(out)]) == 130  # checkpoint of epochs 0 and 1
+    monkeypatch.setattr(CyclicSearch, "run_epoch", run_epoch)
+    assert main(["--out", str(out), "--resume", "--no-progress", "--threads", "1"]) == 0
+    assert (out / "genotype.json").read_text() == (straight / "genotype.json").read_text()
+    states = [torch.load(d / "checkpoint.pt", weights_only=True) for d in (out, straight)]
+    assert torch.equal(*(s["space"]["search_net"]["alpha"] for s in states))
