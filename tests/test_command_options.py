@@ -124,7 +124,7 @@ def test_batch_size_is_one_integer_wherever_it_appears():
 def test_help_shows_no_old_spelling(prog):
     text = _help(_parser(prog))
     assert not re.search(r"--batch(?![-\w])", text), "--batch: use --batch-size or --batch-sizes"
-    assert "--out-metrics" not in text and "--eval-batch-size " not in text.replace("--eval-batch-size N", "")
+    assert "--out-metrics" not in text
     if "--no-progress" in text:
         assert "--progress | --no-progress" in text, "--no-progress comes with --progress"
 
@@ -212,6 +212,27 @@ def test_latency_table_out_is_a_folder_and_an_old_json_path_still_works(tmp_path
     assert latency_table._check_out(str(tmp_path / "old.json")) == tmp_path / "old.json" / latency_table.TABLE_FILE
     with pytest.raises(shared.UsageError, match="does not exist"):
         latency_table._check_out(str(tmp_path / "missing" / "t.json"))
+
+
+def _tools_test_parser() -> argparse.ArgumentParser:
+    """tools/test.py, the mmdet-style evaluation script (not a console script)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tools_test_script", Path(__file__).parents[1] / "tools" / "test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+def test_tools_test_writes_its_metrics_with_json_and_still_takes_out_metrics(capsys):
+    (action,) = _actions(_tools_test_parser(), "--json")
+    assert action.help == shared.JSON_HELP and action.metavar == "FILE"
+    argv = ["config.py", "epoch_1.pth"]
+    assert _tools_test_parser().parse_args([*argv, "--json", "m.json"]).json == "m.json"
+    assert capsys.readouterr().err == ""
+    assert _tools_test_parser().parse_args([*argv, "--out-metrics", "m.json"]).json == "m.json"
+    assert capsys.readouterr().err.splitlines() == ["test.py: warning: --out-metrics is deprecated; use --json"]
+    assert "--out-metrics" not in _tools_test_parser().format_help()
 
 
 def _script(name: str) -> str:

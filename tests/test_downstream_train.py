@@ -120,7 +120,7 @@ def test_test_tool_reports_coco_metrics(trained_detector, coco, imagenet_checkpo
     out = tmp_path / "metrics.json"
     results = tmp_path / "results.pkl"
     _ok(_run("tools/test.py", config, str(work / "epoch_1.pth"), "--work-dir", str(tmp_path / "work"),
-             "--out-metrics", str(out), "--out", str(results), "--show-dir", "vis",
+             "--json", str(out), "--out", str(results), "--show-dir", "vis",
              "--cfg-options", *_det_opts(coco, imagenet_checkpoint)))
     metrics = json.loads(out.read_text())
     assert 0.0 <= metrics["coco/bbox_mAP"] <= 1.0 or metrics["coco/bbox_mAP"] == -1.0
@@ -247,7 +247,7 @@ def test_train_and_test_segmentor_with_iou_metric(cityscapes, tmp_path):
     ckpt = work / "iter_2.pth"
     assert ckpt.is_file()
     out = tmp_path / "metrics.json"
-    _ok(_run("tools/test.py", config, str(ckpt), "--work-dir", str(tmp_path / "test"), "--out-metrics", str(out),
+    _ok(_run("tools/test.py", config, str(ckpt), "--work-dir", str(tmp_path / "test"), "--json", str(out),
              "--cfg-options", *_seg_opts(cityscapes)))
     metrics = json.loads(out.read_text())
     assert 0.0 <= metrics["mIoU"] <= 100.0 and "aAcc" in metrics

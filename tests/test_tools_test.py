@@ -102,7 +102,7 @@ def test_tta_detector_merges_scales_and_flips(coco, tmp_path):
     for tta in (False, True):
         name = "tta" if tta else "plain"
         proc = _run("tools/test.py", DET_CONFIG, str(ckpt), "--work-dir", str(tmp_path / name),
-                    "--out", str(tmp_path / f"{name}.pkl"), "--out-metrics", str(tmp_path / f"{name}.json"),
+                    "--out", str(tmp_path / f"{name}.pkl"), "--json", str(tmp_path / f"{name}.json"),
                     *(["--tta"] if tta else []), "--cfg-options", *_det_opts(coco), *DET_TTA_SCALES)
         assert "coco/bbox_mAP" in json.loads((tmp_path / f"{name}.json").read_text())
         with open(tmp_path / f"{name}.pkl", "rb") as fh:  # our own file, written by mmdet's DumpDetResults
@@ -123,7 +123,7 @@ def test_tta_segmentor_uses_the_config_tta(cityscapes, tmp_path):
     for tta in (False, True):
         name = "tta" if tta else "plain"
         proc = _run("tools/test.py", SEG_CONFIG, str(ckpt), "--work-dir", str(tmp_path / f"work_{name}"),
-                    "--out", str(tmp_path / name), "--out-metrics", str(tmp_path / f"{name}.json"),
+                    "--out", str(tmp_path / name), "--json", str(tmp_path / f"{name}.json"),
                     *(["--tta"] if tta else []), "--cfg-options", *_seg_opts(cityscapes))
         assert "mIoU" in json.loads((tmp_path / f"{name}.json").read_text())
         if tta:

@@ -2,7 +2,7 @@
 """Evaluate a trained detector or segmentor (mmdet's CocoMetric, mmseg's IoUMetric, ...).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options key=value ...]
-        [--out-metrics metrics.json] [--out RESULTS] [--show-dir DIR] [--tta]
+        [--json metrics.json] [--out RESULTS] [--show-dir DIR] [--tta]
         [--launcher none|pytorch|slurm|mpi]
 
 Multi-GPU: ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [options]`` (torchrun).
@@ -24,7 +24,13 @@ import os
 import sys
 
 from cdarts_deploy.atomic_files import write_text  # noqa: E402
-from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
+from cdarts_deploy.commands.args import (  # noqa: E402
+    OneLineParser,
+    UsageError,
+    add_deprecated_option,
+    add_json_option,
+    run_main,
+)
 
 PROG = "test.py"
 
@@ -35,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = add_runner_options(OneLineParser(prog=PROG, description="Evaluate a CDARTS detector/segmentor"),
                                 work_dir_help="folder for the evaluation logs")
     parser.add_argument("checkpoint", help="checkpoint written by tools/train.py (or any mmengine checkpoint)")
-    parser.add_argument("--out-metrics", metavar="FILE", help="also write the metrics as JSON to FILE")
+    add_json_option(parser)  # the metrics
+    add_deprecated_option(parser, "--out-metrics", "--json", dest="json")
     parser.add_argument("--out", metavar="RESULTS",
                         help="detectors: .pkl file of the predictions (mmdet's format); segmentors: folder for the "
                              "predicted label maps")
@@ -80,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = runner.test()
     plain = {k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else v) for k, v in metrics.items()}
     print(json.dumps(plain, indent=2, default=str))
-    if args.out_metrics:
-        write_text(args.out_metrics, json.dumps(plain, indent=2, default=str) + "\n")
+    if args.json:
+        write_text(args.json, json.dumps(plain, indent=2, default=str) + "\n")
     return 0
 
 
