@@ -147,14 +147,7 @@ def compare_outputs(
 
 def float32_noise(model: Any, batch: np.ndarray, reference: Sequence[np.ndarray]) -> list[float]:
     """Per output, the largest |float32 - float64| of the PyTorch model itself on ``batch``."""
-    import torch
-
-    exact = copy.deepcopy(model).double()
-    with torch.inference_mode():
-        out = exact(torch.from_numpy(batch).double())
-    if isinstance(out, torch.Tensor):
-        out = [out]
-    return [float(np.abs(r.astype(np.float64) - o.cpu().numpy()).max()) for r, o in zip(reference, out)]
+    return [float(np.abs(r.astype(np.float64) - e).max()) for r, e in zip(reference, _float64_outputs(model, batch))]
 
 
 def torch_outputs(model: Any, batch: np.ndarray) -> list[np.ndarray]:
@@ -207,14 +200,25 @@ def top1_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray) -
 
 
 class TorchReference:
-    """PyTorch FP32 outputs and float32 noise of one model on named inputs, computed once each."""
+    """PyTorch FP32 outputs and float32 noise of one model on named inputs, computed once each.
+
+    Inputs of one sample shape go through the model together: one float32 pass over every input (and
+    the other inputs of the batch-1 ones, see :meth:`other_outputs`), one float64 copy and pass for the
+    noise.  Eval-mode networks treat every sample on its own, so each input still gets its own outputs
+    and noise; the passes are what costs (a deep network's per-call overhead, one float64 copy).  A model
+    whose outputs do not keep the batch dimension is run input by input.
+    """
 
     def __init__(self, model: Any, inputs: Mapping[str, np.ndarray]) -> None:
         self.model, self.inputs = model, dict(inputs)
         self._outputs: dict[str, list[np.ndarray]] = {}
         self._noise: dict[str, list[float]] = {}
+        self._tried: set[str] = set()  # which shared pass ("float32", "float64") has run
 
     def outputs(self, label: str) -> list[np.ndarray]:
+        if label not in self._outputs and "float32" not in self._tried:
+            self._tried.add("float32")
+            self._outputs.update(self._together(list(self.inputs)))
         if label not in self._outputs:
             self._outputs[label] = torch_outputs(self.model, self.inputs[label])
         return self._outputs[label]
@@ -227,13 +231,45 @@ class TorchReference:
             if x.shape[0] > 1:  # the rolled batch's outputs are the reference outputs rolled: no extra pass
                 self._outputs[key] = [np.roll(o, 1, axis=0) for o in self.outputs(label)]
             else:
+                self.outputs(label)  # the first pass computes the batch-1 inputs' other outputs as well
+            if key not in self._outputs:
                 self._outputs[key] = torch_outputs(self.model, other_input(x))
         return self._outputs[key]
 
     def noise(self, label: str) -> list[float]:
+        if label not in self._noise and "float64" not in self._tried:
+            self._tried.add("float64")
+            for k, exact in self._together(list(self.inputs), exact=True).items():
+                self._noise[k] = [float(np.abs(r.astype(np.float64) - e).max()) for r, e in zip(self.outputs(k), exact)]
         if label not in self._noise:
             self._noise[label] = float32_noise(self.model, self.inputs[label], self.outputs(label))
         return self._noise[label]
+
+    def _together(self, labels: list[str], exact: bool = False) -> dict[str, list[np.ndarray]]:
+        """Outputs of ``labels`` (float32 with the batch-1 inputs' ``other:`` outputs, or ``exact``: float64)
+        from one pass over the concatenated inputs; empty when they cannot share a pass."""
+        arrays = {k: self.inputs[k] for k in labels}
+        if not exact:
+            arrays.update({f"other:{k}": other_input(x) for k, x in arrays.items() if x.shape[0] == 1})
+        shapes = {(x.shape[1:], x.dtype) for x in arrays.values()}
+        if len(arrays) < 2 or len(shapes) != 1:
+            return {}
+        batch = np.concatenate(list(arrays.values()))
+        outs = _float64_outputs(self.model, batch) if exact else torch_outputs(self.model, batch)
+        if not all(o.ndim and o.shape[0] == len(batch) for o in outs):
+            return {}
+        ends = np.cumsum([len(x) for x in arrays.values()])
+        return {k: [o[end - len(x):end] for o in outs] for (k, x), end in zip(arrays.items(), ends)}
+
+
+def _float64_outputs(model: Any, batch: np.ndarray) -> list[np.ndarray]:
+    """The model's outputs computed in float64 (on a copy), as :func:`float32_noise` does."""
+    import torch
+
+    exact = copy.deepcopy(model).double()
+    with torch.inference_mode():
+        out = exact(torch.from_numpy(batch).double())
+    return [o.cpu().numpy() for o in ([out] if isinstance(out, torch.Tensor) else out)]
 
 
 def compare_runtime(
