@@ -5,7 +5,9 @@
 
 Writes ``<name>.onnx`` and ``<name>.json`` (genotype, parameters, multiply-adds,
 input shape, opset, library versions, parity errors against PyTorch, a short
-latency measurement).  Nothing is written unless every check passes.
+latency measurement) into ``--out`` (default: a folder ``<name>``).  Nothing is written
+unless every check passes; a folder already holding ``<name>.*`` files is refused
+unless ``--overwrite``, and an output that would replace an input always is.
 Exit status: 0 success, 1 verification failed, 2 usage or input error.
 """
 
@@ -22,9 +24,11 @@ from cdarts_deploy import genotype as gt
 from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
+    add_bad_images_option,
     add_deprecated_option,
     add_exporter_option,
     add_out_dir_option,
+    add_overwrite_option,
     add_threads_option,
     library_threads,
     parse_size,
@@ -32,6 +36,7 @@ from cdarts_deploy.commands.args import (
     prepare_out_dir,
     run_main,
 )
+from cdarts_deploy.commands.outputs import existing_outputs, refuse_input_collision
 
 if TYPE_CHECKING:
     from cdarts_deploy.deploy.artifacts import ArtifactRequest
@@ -44,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("genotype",
                    help="genotype JSON file (ours or the reference code's) or a zoo name, e.g. cdarts_imagenet")
     p.add_argument("--onnx", action="store_true", help="export a verified ONNX model")
-    add_out_dir_option(p, default=".")
+    add_out_dir_option(p)  # default: a folder named after the model, never "." (reports there replaced inputs)
+    add_overwrite_option(p)
     p.add_argument("--name", help="output file stem (default: the genotype's name)")
     p.add_argument("--layout", choices=("cifar", "imagenet"), help="cell genotypes: network layout (overrides hints)")
     p.add_argument("--width", type=positive_int, help="cell genotypes: initial channels C")
@@ -78,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--debug-layers", action="store_true",
                    help="compare every layer's output in ONNX Runtime with PyTorch, print the first divergent layer "
                    "and a per-layer table, and save <name>.golden.npz for cdarts-compare")
+    add_bad_images_option(g)
     g.add_argument("--eval-dir", help="ImageFolder (a sub-folder of images per class): report top-1/top-5 of "
                    "PyTorch and of every file made (ONNX Runtime fp32, fp16/int8, TensorRT) on the same images")
     g.add_argument("--features", action="store_true", help="also export the multi-scale features_only backbone")
@@ -140,12 +147,29 @@ def run(args: argparse.Namespace) -> int:
     )
     artifacts.validate(request, args.batch_size)
     genotype = gt.load(args.genotype)
-    out_dir = prepare_out_dir(args.out)
+    stem = args.name or genotype.name or ("model" if wants_onnx(args) else "genotype")
+    out_dir = _out_dir(args, stem)
     if not wants_onnx(args):
-        for path in artifacts.pictures_only(genotype, out_dir, args.name or genotype.name or "genotype"):
+        for path in artifacts.pictures_only(genotype, out_dir, stem):
             print(path)
         return 0
     return _export(args, genotype, request, out_dir)
+
+
+def _out_dir(args: argparse.Namespace, stem: str) -> Path:
+    """Check, then create, the output folder: outputs are ``<stem>.*`` / ``<stem>_*`` files inside it."""
+    if "/" in stem or "\\" in stem or stem in ("", ".", ".."):
+        raise UsageError(f"--name {stem!r} is not a file stem; pass a name without folders")
+    out = Path(args.out) if args.out is not None else Path(stem)
+    if out.is_dir():
+        inputs = [args.genotype, args.checkpoint]
+        for existing in existing_outputs(out, stem):
+            refuse_input_collision([out / existing], inputs, "--out/--name")
+        found = existing_outputs(out, stem)
+        if found and not args.overwrite:
+            raise UsageError(f"--out {out} already holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}; "
+                             "pass another --out or --name, or --overwrite to replace them")
+    return prepare_out_dir(out)
 
 
 def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactRequest", out_dir: Path) -> int:

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from backbones.checkpoint_io import load_file_into
+from backbones.factory import create_model_from_genotype, resolve_network
 from cdarts_deploy.errors import UserError
-from cdarts_deploy.genotype import CellGenotype, Genotype
+from cdarts_deploy.genotype import CellGenotype, Genotype, Nb201Genotype
 
 #: What a checkpoint that does not fit usually means for a cell network.
 CHECKPOINT_HINT = "check --layout/--width/--cells/--num-classes against the run that saved it"
@@ -50,12 +51,16 @@ def resolve_spec(
     input_size: tuple[int, int] | None = None,
 ) -> NetworkSpec:
     """Combine command-line overrides, genotype hints and layout defaults (in that order)."""
-    from backbones.factory import resolve_network
-
     if isinstance(genotype, CellGenotype):
         net = resolve_network(genotype, layout=layout, width=width, cells=cells, num_classes=num_classes)
         size = input_size or (net["input_size"], net["input_size"])
         return NetworkSpec(net["layout"], net["width"], net["cells"], net["num_classes"], tuple(size))
+    if isinstance(genotype, Nb201Genotype):  # width C and cells per stage N, no layout
+        if layout:
+            raise ExportError("--layout applies to cell (DARTS) genotypes only; drop it for an nb201 genotype")
+        net = resolve_network(genotype, width=width, cells=cells, num_classes=num_classes)
+        side = net["input_size"]
+        return NetworkSpec(None, net["width"], net["cells"], net["num_classes"], tuple(input_size or (side, side)))
     if layout or width or cells:
         raise ExportError("--layout, --width and --cells apply to cell genotypes only; drop them for a chain genotype")
     net = resolve_network(genotype, num_classes=num_classes or None)
@@ -65,12 +70,13 @@ def resolve_spec(
 
 def build_model(genotype: Genotype, spec: NetworkSpec, **kwargs: Any) -> torch.nn.Module:
     """The timm-style model for ``genotype`` at ``spec``, in eval mode."""
-    from backbones.factory import create_model_from_genotype
-
     if isinstance(genotype, CellGenotype):
         model = create_model_from_genotype(
             genotype, layout=spec.layout, width=spec.width, cells=spec.cells, num_classes=spec.num_classes, **kwargs
         )
+    elif isinstance(genotype, Nb201Genotype):
+        model = create_model_from_genotype(genotype, width=spec.width, cells=spec.cells, num_classes=spec.num_classes,
+                                           **kwargs)
     else:
         model = create_model_from_genotype(genotype, num_classes=spec.num_classes, **kwargs)
     return model.eval()

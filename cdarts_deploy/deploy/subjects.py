@@ -7,9 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+import onnx
+import timm
+
+from backbones.complexity import count_macs, count_params
 from cdarts_deploy import genotype as gt
+from cdarts_deploy.deploy import ort
+from cdarts_deploy.deploy import precision as pr
+from cdarts_deploy.deploy import profiling as prof
+from cdarts_deploy.deploy.gemm import onnx_macs
 from cdarts_deploy.deploy.model_spec import build_model, calibrate_batchnorm, random_batch, resolve_spec
+from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
+from cdarts_deploy.deploy.profile_report import ProfileRow
 from cdarts_deploy.deploy.profiling import ProfileError
+from cdarts_deploy.deploy.trt import build_engine
 
 #: Timm models of similar cost, always among the default peers.
 TIMM_PEERS = ("efficientnet_b0", "mobilenetv3_large_100", "mnasnet_100")
@@ -18,7 +30,9 @@ DEFAULT_PEERS_WORD, NO_PEERS_WORD = "default", "none"
 
 
 def zoo_layout(genotype: gt.Genotype) -> str:
-    """``cifar`` or ``imagenet`` (cell genotypes, from their network hints) or ``chain``."""
+    """``cifar`` or ``imagenet`` (cell genotypes, from their network hints), ``nb201`` or ``chain``."""
+    if isinstance(genotype, gt.Nb201Genotype):
+        return "nb201"
     if not isinstance(genotype, gt.CellGenotype):
         return "chain"
     return resolve_spec(genotype).layout or "cifar"
@@ -61,8 +75,6 @@ class Subject:
 
 def onnx_input_hw(path: Path) -> tuple[int, int] | None:
     """Fixed H and W of the ONNX file's first input, or None where they are symbolic."""
-    import onnx
-
     try:
         proto = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(proto)
@@ -82,8 +94,6 @@ def onnx_input_hw(path: Path) -> tuple[int, int] | None:
 
 
 def from_onnx(path: Path, input_hw: tuple[int, int] | None) -> Subject:
-    from cdarts_deploy.deploy.gemm import onnx_macs
-
     fixed = onnx_input_hw(path)
     if fixed and input_hw and fixed != tuple(input_hw):
         raise ProfileError(f"{path} has a fixed input of {fixed[0]}x{fixed[1]}; drop --input-size or match it")
@@ -96,8 +106,6 @@ def from_onnx(path: Path, input_hw: tuple[int, int] | None) -> Subject:
 def from_genotype(genotype: gt.Genotype, layout: str | None = None, width: int | None = None,
                   cells: int | None = None, num_classes: int | None = None,
                   input_hw: tuple[int, int] | None = None, name: str | None = None, peer: bool = False) -> Subject:
-    from backbones.complexity import count_macs, count_params
-
     is_cell = isinstance(genotype, gt.CellGenotype)
     spec = resolve_spec(genotype, layout if is_cell else None, width if is_cell and not peer else None,
                         cells if is_cell and not peer else None, num_classes, input_hw)
@@ -108,9 +116,6 @@ def from_genotype(genotype: gt.Genotype, layout: str | None = None, width: int |
 
 
 def from_timm(name: str, input_hw: tuple[int, int], num_classes: int | None) -> Subject:
-    import timm
-
-    from backbones.complexity import count_macs, count_params
 
     model = timm.create_model(name, pretrained=False, num_classes=num_classes or 1000).eval()
     calibrate_batchnorm(model, tuple(input_hw))  # random weights: real BN statistics keep outputs input-dependent
@@ -126,7 +131,6 @@ def resolve_peers(text: str | None, layout: str | None = None, input_hw: tuple[i
         return []
     if text == DEFAULT_PEERS_WORD:
         return default_peers(layout, input_hw, exclude)
-    import timm
 
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
@@ -144,9 +148,6 @@ def onnx_for(subject: Subject, precision: str, work: Path, calib_dir: str | None
              log: Callable[[str], None] = lambda m: None, target: str = "onnxruntime") -> Path:
     """The ONNX file to time: exported once per subject through the verified pipeline, converted for fp16/int8
     (INT8 for ``target``: ONNX Runtime's operator format, or Q/DQ nodes for TensorRT)."""
-    from cdarts_deploy.deploy import precision as pr
-    from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
-
     if subject.onnx_path is None:
         log(f"exporting {subject.name} to ONNX")
         x = random_batch(1, subject.input_hw)
@@ -172,8 +173,6 @@ def onnx_for(subject: Subject, precision: str, work: Path, calib_dir: str | None
 def engine_for(subject: Subject, precision: str, batches: Sequence[int], work: Path, calib_dir: str | None,
                log: Callable[[str], None] = lambda m: None) -> Path:
     """A TensorRT engine of the subject for ``precision``, built once per subject."""
-    from cdarts_deploy.deploy.trt import build_engine
-
     path = work / f"{subject.name}.{precision}.engine"
     if not path.exists():
         log(f"building TensorRT {precision} engine for {subject.name}")
@@ -187,9 +186,6 @@ def against_fp32(sessions: dict[str, Any], shape: tuple[int, ...], iters: int) -
     """The ``fp32`` and ``low`` (lower-precision) sessions timed in alternating rounds in one process (about
     ``iters`` runs in all): medians of separate runs move more from one process to the next than an INT8 gain
     at batch 1."""
-    import numpy as np
-
-    from cdarts_deploy.deploy import precision as pr
 
     rounds = max(1, min(5, iters))
     per_round = max(1, iters // (2 * rounds))
@@ -203,9 +199,6 @@ def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence
                     device: str, precision: str, threads: int, work: Path, calib_dir: str | None = None,
                     log: Callable[[str], None] = lambda m: None, cuda_graph: bool = False) -> list:
     """One report row per backend and batch size."""
-    from cdarts_deploy.deploy import profiling as prof
-    from cdarts_deploy.deploy.profile_report import ProfileRow
-
     rows = []
     for backend in backends:
         pair: dict[str, Any] | None = None  # fp32 and lower-precision sessions, opened once for all batches
@@ -221,8 +214,6 @@ def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence
                 m = prof.measure_onnxruntime(low, shape, warmup, iters, threads, device, precision, desc=desc)
                 if precision != "fp32":
                     if pair is None:
-                        from cdarts_deploy.deploy import ort
-
                         pair = {"fp32": ort.session(onnx_for(subject, "fp32", work, None, log), threads, device),
                                 "low": ort.session(low, threads, device)}
                     vs_fp32 = against_fp32(pair, shape, iters)

@@ -2,7 +2,8 @@
 
 Cell genotypes become DARTS networks with the auxiliary tower when ``aux_weight > 0``; their drop path is set
 per epoch (:func:`drop_path_at`).  Chain genotypes become timm MobileNetV3 networks, whose drop path is fixed at
-construction (timm's ``drop_path_rate``).
+construction (timm's ``drop_path_rate``).  nb201 genotypes become the NAS-Bench-201 network (width, cells per
+stage, 32 px by default), which has no drop path.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from typing import Any, Optional
 
 from torch import nn
 
-from backbones.factory import create_model_from_genotype
+from backbones.factory import create_model_from_genotype, resolve_network
 from cdarts_deploy.errors import UserError
-from cdarts_deploy.genotype import CellGenotype, Genotype
+from cdarts_deploy.genotype import CellGenotype, ChainGenotype, Genotype, Nb201Genotype
 
 from .presets import TrainConfig
 
@@ -31,9 +32,23 @@ def network_args(genotype: Genotype, cfg: TrainConfig, num_classes: int, natural
         layout = cfg.layout or natural_layout
         size = cfg.input_size or (32 if layout == "cifar" else 224)
         return dict(layout=layout, width=cfg.width, cells=cfg.cells, num_classes=num_classes, input_size=size)
+    kind = "nb201" if isinstance(genotype, Nb201Genotype) else "chain"
     if cfg.aux_weight:
-        raise ModelSpecError("--aux-weight applies to cell genotypes only (chain networks have no auxiliary tower); "
+        raise ModelSpecError(f"--aux-weight applies to cell genotypes only ({kind} networks have no auxiliary tower); "
                              "pass --aux-weight 0")
+    if kind == "nb201":  # the benchmark network: width C and cells per stage N, at its own input size (32 px)
+        if cfg.layout is not None:
+            raise ModelSpecError(f"--layout applies to cell genotypes only; {genotype.name or 'this genotype'} is an "
+                                 "nb201 genotype")
+        if cfg.drop_path:
+            raise ModelSpecError("--drop-path applies to cell and chain genotypes; the NAS-Bench-201 network has no "
+                                 "drop path, pass --drop-path 0")
+        try:
+            net = resolve_network(genotype, width=cfg.width, cells=cfg.cells, num_classes=num_classes)
+        except ValueError as exc:
+            raise ModelSpecError(str(exc)) from None
+        return dict(width=net["width"], cells=net["cells"], num_classes=num_classes,
+                    input_size=cfg.input_size or net["input_size"])
     for name in ("layout", "width", "cells"):
         if getattr(cfg, name) is not None:
             raise ModelSpecError(f"--{name} applies to cell genotypes only; {genotype.name or 'this genotype'} is a "
@@ -48,7 +63,7 @@ def build_model(genotype: Genotype, net_args: dict[str, Any], cfg: Optional[Trai
         kwargs["drop_rate"] = cfg.drop_rate
         if isinstance(genotype, CellGenotype):
             kwargs["auxiliary"] = cfg.aux_weight > 0
-        else:
+        elif isinstance(genotype, ChainGenotype):
             kwargs["drop_path_rate"] = cfg.drop_path
     try:
         return create_model_from_genotype(genotype, **kwargs)

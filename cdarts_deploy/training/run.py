@@ -112,7 +112,8 @@ def fit(genotype: gt.Genotype, cfg: TrainConfig, data: TrainData, opts: RunOptio
     if opts.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data_cfg = resolve_data_config({}, model=model)
-    crop = cfg.train_crop or ("pad" if net_args.get("layout") == "cifar" else "rrc")
+    small = net_args.get("layout") == "cifar" or isinstance(genotype, gt.Nb201Genotype)  # CIFAR-sized networks
+    crop = cfg.train_crop or ("pad" if small else "rrc")
     data.train.transform = train_transform(cfg, data_cfg, crop)
     data.val.transform = eval_transform(data_cfg, cfg.crop_pct)
     pin = ctx.device.type == "cuda"
