@@ -157,6 +157,20 @@ def add_json_option(parser: argparse.ArgumentParser, **overrides: Any) -> argpar
     return parser.add_argument("--json", **{"metavar": "FILE", "help": JSON_HELP, **overrides})
 
 
+OVERWRITE_HELP = "replace the results of an earlier run in --out (default: refuse such a folder)"
+BAD_IMAGES_HELP = ("an image file that does not decode (truncated, not an image, over PIL's decompression-bomb "
+                   "limit): fail (the default: stop, naming the file) or skip (leave it out and count it)")
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser, **overrides: Any) -> argparse.Action:
+    return parser.add_argument("--overwrite", **{"action": "store_true", "help": OVERWRITE_HELP, **overrides})
+
+
+def add_bad_images_option(parser: argparse.ArgumentParser, **overrides: Any) -> argparse.Action:
+    return parser.add_argument("--bad-images", **{"choices": ("fail", "skip"), "default": "fail",
+                                                  "help": BAD_IMAGES_HELP, **overrides})
+
+
 def add_exporter_option(parser: argparse.ArgumentParser, **overrides: Any) -> argparse.Action:
     # the library's default, deploy.onnx_graph.DEFAULT_EXPORTER (not imported: that would load torch here)
     return parser.add_argument("--exporter", **{"choices": ("torchscript", "dynamo"), "default": "torchscript",

@@ -23,13 +23,16 @@ from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
+    add_bad_images_option,
     add_json_option,
+    add_overwrite_option,
     add_progress_option,
     add_threads_option,
     library_threads,
     positive_int,
     run_main,
 )
+from cdarts_deploy.commands.outputs import check_json_target
 from cdarts_deploy.training.data import DATASETS, eval_loader, eval_transform, read_datasets
 from cdarts_deploy.training.evaluate import MIN_AGREEMENT, agreement, check_agreement, evaluate_onnx
 from cdarts_deploy.training.loop import StepSettings, evaluate
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per step of the validation loader (default 64)")
     add_threads_option(p)
     add_json_option(p)
+    add_overwrite_option(p, help="replace an existing --json file (default: refuse it)")
+    add_bad_images_option(p)
     add_progress_option(p)
     return p
 
@@ -73,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     run_path = Path(args.run) if args.run else ckpt.parent / "run.json"
     doc = _read_run(run_path)
-    genotype = gt.load(run_path.parent / doc["genotype"])
+    genotype_path = run_path.parent / str(doc["genotype"])
+    if args.json:  # checked before the slow part, and never one of the files this command reads
+        check_json_target(args.json, [ckpt, run_path, genotype_path, args.onnx], args.overwrite)
+    genotype = gt.load(genotype_path)
     model = build_model(genotype, doc["network"])
     load_into(model, read_state_dict(ckpt), ckpt, hint="pass the checkpoint of the run that wrote this run.json")
     model.eval()

@@ -25,8 +25,10 @@ from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
+    add_bad_images_option,
     add_device_option,
     add_out_dir_option,
+    add_overwrite_option,
     add_progress_option,
     add_threads_option,
     non_negative_int,
@@ -35,12 +37,15 @@ from cdarts_deploy.commands.args import (
     run_main,
     square_size,
 )
+from cdarts_deploy.commands.outputs import refuse_earlier_results, refuse_input_collision
 from cdarts_deploy.data.distributed import init_distributed, shutdown
 from cdarts_deploy.training import presets
 from cdarts_deploy.training.data import DATASETS, read_datasets
 from cdarts_deploy.training.run import RunOptions, fit
 
 RUN_FORMAT = "cdarts-train-run/1"
+# what a run writes into --out (resume.pth aside): a folder holding any of them holds an earlier run
+RUN_FILES = ("run.json", "genotype.json", "log.jsonl", "accuracy.png", "loss.png", "last.pth", "best.pth")
 
 
 def _flag_type(f: dataclasses.Field) -> Any:
@@ -64,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=tuple(presets.PRESETS), help="recipe whose values fill the flags not given")
     p.add_argument("--dataset", choices=DATASETS, default="auto", help="default: detected from --data-root")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its resume.pth")
+    add_overwrite_option(p)
+    add_bad_images_option(p)
     add_device_option(p)
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
                    help="mixed precision (auto: bf16 on a GPU that supports it, else fp16 on GPU, off on CPU)")
@@ -106,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} already holds a run (resume.pth); pass --resume to continue it or another --out")
     if args.resume and not (out / "resume.pth").is_file():
         raise UsageError(f"--resume: {out}/resume.pth not found; start the run without --resume")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the run in --out, --overwrite replaces it; pass one of them")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a folder")
+    refuse_input_collision([out / name for name in RUN_FILES], [args.genotype], "--out")
+    if not args.resume:  # a finished run has no resume.pth but its weights and log are still its results
+        refuse_earlier_results(out, RUN_FILES, args.overwrite)
     genotype = gt.load(args.genotype)
     data = read_datasets(args.data_root, args.dataset)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(presets.TrainConfig)}
