@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from cdarts_deploy.deploy import int8_rewrites as rw
+from cdarts_deploy.deploy import int8_passes as rw
 from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.ort import run as onnxruntime_outputs
 from cdarts_deploy.deploy.ort import session as onnxruntime_session
@@ -124,13 +124,14 @@ def test_int8_for_onnxruntime_keeps_whole_cells_in_eight_bits(tiny, tmp_path):
     # depthwise convolutions run in 8 bits, padded to the fast kernel's channel multiple
     grouped = [n for n in proto.graph.node if n.op_type == "QLinearConv"
                and any(a.name == "group" and a.i > 1 for a in n.attribute)]
-    assert grouped and settings["float_depthwise_convs"] == 0 and settings["channel_padded_depthwise_convs"] > 0
+    made = rw.rewrites_made(settings)
+    assert grouped and settings["float_depthwise_convs"] == 0 and made["pad_depthwise_channels"] > 0
     assert all(a.i % rw.DEPTHWISE_CHANNEL_ALIGN == 0 for n in grouped for a in n.attribute if a.name == "group")
     # each Relu got a private input copy and was folded into its range; the only float Relus left read the
     # float stem's output
     producers = {o: n.op_type for n in proto.graph.node for o in n.output}
     relus = [n for n in proto.graph.node if n.op_type == "Relu"]
-    assert settings["relu_input_copies"] > 0 and "QLinearMul" in ops
+    assert rw.rewrites_made(settings)["private_relu_inputs"] > 0 and "QLinearMul" in ops
     assert len(relus) <= 2 and all(producers.get(n.input[0]) in ("Conv", "Mul") for n in relus)
     # the stem convolution and the classifier stay float
     assert settings["float_stem_and_classifier"] and "Gemm" in ops and "QGemm" not in ops
@@ -146,7 +147,8 @@ def test_without_the_rewrites_shared_input_relus_and_depthwise_stay_float(tiny, 
     dst = tmp_path / "plain.int8.onnx"
     settings = pr.quantize_int8(path, dst, images[:8], rewrite=False, float_depthwise=True)
     ops = [n.op_type for n in onnx.load(str(dst)).graph.node]
-    assert settings["relu_input_copies"] == 0 and settings["channel_padded_depthwise_convs"] == 0
+    made = rw.rewrites_made(settings)
+    assert made["private_relu_inputs"] == 0 and made["pad_depthwise_channels"] == 0
     assert "Relu" in ops and settings["float_depthwise_convs"] > 0
 
 

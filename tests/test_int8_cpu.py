@@ -124,11 +124,9 @@ def test_a_file_that_claims_portable_with_8bit_weights_is_refused(forms, tmp_pat
 def test_quantizer_never_publishes_a_portable_file_that_could_saturate(tiny_network, tmp_path, monkeypatch):
     """The quantizer's own output is checked before it is published: 8-bit weights under a portable label
     (as if the quantizer ignored the 7-bit request) leave no file."""
-    import onnxruntime.quantization as q
-
     _, path, images = tiny_network
-    real = q.quantize_static
-    monkeypatch.setattr(q, "quantize_static", lambda *a, **k: real(*a, **{**k, "reduce_range": False}))
+    real = pr.quantize_static  # ONNX Runtime's, as precision imported it
+    monkeypatch.setattr(pr, "quantize_static", lambda *a, **k: real(*a, **{**k, "reduce_range": False}))
     with pytest.raises(ic.Int8CpuError, match="portable"):
         pr.quantize_int8(path, tmp_path / "x.int8.onnx", images[:8], cpu="portable", portable_weights="7bit")
     assert list(tmp_path.iterdir()) == []

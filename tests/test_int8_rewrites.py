@@ -9,7 +9,7 @@ import torch
 from onnx import TensorProto, helper
 
 from backbones.darts_ops import FactorizedReduce
-from cdarts_deploy.deploy import int8_rewrites as rw
+from cdarts_deploy.deploy import int8_passes as rw
 
 
 @pytest.fixture(scope="module")
@@ -186,9 +186,10 @@ def test_int8_pool_runs_as_depthwise_convolution_with_exact_border_factors(tmp_p
     onnx.save(_pool_graph(3, 1, 1, 8), str(src))
     x = np.abs(np.random.default_rng(3).standard_normal((16, 6, 8, 8))).astype(np.float32)
     kept = tmp_path / "pool.kept.int8.onnx"
-    assert pr.quantize_int8(src, kept, x[:8], keep_ends_float=False)["average_pools_as_depthwise_convs"] == 0
+    kept_settings = pr.quantize_int8(src, kept, x[:8], keep_ends_float=False)
+    assert rw.rewrites_made(kept_settings)["average_pools_as_depthwise_convs"] == 0
     settings = pr.quantize_int8(src, dst, x[:8], keep_ends_float=False, pools_as_convs=True)
-    assert settings["average_pools_as_depthwise_convs"] == 1
+    assert rw.rewrites_made(settings)["average_pools_as_depthwise_convs"] == 1
     proto = onnx.load(str(dst))
     ops = [n.op_type for n in proto.graph.node]
     assert "AveragePool" not in ops and "QLinearMul" in ops
@@ -224,7 +225,8 @@ def test_the_pool_form_that_times_faster_is_kept(tmp_path, faster):
                                                       "depthwise_convs_ms": 1.0 if faster == "depthwise_convs" else 2.0}
     ops = [n.op_type for n in onnx.load(str(dst)).graph.node]
     assert ("AveragePool" in ops) == (faster == "average_pools")
-    assert settings["average_pools_as_depthwise_convs"] == (1 if faster == "depthwise_convs" else 0)
+    made = rw.rewrites_made(settings)["average_pools_as_depthwise_convs"]
+    assert made == (1 if faster == "depthwise_convs" else 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.int8.onnx", "pool.onnx"]  # nothing else left
 
 
@@ -303,7 +305,8 @@ def test_int8_gate_is_eight_bit_end_to_end_and_tiling_it_changes_no_output(tmp_p
                       dynamic_axes={"x": {0: "batch"}})
     x = np.random.default_rng(4).standard_normal((16, 6, 9, 9)).astype(np.float32)
     settings = pr.quantize_int8(src, dst, x[:8], keep_ends_float=False)
-    assert settings["hard_sigmoids_into_convs"] == 1 and settings["gates_tiled_along_width"] == 1
+    made = rw.rewrites_made(settings)
+    assert made["hard_sigmoids_into_convs"] == 1 and made["tile_gates_along_width"] == 1
     proto = onnx.load(str(dst))
     ops = [n.op_type for n in proto.graph.node]
     # only the graph's own input and output cross between float and 8 bits: no float island at the gate
@@ -322,6 +325,7 @@ def test_int8_gate_is_eight_bit_end_to_end_and_tiling_it_changes_no_output(tmp_p
     assert np.abs(_float_outputs(proto, x[:8]) - ref).max() < 0.05 * np.abs(ref).max()
     # without the gate rewrites the quantizer leaves the HardSigmoid float, between a dequantize and a quantize
     plain = tmp_path / "gated.plain.int8.onnx"
-    assert "gates_tiled_along_width" not in pr.quantize_int8(src, plain, x[:8], keep_ends_float=False, gates=False)
+    made = rw.rewrites_made(pr.quantize_int8(src, plain, x[:8], keep_ends_float=False, gates=False))
+    assert made["hard_sigmoids_into_convs"] == made["tile_gates_along_width"] == 0
     ops = [n.op_type for n in onnx.load(str(plain)).graph.node]
     assert "HardSigmoid" in ops and "Tile" not in ops and ops.count("QuantizeLinear") == 2

@@ -13,23 +13,9 @@ and the TensorRT-target INT8 files are what TensorRT 10/11 builds strongly typed
     that CPUs without VNNI, whose kernels add two products in a saturating 16-bit sum, compute the same
     results (the ``portable`` form; ``vnni`` keeps 8 bits: :mod:`cdarts_deploy.deploy.int8_cpu`), quantized after
     ONNX Runtime's own graph optimisation (BatchNorm folded, so the scales describe the tensors that
-    are really computed).  Rewrites of the float graph first keep whole cells in 8 bits
-    (:mod:`cdarts_deploy.deploy.int8_rewrites`, each leaving the float results unchanged):
-
-    * a Relu whose input also feeds other ops (DARTS cells: a node's output feeds ReLU-Conv branches,
-      identity edges and the cell's concatenation) reads a private copy of that input; the quantizer
-      folds a Relu into its input's range, which is only right when the Relu is that tensor's sole
-      consumer, and the copy is one cheap 8-bit requantization instead of a float island;
-    * depthwise convolutions get zero channels up to a multiple of 16, which ONNX Runtime's fast
-      symmetric 8-bit depthwise kernel needs (DARTS cells of 36, 72 channels);
-    * factorized reductions become one 2x2 convolution (no 8-bit Slice, no BatchNorm folding after a
-      Concat), spatial means global pools; on request average pools become depthwise convolutions
-      (ONNX Runtime's 8-bit pool is slow at large batches, the replacement slower at batch 1);
-    * a squeeze-excitation gate's HardSigmoid is folded into the convolution before it (a Clip is left,
-      which the quantizer folds into the range), and after quantization the gate is repeated along the
-      width so that its channels-last multiply runs one row at a time instead of one pixel at a time.
-
-    The stem convolution and the classifier stay float (agreement; a tiny share of the work).
+    are really computed).  The passes of :mod:`cdarts_deploy.deploy.int8_passes` first rewrite the float
+    graph so that whole cells stay in 8 bits, each leaving the float results unchanged.
+    The stem convolution and the classifier stay float (a tiny share of the work).
   - ``tensorrt``: explicit Q/DQ pairs around convolutions and linear layers, symmetric signed INT8
     (zero point 0), the form TensorRT builds strongly typed engines from; biases stay float.  Weights
     are per tensor (what TensorRT's Q/DQ import expects).
@@ -39,46 +25,37 @@ and the TensorRT-target INT8 files are what TensorRT 10/11 builds strongly typed
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+from PIL import Image, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from cdarts_deploy.atomic_files import atomic_path, publish
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
 from cdarts_deploy.deploy import int8_cpu as ic
-from cdarts_deploy.deploy.int8_rewrites import (
-    average_pools_as_depthwise_convs,
-    broadcast_gates,
-    depthwise_convs,
-    factorized_reductions_as_single_convs,
-    hard_sigmoids_into_convs,
-    pad_depthwise_channels,
-    private_relu_inputs,
-    shared_input_relus,
-    spatial_means_to_global_pools,
-    tile_gates_along_width,
-)
+from cdarts_deploy.deploy import int8_passes as passes_
+from cdarts_deploy.deploy import ort
+from cdarts_deploy.deploy.timing import sample_host, settle
 from cdarts_deploy.errors import UserError
 
 #: Where an INT8 file is meant to run; decides its format (see the module docstring).
 INT8_TARGETS = ("onnxruntime", "tensorrt")
-#: Op types the ONNX Runtime target quantizes.  A quantized Relu is dropped by the quantizer, which
-#: gives the Relu's input tensor the Relu's output range so that saturation at zero does the Relu: exact
-#: when the Relu is that tensor's only consumer, wrong where the tensor also feeds other ops (DARTS
-#: cells: a node's output feeds several ReLU-Conv branches and identity edges; the tiny network's
-#: logits lost all agreement, cosine 0.23).  Such Relus get a private copy of their input first
-#: (:func:`~cdarts_deploy.deploy.int8_rewrites.private_relu_inputs`); any left (the rewrite off) stay float.
-#: A Clip is folded the same way (the squeeze-excitation gates after :func:`hard_sigmoids_into_convs`), and
-#: Clips of shared tensors stay float too.  AveragePool is not in the list, but a pool still runs in 8 bits:
-#: ONNX Runtime fuses the DequantizeLinear -> AveragePool -> QuantizeLinear around it into its
-#: QLinearAveragePool when it creates a session (a float pool with a float reader avoids that, but the layout
-#: transposes around the float island cost more).
+#: Op types the ONNX Runtime target quantizes.  A quantized Relu (or Clip) is dropped by the quantizer, which
+#: gives its input tensor its output range so that saturation does the Relu: exact only when it is that
+#: tensor's sole consumer, so the ``private_relu_inputs`` pass gives such Relus a private input copy and any
+#: left over stay float.  AveragePool is not in the list, but ONNX Runtime fuses the DequantizeLinear ->
+#: AveragePool -> QuantizeLinear around it into its QLinearAveragePool when it creates a session.
 ORT_INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Sigmoid", "Relu", "Clip",
                      "GlobalAveragePool", "MaxPool", "Pad")
 #: Ops kept in FP32 by ``to_fp16(mixed=True)``: long reductions and exponentials lose most in half precision.
@@ -89,34 +66,21 @@ class PrecisionError(UserError):
     """Bad input for a precision conversion (missing calibration images, unreadable files)."""
 
 
-def _save_atomic(model, dst: str | os.PathLike) -> None:
-    import onnx
-
-    with atomic_path(dst) as tmp:
-        onnx.save(model, str(tmp))
-
-
 def to_fp16(src: str | os.PathLike, dst: str | os.PathLike, mixed: bool = True) -> list[str]:
     """Write an FP16 copy of ``src`` to ``dst``; returns the op types kept in FP32.
 
     Inputs and outputs stay float32.  ``mixed`` keeps :data:`SENSITIVE_OPS` in
     FP32 (with casts around them); otherwise every float op is converted.
     """
-    import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
     model = onnx.load(str(src))
     kept = sorted(set(SENSITIVE_OPS) & {n.op_type for n in model.graph.node}) if mixed else []
-    converted = convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + kept
-    )
-    _save_atomic(converted, dst)
+    converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + kept)
+    with atomic_path(dst) as tmp:
+        onnx.save(converted, str(tmp))
     return kept
 
 
-# ---------------------------------------------------------------------------
 # Calibration images
-# ---------------------------------------------------------------------------
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
@@ -140,8 +104,6 @@ def load_image(
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> np.ndarray:
     """One RGB image as a normalized CHW float32 array: shorter side resized, then centre-cropped."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
@@ -185,7 +147,7 @@ def split_held_out(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return images[0::2], images[1::2]
 
 
-class ImageBatchReader:
+class ImageBatchReader(CalibrationDataReader):
     """ONNX Runtime calibration data reader over an NCHW array, ``batch`` images at a time."""
 
     def __init__(self, images: np.ndarray, input_name: str, batch: int = 8) -> None:
@@ -227,41 +189,31 @@ def quantize_int8(
     cpu: str | None = None,
     portable_weights: str | None = None,
     cpu_reason: str | None = None,
+    passes: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Write an INT8 copy of ``src`` to ``dst`` for ``target``, calibrated on ``calibration`` (NCHW float32).
 
-    Returns the settings used (for the report).  ONNX Runtime target: ``float_depthwise`` keeps
-    depthwise convolutions in float; ``rewrite`` applies :func:`private_relu_inputs` and
-    :func:`pad_depthwise_channels` first (off: shared-input Relus stay float); ``pools_as_convs`` also turns
-    average pools into depthwise convolutions (same run, 2 threads: pcdarts_cifar at batch 32 1.58x -> 1.74x
-    faster than fp32, but at batch 1 1.10x -> 0.94x and cdarts_imagenet 1.78x -> 1.02x, so it is off by
-    default; :func:`quantize_int8_fastest_pools` times both forms and keeps the faster);
-    ``gates`` keeps squeeze-excitation gates in 8 bits (:func:`hard_sigmoids_into_convs`) and tiles them
-    (:func:`tile_gates_along_width`; with ``rewrite``; cdarts_b at batch 1, 2 threads: 1.07x -> 1.14x faster than
-    fp32, same run);
+    Returns the settings used (for the report).  ONNX Runtime target: the passes of
+    :data:`~cdarts_deploy.deploy.int8_passes.PASSES` named by ``passes`` (None: all) rewrite the float graph
+    first, and the quantized one after; the list of passes with the rewrites each made goes into the settings
+    and the file's metadata_props.  ``rewrite`` off turns every pass off (shared-input Relus stay float);
+    ``float_depthwise`` keeps depthwise convolutions in float (no channel padding); ``pools_as_convs`` turns
+    average pools into depthwise convolutions (slower at batch 1 on some networks, so off by default;
+    :func:`quantize_int8_fastest_pools` times both forms and keeps the faster); ``gates`` keeps
+    squeeze-excitation gates in 8 bits and tiles them;
     ``cpu`` (ONNX Runtime target only; default ``portable``) is the x86-64 CPU form of
     :mod:`cdarts_deploy.deploy.int8_cpu`: ``portable`` stores the weights so that CPUs without VNNI sum them
     exactly (``portable_weights``: ``7bit`` or ``uint8``, default
     :data:`~cdarts_deploy.deploy.int8_cpu.PORTABLE_WEIGHTS`), ``vnni`` full 8-bit weights; the form (and
     ``cpu_reason``) is written into the file's metadata_props and the file is refused before it is published if
     its weights do not honour it;
-    ``keep_ends_float`` keeps the stem convolution and the classifier in float (held-out top-1 agreement of a
-    trained digits network: 98.8% -> 99.4%; both layers are a tiny share of the multiply-adds).  ``per_channel``
+    ``keep_ends_float`` keeps the stem convolution and the classifier in float (a tiny share of the
+    multiply-adds; results in ``docs/results/int8_*``).  ``per_channel``
     None picks the target's default (per-channel for ONNX Runtime, per-tensor for TensorRT).  The model is first
     prepared with ONNX Runtime's pre-processing (shape inference; for the ONNX Runtime target also its graph
     optimisation, which folds BatchNorm into the convolutions) so that the scales apply to the
     tensors the runtime actually computes.
     """
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
@@ -286,30 +238,20 @@ def quantize_int8(
                "int8 symmetric 7-bit (reduce_range)" if portable_weights == "7bit" else "uint8 (zero point 128)")
     per_channel = for_ort if per_channel is None else per_channel
 
-    class _Reader(ImageBatchReader, CalibrationDataReader):
-        pass
-
     dst = Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent) as work:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_optimization=not for_ort, skip_symbolic_shape=True)
         out_tmp = Path(work) / "int8.onnx"
-        gate_widths: dict[str, tuple[int, int]] = {}
+        state, records = passes_.PassState(), []
         if for_ort:
             graph = onnx.load(str(prepared))
-            # first: these read the shapes the other rewrites drop
-            gate_widths = broadcast_gates(graph) if rewrite and gates else {}
-            corrections = average_pools_as_depthwise_convs(graph) if rewrite and pools_as_convs else {}
-            averages = sum(n.name.endswith("__as_depthwise") for n in graph.graph.node)
-            merged = factorized_reductions_as_single_convs(graph) if rewrite else 0
-            copies = private_relu_inputs(graph) if rewrite else 0
-            padded = pad_depthwise_channels(graph) if rewrite and not float_depthwise else 0
-            pools = spatial_means_to_global_pools(graph) if rewrite else 0
-            folded = hard_sigmoids_into_convs(graph) if rewrite and gates else 0
-            if averages or merged or copies or padded or pools or folded:
+            enabled = passes_.enabled_passes(passes, rewrite, pools_as_convs, float_depthwise, gates)
+            state, records = passes_.run_float_passes(graph, enabled)
+            if any(r["rewrites"] for r in records):
                 onnx.save(graph, str(prepared))
-            excluded = [*(depthwise_convs(graph) if float_depthwise else []),
-                        *(float_ends(graph) if keep_ends_float else []), *shared_input_relus(graph)]
+            excluded = [*(passes_.depthwise_convs(graph) if float_depthwise else []),
+                        *(float_ends(graph) if keep_ends_float else []), *passes_.shared_input_relus(graph)]
             options: dict[str, Any] = dict(
                 quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 # 7-bit weights: no pair of u8*s8 products leaves the 16-bit sum of CPUs without VNNI
@@ -318,14 +260,11 @@ def quantize_int8(
                 # the pools' border factors at scales that hold them exactly
                 extra_options={"TensorQuantOverrides": {
                     name: [{"scale": np.float32(scale), "zero_point": np.uint8(0)}]
-                    for name, scale in corrections.items()}},
+                    for name, scale in state.corrections.items()}},
             )
             settings = {"format": "QOperator", "activations": "uint8 asymmetric", "weights": weights, "int8_cpu": form,
-                        "float_depthwise_convs": len(depthwise_convs(graph)) if float_depthwise else 0,
-                        "float_stem_and_classifier": keep_ends_float, "relu_input_copies": copies,
-                        "channel_padded_depthwise_convs": padded, "spatial_means_as_global_pools": pools,
-                        "factorized_reductions_as_single_convs": merged,
-                        "average_pools_as_depthwise_convs": averages, "hard_sigmoids_into_convs": folded}
+                        "float_depthwise_convs": len(passes_.depthwise_convs(graph)) if float_depthwise else 0,
+                        "float_stem_and_classifier": keep_ends_float}
         else:
             options = dict(
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -336,12 +275,13 @@ def quantize_int8(
             settings = {"format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric"}
         with warnings.catch_warnings(), _quiet_root_logger():
             warnings.simplefilter("ignore")
-            quantize_static(str(prepared), str(out_tmp), _Reader(calibration.astype(np.float32), input_name),
+            quantize_static(str(prepared), str(out_tmp), ImageBatchReader(calibration.astype(np.float32), input_name),
                             per_channel=per_channel, calibrate_method=methods[method], **options)
         if for_ort:
             quantized = onnx.load(str(out_tmp))
-            if gate_widths:
-                settings["gates_tiled_along_width"] = tile_gates_along_width(quantized, gate_widths)
+            records += passes_.run_quantized_passes(quantized, enabled, state)
+            settings["passes"] = records
+            passes_.stamp(quantized, records)
             if form == "portable" and portable_weights == "uint8":
                 settings["uint8_weights"] = ic.weights_to_uint8(quantized)
             ic.stamp(quantized, form, weights, cpu_reason)
@@ -357,8 +297,6 @@ def quantize_int8(
 def _quiet_root_logger() -> Iterator[None]:
     """ONNX Runtime's quantizer logs harmless per-tensor warnings on the root logger (e.g. a 1-D BatchNorm
     weight it cannot quantize per channel); keep them off the command's output."""
-    import logging
-
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -398,8 +336,6 @@ def interleaved_medians(sessions: dict[str, Any], batch: np.ndarray, iters: int 
     block of timed runs follows :func:`~cdarts_deploy.deploy.timing.settle`, so that the session timed
     before it no longer competes for the cores.
     """
-    from cdarts_deploy.deploy.timing import sample_host, settle
-
     def run(sess: Any) -> Any:
         return lambda: sess.run(None, {sess.get_inputs()[0].name: batch})
 
@@ -421,7 +357,6 @@ def speed_ratio(fp32_session: Any, int8_session: Any, batch: np.ndarray, iters: 
 
 def average_pool_count(src: str | os.PathLike) -> int:
     """How many AveragePool nodes an ONNX file has."""
-    import onnx
 
     return sum(n.op_type == "AveragePool" for n in onnx.load(str(src), load_external_data=False).graph.node)
 
@@ -437,16 +372,13 @@ def quantize_int8_fastest_pools(
 ) -> dict[str, Any]:
     """:func:`quantize_int8` for ONNX Runtime, with the average pools in whichever form runs faster on ``batch``.
 
-    ONNX Runtime runs an 8-bit average pool with a slow generic kernel; as depthwise convolutions
-    (``pools_as_convs``) the pools take its convolution kernels but add a factor multiply, and whether that
-    pays depends on the model and the batch: measured on 2 cores with trained weights, pcdarts_cifar at
-    batch 32 went from 1.54x to 1.91x faster than fp32 with them and cdarts_imagenet from 1.85x to 1.76x.  So,
-    like a TensorRT builder choosing tactics, both files are made and timed here (``timer``: file paths and
+    ONNX Runtime runs an 8-bit average pool with a generic kernel; as depthwise convolutions
+    (``pools_as_convs``) the pools take its convolution kernels but add a factor multiply, and which is faster
+    depends on the model and the batch (``docs/results/int8_speed_*``).  So, like a TensorRT builder choosing
+    tactics, both files are made and timed here (``timer``: file paths and
     batch -> median ms; by default :func:`interleaved_medians` on ONNX Runtime sessions) and the faster one is
     kept at ``dst``.  Graphs without average pools, and other targets, get :func:`quantize_int8` as is.
     """
-    from cdarts_deploy.deploy import ort
-
     if options.get("target", "onnxruntime") != "onnxruntime" or average_pool_count(src) == 0:
         return quantize_int8(src, dst, calibration, **options)
     dst = Path(dst)
