@@ -198,8 +198,8 @@ def quantize_int8(
     first, and the quantized one after; the list of passes with the rewrites each made goes into the settings
     and the file's metadata_props.  ``rewrite`` off turns every pass off (shared-input Relus stay float);
     ``float_depthwise`` keeps depthwise convolutions in float (no channel padding); ``pools_as_convs`` turns
-    average pools into depthwise convolutions (slower at batch 1 on some networks, so off by default;
-    :func:`quantize_int8_fastest_pools` times both forms and keeps the faster); ``gates`` keeps
+    average pools into depthwise convolutions (which form runs faster depends on the network and the
+    batch, so off here; :func:`quantize_int8_fastest_pools` times both forms and keeps the faster); ``gates`` keeps
     squeeze-excitation gates in 8 bits and tiles them;
     ``cpu`` (ONNX Runtime target only; default ``portable``) is the x86-64 CPU form of
     :mod:`cdarts_deploy.deploy.int8_cpu`: ``portable`` stores the weights so that CPUs without VNNI sum them
