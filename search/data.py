@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
 from torchvision.transforms import v2
 
 from backbones.pretrained import CIFAR_MEAN, CIFAR_STD
 from cdarts_deploy.data import cifar
 from cdarts_deploy.data.distributed import DistContext
+from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
+from cdarts_deploy.data.image_reader import image_folder
 from cdarts_deploy.data.images import ArrayImages, shuffled_loader
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS
 
@@ -119,6 +120,7 @@ def build_search_data(
     val_fraction: float = 0.1,
     input_size: int | None = None,
     seed: int = 0,
+    bad_images: str = "fail",
 ) -> SearchData:
     if dataset not in DATASETS:
         raise SearchInputError(f"unknown --dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
@@ -137,11 +139,11 @@ def build_search_data(
         return SearchData(Subset(full, range(split)), Subset(full, range(split, len(labels))),
                           _CIFAR_LAYOUT[dataset], "cifar", size)
     return _imagefolder(root, num_classes, train_fraction, val_fraction,
-                        input_size or LAYOUT_DEFAULTS["imagenet"]["input_size"], seed)
+                        input_size or LAYOUT_DEFAULTS["imagenet"]["input_size"], seed, bad_images)
 
 
 def _imagefolder(root: Path, num_classes: int | None, train_fraction: float, val_fraction: float,
-                 size: int, seed: int) -> SearchData:
+                 size: int, seed: int, bad_images: str = "fail") -> SearchData:
     if not root.is_dir():
         raise SearchInputError(
             f"{root}: no such directory; pass --data-root with an ImageFolder tree ROOT/<class>/<image>")
@@ -157,11 +159,12 @@ def _imagefolder(root: Path, num_classes: int | None, train_fraction: float, val
         classes = classes[:num_classes]
     keep = set(classes)
     try:
-        folder = ImageFolder(str(root), transform=imagefolder_transform(size),
-                             is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS) and Path(p).parent.name in keep)
+        # the one image reader: hidden and ._ files ignored, every image decoded once, bad files named
+        folder = image_folder(root, bad_images, "--data-root", transform=imagefolder_transform(size),
+                              keep_class=keep.__contains__, fix="remove or replace it")
     except (FileNotFoundError, RuntimeError) as exc:
         raise SearchInputError(f"{root}: {str(exc).splitlines()[0]}; every class folder needs at least one image "
-                               f"({', '.join(IMG_EXTENSIONS)})") from None
+                               f"({', '.join(IMAGE_SUFFIXES)})") from None
     if len(folder.classes) != len(classes):
         raise SearchInputError(f"{root}: only {len(folder.classes)} of {len(classes)} class folders contain images; "
                                "remove the empty ones or add images")

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(genotype, doc["network"])
     load_into(model, read_state_dict(ckpt), ckpt, hint="pass the checkpoint of the run that wrote this run.json")
     model.eval()
-    data = read_datasets(args.data_root, args.dataset, need_train=False)
+    data = read_datasets(args.data_root, args.dataset, bad_images=args.bad_images, need_train=False)
     if data.num_classes != doc["network"]["num_classes"]:
         raise UsageError(f"{args.data_root} has {data.num_classes} classes, "
                          f"the network {doc['network']['num_classes']}; pass the data the run was trained on")

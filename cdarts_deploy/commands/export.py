@@ -18,7 +18,9 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
 
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.commands.args import (
@@ -37,6 +39,7 @@ from cdarts_deploy.commands.args import (
     run_main,
 )
 from cdarts_deploy.commands.outputs import existing_outputs, refuse_input_collision
+from cdarts_deploy.data.image_reader import folder_files, screen
 
 if TYPE_CHECKING:
     from cdarts_deploy.deploy.artifacts import ArtifactRequest
@@ -79,10 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs the ONNX Runtime INT8 file must be exact on: portable (the default; 7-bit weights, exact "
                    "on every x86-64 CPU), vnni (full 8-bit weights; CPUs without avx512_vnni/avx_vnni saturate and "
                    "give wrong results), auto (vnni if this machine has VNNI, else portable)")
-    g.add_argument("--int8-passes", metavar="all|none|NAME[,NAME...]",
-                   help="graph passes applied around ONNX Runtime INT8 quantization, always in their declared order: "
-                   "all (the default), none, or the names to apply; the report and the file's metadata list each "
-                   "pass with the rewrites it made, and an unknown name's error lists the names")
     g.add_argument("--calib-dir", help="folder of images: INT8 calibration and the real-image inputs of --check")
     g.add_argument("--check", action="store_true", help="parity across PyTorch, ONNX Runtime and TensorRT, per tensor")
     g.add_argument("--debug-layers", action="store_true",
@@ -143,26 +142,30 @@ def run(args: argparse.Namespace) -> int:
     request = artifacts.ArtifactRequest(
         fp16=args.fp16, int8=args.int8, tensorrt=args.trt, check=args.check, features=args.features,
         pictures=args.plot, calib_dir=args.calib_dir, int8_target=_int8_target(args), int8_cpu=args.int8_cpu,
-        int8_passes=args.int8_passes,
         max_batch=args.max_batch,
         workspace_mb=args.workspace_mb,
         threads=library_threads(args.threads), trt_timing_cache=args.trt_timing_cache,
         trt_opt_level=args.trt_opt_level,
-        eval_dir=args.eval_dir,
+        eval_dir=args.eval_dir, bad_images=args.bad_images,
     )
     artifacts.validate(request, args.batch_size)
     genotype = gt.load(args.genotype)
     stem = args.name or genotype.name or ("model" if wants_onnx(args) else "genotype")
     out_dir = _out_dir(args, stem)
+    if args.calib_dir:  # every input is checked before the output folder exists
+        args.calib_files = screen(folder_files(args.calib_dir), args.bad_images, "--calib-dir", _log, limit=256)
+        if not args.calib_files:
+            raise UsageError(f"--calib-dir {args.calib_dir} holds no usable images; add representative images")
     if not wants_onnx(args):
-        for path in artifacts.pictures_only(genotype, out_dir, stem):
+        for path in artifacts.pictures_only(genotype, prepare_out_dir(out_dir), stem):
             print(path)
         return 0
     return _export(args, genotype, request, out_dir)
 
 
 def _out_dir(args: argparse.Namespace, stem: str) -> Path:
-    """Check, then create, the output folder: outputs are ``<stem>.*`` / ``<stem>_*`` files inside it."""
+    """The output folder, checked (created later, once every input passed): outputs are ``<stem>.*`` /
+    ``<stem>_*`` files inside it."""
     if "/" in stem or "\\" in stem or stem in ("", ".", ".."):
         raise UsageError(f"--name {stem!r} is not a file stem; pass a name without folders")
     out = Path(args.out) if args.out is not None else Path(stem)
@@ -174,7 +177,9 @@ def _out_dir(args: argparse.Namespace, stem: str) -> Path:
         if found and not args.overwrite:
             raise UsageError(f"--out {out} already holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}; "
                              "pass another --out or --name, or --overwrite to replace them")
-    return prepare_out_dir(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a folder")
+    return out
 
 
 def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactRequest", out_dir: Path) -> int:
@@ -208,9 +213,9 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
     seconds["count_macs"] = round(time.perf_counter() - start, 3)
     hw = tuple(spec.input_size)
     if args.eval_dir:  # a bad folder is refused before anything is exported
-        artifacts.evaluation_set(args.eval_dir, model)
+        artifacts.evaluation_set(args.eval_dir, model, args.bad_images)
     mean, std = pr.normalization(model)  # the statistics the network was trained with (CIFAR or ImageNet)
-    images = pr.load_images(args.calib_dir, hw, limit=256, mean=mean, std=std) if args.calib_dir else None
+    images = _calibration_images(args, lambda f: pr.load_image(f, hw, mean, std)) if args.calib_dir else None
     if images is not None:
         request = replace(request, calibration=images)
     batches = [args.batch_size] if args.static_batch else sorted({1, args.batch_size})
@@ -249,6 +254,7 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
 
     wanted = any((request.fp16, request.int8, request.tensorrt, request.check, request.features, request.pictures,
                   request.eval_dir))
+    prepare_out_dir(out_dir)
     result = export_verified(model, out_dir, name, export, inputs, report, threads=library_threads(args.threads),
                              latency_iters=args.latency_iters, require_input_dependence=True,
                              artifacts=more_files if wanted else None,
@@ -258,6 +264,11 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
         return 1
     _print_summary(result.report, result.written, out_dir / f"{name}.onnx", out_dir / f"{name}.json")
     return 0
+
+
+def _calibration_images(args: argparse.Namespace, load: Callable[[Path], np.ndarray]) -> np.ndarray:
+    """Up to 256 images of --calib-dir through the one image reader (hidden files ignored, bad ones by policy)."""
+    return np.stack([load(f) for f in args.calib_files])
 
 
 def _print_summary(report: dict, written: list[Path], onnx_path: Path, report_path: Path) -> None:
@@ -280,9 +291,6 @@ def _print_summary(report: dict, written: list[Path], onnx_path: Path, report_pa
         cpu = int8.get("int8_cpu")
         if isinstance(cpu, dict):
             print(f"  int8 cpu form   {cpu['form']} ({cpu['weights']}): {cpu['reason']}")
-        if "passes" in int8:
-            applied = [f"{p['name']} ({p['rewrites']})" for p in int8["passes"] if p["enabled"]]
-            print(f"  int8 passes     {', '.join(applied) or 'none'}")
         print(f"  int8 ({int8['target']})  top-1 agreement {held['top1_agreement']:.1%} on {held['images']} held-out "
               f"images (95% CI {low:.1%}-{high:.1%}), logit cosine {held['logit_cosine']:.4f}")
         speed = int8.get("speed_onnxruntime_cpu")

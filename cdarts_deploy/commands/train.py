@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume:  # a finished run has no resume.pth but its weights and log are still its results
         refuse_earlier_results(out, RUN_FILES, args.overwrite)
     genotype = gt.load(args.genotype)
-    data = read_datasets(args.data_root, args.dataset)
+    data = read_datasets(args.data_root, args.dataset, bad_images=args.bad_images)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(presets.TrainConfig)}
     preset = args.preset or _default_preset(genotype, data.natural_layout, given["layout"])
     cfg = presets.preset_config(preset, **given)

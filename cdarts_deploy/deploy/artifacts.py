@@ -22,8 +22,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from cdarts_deploy.data.image_reader import image_folder
 from cdarts_deploy.deploy import int8_cpu as ic
-from cdarts_deploy.deploy import int8_passes, ort, parity
+from cdarts_deploy.deploy import ort, parity
 from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.model_spec import NetworkSpec, build_model
 from cdarts_deploy.deploy.pipeline import OnnxExport, Staging, Verified, export_and_compare
@@ -48,13 +49,13 @@ class ArtifactRequest:
     calib_dir: str | None = None
     int8_target: str = "onnxruntime"
     int8_cpu: str | None = None  # portable | vnni | auto for the ONNX Runtime target (None: portable)
-    int8_passes: str | None = None  # all | none | pass names, for the ONNX Runtime target (None: all)
     max_batch: int = 32
     workspace_mb: int = 1024
     threads: int | None = None
     trt_timing_cache: str | None = None  # TensorRT timing cache file, reused across builds
     trt_opt_level: int | None = None  # TensorRT builder optimization level 0-5 (None: TensorRT's default)
     eval_dir: str | None = None  # ImageFolder: top-1/top-5 of PyTorch and of every file made
+    bad_images: str = "fail"  # fail | skip: what --calib-dir and --eval-dir do with a file that does not decode
 
     @property
     def precision(self) -> str:
@@ -75,20 +76,12 @@ def validate(request: ArtifactRequest, batch: int) -> None:
         if request.int8_target != "onnxruntime":
             raise UserError("--int8-cpu applies to the ONNX Runtime INT8 file; the TensorRT Q/DQ file (--int8-target "
                             "tensorrt) runs on the GPU and has no CPU form")
-    if request.int8_passes is not None:
-        if not request.int8 or request.int8_target != "onnxruntime":
-            raise UserError("--int8-passes chooses the graph passes of the ONNX Runtime INT8 file; add --int8 "
-                            "(and no --int8-target tensorrt)")
-        try:
-            int8_passes.select_passes(request.int8_passes)
-        except int8_passes.Int8PassError as exc:
-            raise UserError(f"--int8-passes: {exc}") from None
     if request.calib_dir:
         pr.image_files(request.calib_dir)
     if request.max_batch < max(1, batch):
         raise UserError(f"--max-batch {request.max_batch} is below --batch-size {batch}")
     if request.eval_dir:
-        _image_folder(request.eval_dir)
+        _image_folder(request.eval_dir, bad_images=request.bad_images)
     if (request.trt_timing_cache is not None or request.trt_opt_level is not None) and not request.tensorrt:
         raise UserError("--trt-timing-cache and --trt-opt-level apply to TensorRT builds; add --trt")
     if request.tensorrt:
@@ -146,7 +139,7 @@ def build(request: ArtifactRequest, genotype: Genotype, model: torch.nn.Module, 
         if engine_runner is not None:
             runners[f"tensorrt {request.precision}"] = (request.precision, lambda x: engine_runner.run(x)[0])
         log(f"evaluating PyTorch and {', '.join(runners)} on {request.eval_dir}")
-        report["eval"] = evaluate_on_folder(model, request.eval_dir, runners, log=log)
+        report["eval"] = evaluate_on_folder(model, request.eval_dir, runners, log=log, bad_images=request.bad_images)
 
     if request.features:
         report["features"], more = _features(genotype, model, spec, export, reference, staging, out_dir, name,
@@ -181,8 +174,6 @@ def _int8(request: ArtifactRequest, model: torch.nn.Module, verified: Verified, 
     if request.int8_target == "onnxruntime":
         choice = ic.int8_cpu_choice(request.int8_cpu or ic.DEFAULT_INT8_CPU, ic.cpu_flags())
         options.update(cpu=choice["form"], cpu_reason=choice["reason"])
-        if request.int8_passes is not None:
-            options["passes"] = int8_passes.select_passes(request.int8_passes)
         log(f"INT8 CPU form: {choice['form']} ({choice['reason']})")
     if verified.session is not None:  # ONNX Runtime runs here: the pools take the form that is faster at this batch
         settings = pr.quantize_int8_fastest_pools(verified.path, dst, calibration, x, request.threads, **options)
@@ -238,16 +229,15 @@ def _engine(request: ArtifactRequest, onnx_files: dict[str, Path], reference: pa
 EVAL_MIN_AGREEMENT = {"fp32": 0.995, "fp16": 0.99, "int8": 0.95}
 
 
-def _image_folder(eval_dir: str | Path, transform: Any = None) -> Any:
-    """torchvision's ImageFolder over ``eval_dir`` (class folders may be empty), or a one-line :class:`UserError`."""
-    from torchvision.datasets import ImageFolder
-
+def _image_folder(eval_dir: str | Path, transform: Any = None, bad_images: str = "fail") -> Any:
+    """The ImageFolder over ``eval_dir`` (class folders may be empty) read by the one image reader
+    (:mod:`cdarts_deploy.data.image_reader`), or a one-line :class:`UserError`."""
     folder = Path(eval_dir)
     if not folder.is_dir():
         raise UserError(f"--eval-dir {folder} is not a folder; give an ImageFolder (one sub-folder of images per "
                         "class)")
     try:
-        dataset = ImageFolder(str(folder), transform=transform, allow_empty=True)
+        dataset = image_folder(folder, bad_images, "--eval-dir", transform=transform, allow_empty=True)
     except (FileNotFoundError, OSError) as exc:
         raise UserError(f"--eval-dir {folder}: {str(exc).splitlines()[0][:160]}; give one sub-folder of images "
                         "per class") from None
@@ -256,7 +246,7 @@ def _image_folder(eval_dir: str | Path, transform: Any = None) -> Any:
     return dataset
 
 
-def evaluation_set(eval_dir: str | Path, model: torch.nn.Module) -> tuple[Any, dict]:
+def evaluation_set(eval_dir: str | Path, model: torch.nn.Module, bad_images: str = "fail") -> tuple[Any, dict]:
     """The ImageFolder at ``eval_dir`` with timm's evaluation transform for ``model`` (resize, centre crop,
     the model's own mean/std from its ``pretrained_cfg``), and that transform's settings.
 
@@ -265,7 +255,7 @@ def evaluation_set(eval_dir: str | Path, model: torch.nn.Module) -> tuple[Any, d
     from timm.data import create_transform, resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
-    dataset = _image_folder(eval_dir, create_transform(**cfg))
+    dataset = _image_folder(eval_dir, create_transform(**cfg), bad_images)
     classes = getattr(model, "num_classes", None)
     if classes and len(dataset.classes) > classes:
         raise UserError(f"--eval-dir {eval_dir} has {len(dataset.classes)} class folders but the model has {classes} "
@@ -276,11 +266,11 @@ def evaluation_set(eval_dir: str | Path, model: torch.nn.Module) -> tuple[Any, d
 
 def evaluate_on_folder(model: torch.nn.Module, eval_dir: str | Path,
                        runners: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]], batch: int = 32,
-                       log: Callable[[str], None] = lambda m: None) -> dict:
+                       log: Callable[[str], None] = lambda m: None, bad_images: str = "fail") -> dict:
     """Top-1/top-5 of PyTorch and of each runner (``name -> (precision, logits of an NCHW batch)``) on the same
     images, and each runner's top-1 agreement with PyTorch; a runner below :data:`EVAL_MIN_AGREEMENT` for its
     precision is flagged."""
-    dataset, transform = evaluation_set(eval_dir, model)
+    dataset, transform = evaluation_set(eval_dir, model, bad_images)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0)
     names = ["pytorch", *runners]
     top1 = dict.fromkeys(names, 0)

@@ -18,9 +18,10 @@ from PIL import Image
 from timm.data import auto_augment_transform, create_transform
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
-from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
+from torchvision.datasets import ImageFolder
 
 from cdarts_deploy.data import cifar
+from cdarts_deploy.data.image_reader import image_folder
 from cdarts_deploy.data.images import ArrayImages, shuffled_loader
 from cdarts_deploy.errors import UserError
 
@@ -57,18 +58,23 @@ def detect_dataset(root: Path) -> str:
     return "imagefolder"
 
 
-def _image_folder(root: Path) -> ImageFolder:
+def _image_folder(root: Path, bad_images: str) -> ImageFolder:
     try:
-        return ImageFolder(str(root), is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS))
+        folder = image_folder(root, bad_images, "--data-root")
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{root}: {str(exc).splitlines()[0]}; every class folder needs at least one image") from None
+    empty = sorted(set(folder.classes) - {folder.classes[t] for t in folder.targets})
+    if empty:  # every file of a class was skipped as bad
+        raise DataError(f"{root}/{empty[0]}: no usable image left; add images or remove the class folder")
+    return folder
 
 
-def read_datasets(root: str | Path, dataset: str = "auto", *, need_train: bool = True) -> TrainData:
+def read_datasets(root: str | Path, dataset: str = "auto", *, need_train: bool = True,
+                  bad_images: str = "fail") -> TrainData:
     """The training and validation sets under ``root`` (transforms are set later, once the model is known).
 
     CIFAR: the training batches and the test batch.  ImageFolder: ``root/train/<class>/`` and ``root/val/<class>/``
-    with the same class folders.
+    with the same class folders, read by :mod:`cdarts_deploy.data.image_reader` (``bad_images``: its policy).
     """
     root = Path(root)
     if dataset not in DATASETS:
@@ -94,12 +100,14 @@ def read_datasets(root: str | Path, dataset: str = "auto", *, need_train: bool =
         if not (root / part).is_dir():
             raise DataError(f"{root}: no {part}/ folder; expected an ImageFolder tree {root}/{part}/<class>/<image> "
                             "(or the CIFAR python batches)")
-        parts[part] = _image_folder(root / part)
+        parts[part] = _image_folder(root / part, bad_images)
     val = parts["val"]
     train = parts.get("train", val)
     if train.classes != val.classes:
         raise DataError(f"{root}: train/ and val/ hold different class folders "
                         f"({len(train.classes)} vs {len(val.classes)}); both need the same classes")
+    if need_train and len(val.classes) < 2:  # one class: the loss is zero from the first step, nothing is learnt
+        raise DataError(f"{root}: one class folder ({val.classes[0]}); a classifier needs at least 2 classes")
     with Image.open(val.samples[0][0]) as first:  # small images suit the CIFAR layout
         layout = "cifar" if max(first.size) <= 64 else "imagenet"
     return TrainData("imagefolder", train, val, len(val.classes), list(val.classes), layout)
