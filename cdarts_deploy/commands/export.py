@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs the ONNX Runtime INT8 file must be exact on: portable (the default; 7-bit weights, exact "
                    "on every x86-64 CPU), vnni (full 8-bit weights; CPUs without avx512_vnni/avx_vnni saturate and "
                    "give wrong results), auto (vnni if this machine has VNNI, else portable)")
+    g.add_argument("--int8-passes", metavar="all|none|NAME[,NAME...]",
+                   help="graph passes applied around ONNX Runtime INT8 quantization, always in their declared order: "
+                   "all (the default), none, or the names to apply; the report and the file's metadata list each "
+                   "pass with the rewrites it made, and an unknown name's error lists the names")
     g.add_argument("--calib-dir", help="folder of images: INT8 calibration and the real-image inputs of --check")
     g.add_argument("--check", action="store_true", help="parity across PyTorch, ONNX Runtime and TensorRT, per tensor")
     g.add_argument("--debug-layers", action="store_true",
@@ -142,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     request = artifacts.ArtifactRequest(
         fp16=args.fp16, int8=args.int8, tensorrt=args.trt, check=args.check, features=args.features,
         pictures=args.plot, calib_dir=args.calib_dir, int8_target=_int8_target(args), int8_cpu=args.int8_cpu,
+        int8_passes=args.int8_passes,
         max_batch=args.max_batch,
         workspace_mb=args.workspace_mb,
         threads=library_threads(args.threads), trt_timing_cache=args.trt_timing_cache,
@@ -291,6 +296,9 @@ def _print_summary(report: dict, written: list[Path], onnx_path: Path, report_pa
         cpu = int8.get("int8_cpu")
         if isinstance(cpu, dict):
             print(f"  int8 cpu form   {cpu['form']} ({cpu['weights']}): {cpu['reason']}")
+        if "passes" in int8:
+            applied = [f"{p['name']} ({p['rewrites']})" for p in int8["passes"] if p["enabled"]]
+            print(f"  int8 passes     {', '.join(applied) or 'none'}")
         print(f"  int8 ({int8['target']})  top-1 agreement {held['top1_agreement']:.1%} on {held['images']} held-out "
               f"images (95% CI {low:.1%}-{high:.1%}), logit cosine {held['logit_cosine']:.4f}")
         speed = int8.get("speed_onnxruntime_cpu")

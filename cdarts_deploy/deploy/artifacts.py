@@ -49,6 +49,7 @@ class ArtifactRequest:
     calib_dir: str | None = None
     int8_target: str = "onnxruntime"
     int8_cpu: str | None = None  # portable | vnni | auto for the ONNX Runtime target (None: portable)
+    int8_passes: str | None = None  # all | none | pass names, for the ONNX Runtime target (None: all)
     max_batch: int = 32
     workspace_mb: int = 1024
     threads: int | None = None
@@ -76,6 +77,16 @@ def validate(request: ArtifactRequest, batch: int) -> None:
         if request.int8_target != "onnxruntime":
             raise UserError("--int8-cpu applies to the ONNX Runtime INT8 file; the TensorRT Q/DQ file (--int8-target "
                             "tensorrt) runs on the GPU and has no CPU form")
+    if request.int8_passes is not None:
+        from cdarts_deploy.deploy.int8_passes import Int8PassError, select_passes  # onnxscript: only when chosen
+
+        if not request.int8 or request.int8_target != "onnxruntime":
+            raise UserError("--int8-passes chooses the graph passes of the ONNX Runtime INT8 file; add --int8 "
+                            "(and no --int8-target tensorrt)")
+        try:
+            select_passes(request.int8_passes)
+        except Int8PassError as exc:
+            raise UserError(f"--int8-passes: {exc}") from None
     if request.calib_dir:
         pr.image_files(request.calib_dir)
     if request.max_batch < max(1, batch):
@@ -174,6 +185,10 @@ def _int8(request: ArtifactRequest, model: torch.nn.Module, verified: Verified, 
     if request.int8_target == "onnxruntime":
         choice = ic.int8_cpu_choice(request.int8_cpu or ic.DEFAULT_INT8_CPU, ic.cpu_flags())
         options.update(cpu=choice["form"], cpu_reason=choice["reason"])
+        if request.int8_passes is not None:
+            from cdarts_deploy.deploy.int8_passes import select_passes  # onnxscript: only when chosen
+
+            options["passes"] = select_passes(request.int8_passes)
         log(f"INT8 CPU form: {choice['form']} ({choice['reason']})")
     if verified.session is not None:  # ONNX Runtime runs here: the pools take the form that is faster at this batch
         settings = pr.quantize_int8_fastest_pools(verified.path, dst, calibration, x, request.threads, **options)

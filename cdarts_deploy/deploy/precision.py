@@ -44,7 +44,6 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from cdarts_deploy.atomic_files import atomic_path, publish
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
 from cdarts_deploy.deploy import int8_cpu as ic
-from cdarts_deploy.deploy import int8_passes as passes_
 from cdarts_deploy.deploy import ort
 from cdarts_deploy.deploy.timing import sample_host, settle
 from cdarts_deploy.errors import UserError
@@ -214,6 +213,9 @@ def quantize_int8(
     optimisation, which folds BatchNorm into the convolutions) so that the scales apply to the
     tensors the runtime actually computes.
     """
+    # the passes bring onnxscript: loaded for INT8 files only, not on every export's start-up
+    import cdarts_deploy.deploy.int8_passes as passes_
+
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
