@@ -3,12 +3,16 @@
 Every command and library part that reads a ``.pth`` file goes through here, so a file
 holding pickled objects is refused the same way everywhere, and torch's advice to retry
 with ``weights_only=False`` (exactly what must not be done with a stranger's file) is
-never repeated to the user.
+never repeated to the user.  ``.safetensors`` files (no pickle at all) are read too, and a
+state_dict holding NaN or infinite values is refused with the tensor's name: such weights
+score or export as garbage that would be blamed on something else.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,11 +31,37 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit the model."""
 
 
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """The safetensors layout: an 8-byte little-endian header length, then a JSON object."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < struct.unpack("<Q", head[:8])[0] <= size - 8
+
+
+def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{what} {path} is a damaged safetensors file ({first[:120]}); "
+                              "save it again with safetensors.torch.save_file") from None
+
+
 def read_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
-    """The object stored at ``path``, loaded on the CPU with ``weights_only=True``."""
+    """The object stored at ``path``, loaded on the CPU with ``weights_only=True`` (or a safetensors file's
+    tensors)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} not found; pass the path of a file saved with torch.save")
+    if is_safetensors(path):
+        return _read_safetensors(path, what)
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle protocol of files it is about to refuse anyway
@@ -61,7 +91,19 @@ def extract_state_dict(obj: Any, path: str | os.PathLike = "<checkpoint>",
             f"checkpoint {path} holds no state_dict; expected a dict of tensors, or one under "
             + " / ".join(repr(k) for k in nested_keys)
         )
-    return {str(k).removeprefix("module."): v for k, v in obj.items()}
+    state = {str(k).removeprefix("module."): v for k, v in obj.items()}
+    refuse_non_finite(state, path)
+    return state
+
+
+def refuse_non_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike = "<checkpoint>") -> None:
+    """A NaN or infinite value in any floating-point tensor is one line naming the tensor."""
+    for name, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"checkpoint {path}: tensor {name} holds {bad} NaN or infinite value(s) of "
+                                  f"{tensor.numel()}; the weights are broken (a diverged run?): use an earlier "
+                                  "checkpoint")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

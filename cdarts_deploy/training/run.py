@@ -138,12 +138,7 @@ def fit(genotype: gt.Genotype, cfg: TrainConfig, data: TrainData, opts: RunOptio
     resume_path = opts.out / "resume.pth"
     if opts.resume and resume_path.is_file():
         doc = ck.load_resume(resume_path, identity)
-        model.load_state_dict(doc["model"])
-        optimizer.load_state_dict(doc["optimizer"])
-        if ema is not None and doc["ema"] is not None:
-            ema.module.load_state_dict(doc["ema"])
-        if scaler is not None and doc["scaler"] is not None:
-            scaler.load_state_dict(doc["scaler"])
+        ck.restore_resume(doc, resume_path, model, optimizer, ema, scaler)
         start_epoch = int(doc["epoch"])
         result.records = list(doc["records"])
         result.best_top1, result.best_epoch = float(doc["best"]["top1"]), int(doc["best"]["epoch"])
