@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from cdarts_deploy.errors import UserError
@@ -43,9 +45,6 @@ def is_safetensors(path: str | os.PathLike) -> bool:
 
 
 def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:

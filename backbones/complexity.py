@@ -13,12 +13,18 @@ batch of one, then restore every submodule's training flag.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import sys
 from typing import Iterator, Optional, Union
 
+import timm
 import torch
+from timm.layers import activations, activations_me, adaptive_avgmax_pool
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+import backbones  # noqa: F401  (registers the models)
 
 __all__ = ["count_params", "count_macs", "count_macs_inclusive", "AUX_MODULE_NAMES", "ELEMENTWISE_TYPES"]
 
@@ -53,10 +59,6 @@ _NORMS: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm,)
 
 def _timm_elementwise_types() -> tuple[type, ...]:
     """timm's own activation and pooling modules (Swish, HardSigmoid, FastAdaptiveAvgPool, ...)."""
-    try:
-        from timm.layers import activations, activations_me, adaptive_avgmax_pool
-    except ImportError:  # timm is a dependency, but the counter itself does not need it
-        return ()
     types = []
     for module in (activations, activations_me):
         types += [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, nn.Module)]
@@ -152,12 +154,7 @@ def count_macs_inclusive(
 
 def _main(argv: Optional[list[str]] = None) -> int:
     """Print parameters and multiply-adds of registered timm models: ``python -m backbones.complexity [NAME ...]``."""
-    import argparse
-    import sys
 
-    import timm
-
-    import backbones  # noqa: F401  (registers the models)
 
     parser = argparse.ArgumentParser(prog="python -m backbones.complexity", description=_main.__doc__)
     parser.add_argument("names", nargs="*", help="timm model names (default: every CDARTS-deploy model)")

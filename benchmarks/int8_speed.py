@@ -53,11 +53,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
+import torch
+from sklearn.datasets import load_digits
 
 from cdarts_deploy import genotype as gt  # noqa: E402
 from cdarts_deploy.atomic_files import atomic_path, write_text  # noqa: E402
+from cdarts_deploy.deploy import int8_cpu, ort  # noqa: E402
 from cdarts_deploy.deploy import model_spec as ms  # noqa: E402
-from cdarts_deploy.deploy import ort  # noqa: E402
 from cdarts_deploy.deploy import precision as pr  # noqa: E402
 from cdarts_deploy.deploy.onnx_graph import export_onnx  # noqa: E402
 from cdarts_deploy.deploy.parity import torch_outputs  # noqa: E402
@@ -88,9 +91,6 @@ def digits(count: int, offset: int, hw: tuple[int, int], mean, std) -> np.ndarra
 
     Each 8x8 digit is upsampled bilinearly and tinted per channel (so the three channels differ).
     """
-    import torch
-    from sklearn.datasets import load_digits
-
     data = load_digits().images.astype(np.float32) / 16.0
     if offset + count > len(data):
         raise SystemExit(f"only {len(data)} digits: --calib plus --held-out plus BN images must fit")
@@ -104,8 +104,6 @@ def digits(count: int, offset: int, hw: tuple[int, int], mean, std) -> np.ndarra
 
 def bn_from_pictures(model, pictures: np.ndarray, batch: int = 16) -> None:
     """BatchNorm statistics of a random network averaged over real pictures (activations of sane scale)."""
-    import torch
-
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()
@@ -120,8 +118,6 @@ def bn_from_pictures(model, pictures: np.ndarray, batch: int = 16) -> None:
 def train_classifier(model, pictures: np.ndarray, labels: np.ndarray, batch: int = 32, ridge: float = 1e-2) -> float:
     """Fit the classifier to ``labels`` (0-9) by ridge regression on the pooled features; returns the training
     accuracy.  Classes past the tenth get zero weights and a bias of -1."""
-    import torch
-
     with torch.no_grad():
         feats = torch.cat([model.forward_head(model.forward_features(torch.from_numpy(pictures[i:i + batch])),
                                               pre_logits=True) for i in range(0, len(pictures), batch)]).double()
@@ -146,8 +142,6 @@ def train_briefly(model, pictures: np.ndarray, labels: np.ndarray, seconds: floa
     ``steps`` steps); returns the steps done and the last steps' mean loss.  A random deep network is a chaotic
     function of its input (a linear classifier on its features reads digits at chance level); training gives it
     real features."""
-    import torch
-
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = 0.1
@@ -172,8 +166,6 @@ def train_briefly(model, pictures: np.ndarray, labels: np.ndarray, seconds: floa
 
 
 def digit_labels(count: int, offset: int) -> np.ndarray:
-    from sklearn.datasets import load_digits
-
     return load_digits().target[offset:offset + count]
 
 
@@ -205,8 +197,6 @@ def _stage(name: str, what: str, since: float) -> float:
 
 
 def measure(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
-    import torch
-
     genotype = gt.load(name)
     is_cell = isinstance(genotype, gt.CellGenotype)
     spec = ms.resolve_spec(genotype, None, args.width if is_cell else None, args.cells if is_cell else None)
@@ -316,10 +306,6 @@ def header(batches: list[int]) -> str:
 
 def machine_conditions(args: argparse.Namespace) -> dict:
     """What the numbers depend on: CPU model and its dot-product flags, library versions, threads, load, settings."""
-    import onnxruntime
-    import torch
-
-    from cdarts_deploy.deploy import int8_cpu
 
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
@@ -371,8 +357,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown variant(s) {unknown}; use {', '.join(VARIANTS)}")
     if args.torch_threads:
-        import torch
-
         torch.set_num_threads(args.torch_threads)
     conditions = machine_conditions(args)
     print(f"threads {args.threads}, load average at start {os.getloadavg()[0]:.1f}, CPU {conditions['cpu_model']}, "

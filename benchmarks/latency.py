@@ -21,6 +21,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import timm
+import torch
+
+from backbones.complexity import count_macs
+from cdarts_deploy import genotype as gt
+from cdarts_deploy.deploy import profiling as prof
+from cdarts_deploy.deploy.gemm import measure_gemm_rate
+from cdarts_deploy.deploy.model_spec import build_model, random_batch, resolve_spec
+from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
+from cdarts_deploy.deploy.versions import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (label, kind, name, input side): zoo models at their published input sizes, peers at 224
@@ -40,11 +51,6 @@ QUICK = ("cdarts_cifar", "cdarts_b", "efficientnet_b0")
 
 
 def build(kind: str, name: str, side: int):
-    import timm
-
-    from backbones.complexity import count_macs
-    from cdarts_deploy import genotype as gt
-    from cdarts_deploy.deploy.model_spec import build_model, resolve_spec
 
     if kind == "timm":
         model = timm.create_model(name, pretrained=False).eval()
@@ -67,13 +73,7 @@ def main() -> int:
     iters = args.iters or (5 if args.quick else 20)
     wanted = set(args.models.split(",")) if args.models else set(QUICK) if args.quick else None
 
-    import torch
 
-    from cdarts_deploy.deploy import profiling as prof
-    from cdarts_deploy.deploy.gemm import measure_gemm_rate
-    from cdarts_deploy.deploy.model_spec import random_batch
-    from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
-    from cdarts_deploy.deploy.versions import cpu_model
 
     torch.set_num_threads(args.threads)
     gemm = measure_gemm_rate(threads=args.threads)

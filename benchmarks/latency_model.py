@@ -28,6 +28,15 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
+from cdarts_deploy.atomic_files import write_text
+from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotypes, random_children
+from cdarts_deploy.deploy.versions import cpu_load
+from cdarts_deploy.drawing.figures import pyplot, save_figure
+from cdarts_deploy.latency_stats import CORRECTIONS, fit_correction, relative_errors, spearman
+from cdarts_deploy.latency_table_format import genotype_candidates, load
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,13 +52,7 @@ def main() -> int:
     p.add_argument("--out", default="docs/results/latency_model", help="output stem for .json and .png")
     args = p.parse_args()
 
-    from tqdm import tqdm
 
-    from cdarts_deploy.atomic_files import write_text
-    from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotypes, random_children
-    from cdarts_deploy.deploy.versions import cpu_load
-    from cdarts_deploy.latency_stats import CORRECTIONS, fit_correction, relative_errors, spearman
-    from cdarts_deploy.latency_table_format import genotype_candidates, load
 
     table = load(args.table)
     settings = table.conditions.get("measurement", {})
@@ -125,8 +128,6 @@ def main() -> int:
 
 
 def _scatter(result: dict, path: Path) -> None:
-    from cdarts_deploy.drawing.figures import pyplot, save_figure
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     m = result["measured_ms"]

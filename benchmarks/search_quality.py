@@ -36,12 +36,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 REPO = Path(__file__).resolve().parents[1]
 
 from backbones.darts_net import DartsNet  # noqa: E402
+from cdarts_deploy import genotype as gt
+from cdarts_deploy.atomic_files import write_text
+from cdarts_deploy.data.cifar import load_cifar
 from cdarts_deploy.data.distributed import DistContext  # noqa: E402
+from cdarts_deploy.drawing.figures import pyplot, save_figure
 from search.cell_space import CellSpace  # noqa: E402
 from search.config import SearchConfig, resolved_defaults  # noqa: E402
 from search.data import SearchData  # noqa: E402
@@ -75,8 +80,6 @@ def prepare_digits(folder: Path, size: int) -> Path:
 
 
 def _read_folder(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from PIL import Image
-
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     images, labels = [], []
     for c, name in enumerate(classes):
@@ -93,8 +96,6 @@ def load_images(data: Path, size: int, subset: int,
                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """(search images, labels, held-out images, labels, classes); CIFAR or an ImageFolder with train/ and val/."""
     if any(data.glob("**/data_batch_1")):
-        from cdarts_deploy.data.cifar import load_cifar
-
         xs, ys = load_cifar(data, "cifar10", "train")
         xh, yh = load_cifar(data, "cifar10", "test")
         classes = 10
@@ -189,8 +190,6 @@ def retrain(genotype: Any, train: TensorDataset, held_out: TensorDataset, classe
 
 
 def plot(rows: dict[str, list[dict]], path: Path) -> None:
-    from cdarts_deploy.drawing.figures import pyplot, save_figure
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, arm_rows in rows.items():
@@ -259,7 +258,6 @@ def main() -> None:
             rows[name] = arm_rows
             t0 = time.perf_counter()
             acc = retrain(genotype, retrain_set, held_out, classes, s, args, device)
-            from cdarts_deploy import genotype as gt
 
             results[name] = {"held_out_acc": acc, "skip_edges_normal": arm_rows[-1]["skip_normal"],
                              "skip_mass_normal": arm_rows[-1]["skip_mass_normal"],
@@ -273,7 +271,6 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:18}{r['held_out_acc']:14.4f}{r['skip_edges_normal']:12d}{r['skip_mass_normal']:11.3f}"
               f"{r['alpha_entropy_normal']:9.3f}")
-    from cdarts_deploy.atomic_files import write_text
 
     write_text(out / "results.json", json.dumps({"settings": s, "arch_lr": args.arch_lr, "seed": args.seed,
                                                  "device": str(device), "arms": results}, indent=1) + "\n")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import resource
 import subprocess
 import sys
@@ -25,19 +26,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from cdarts_deploy.data.distributed import init_distributed
+from search.cell_space import CellSpace
+from search.config import SearchConfig, resolved_defaults
+from search.data import SearchData
+from search.epoch_metrics import Meter
+from search.trainer import CyclicSearch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _worker(args: argparse.Namespace) -> dict:
-    import torch
-    from torch.utils.data import TensorDataset
-
-    from cdarts_deploy.data.distributed import init_distributed
-    from search.cell_space import CellSpace
-    from search.config import SearchConfig, resolved_defaults
-    from search.data import SearchData
-    from search.epoch_metrics import Meter
-    from search.trainer import CyclicSearch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,9 +126,6 @@ def ratios(darts: dict, cdarts: dict) -> dict:
 
 def _skip_counts(args: argparse.Namespace) -> dict[str, list[int]]:
     """Skip connections in the normal cell after each epoch of a short CDARTS and DARTS run on the same data."""
-    import pickle
-
-    import numpy as np
 
     counts: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ positions that share one choice.  Pure Python: no numpy, no torch.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -293,8 +294,6 @@ def load(path: str | os.PathLike) -> LatencyTable:
 
 
 def dumps(table: LatencyTable) -> str:
-    import json
-
     return json.dumps(table.to_dict(), indent=1) + "\n"
 
 

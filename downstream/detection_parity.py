@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from downstream import runtime_recipe
 
@@ -48,7 +49,6 @@ class ParityRule:
 
 def reference_detections(model: Any, cfg: Any, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """mmdet's ``predict`` (through ``test_step``) on decoded BGR images, one batch per image."""
-    import torch
     from mmcv.transforms import Compose
     from mmengine.registry import DefaultScope
 

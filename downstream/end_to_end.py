@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torchvision
 from torch import nn
 
 from cdarts_deploy.errors import UserError
@@ -76,7 +77,6 @@ class _NonMaxSuppression(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, boxes, scores, max_per_class, iou_thr, score_thr):  # noqa: D401 - torch API
-        import torchvision
 
         limit, iou, floor = int(max_per_class), float(iou_thr), float(score_thr)
         rows = []

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import torch
 
 from cdarts_deploy.commands.args import (
     OneLineParser,
@@ -37,6 +38,14 @@ from cdarts_deploy.commands.args import (
     run_main,
 )
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
+from cdarts_deploy.deploy import ort, parity
+from cdarts_deploy.deploy.model_spec import random_batch
+from cdarts_deploy.deploy.pipeline import OnnxExport, Staging, export_verified, publish_with_report, verify
+from cdarts_deploy.deploy.versions import library_versions
+from downstream import detection_parity, export_graphs, sidecar
+from downstream.end_to_end import EndToEndDetector, SegmentorLabels
+from downstream.export_graphs import build_with_config, graph_for
+from downstream.runtime_recipe import preprocess
 
 if TYPE_CHECKING:
     from cdarts_deploy.deploy.pipeline import Compare
@@ -80,8 +89,6 @@ def _log(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from downstream.export_graphs import build_with_config, graph_for
-
     out_dir = prepare_out_dir(args.out)
     name = args.name or Path(args.config).stem
     start = time.perf_counter()
@@ -104,10 +111,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_raw(args, graph, cfg, out_dir: Path, name: str, report: dict) -> int:
-    from cdarts_deploy.deploy.model_spec import random_batch
-    from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
-    from downstream import sidecar
-
     height, width = args.input_size
     _log(f"exporting the raw head outputs of {report['model']} of {args.config} at {height}x{width}")
     export = OnnxExport((1, 3, height, width), args.opset, dynamic_batch=False, exporter="dynamo",
@@ -188,7 +191,6 @@ def _read_images(paths: Sequence[str], pre: dict, ranges: dict) -> list[np.ndarr
     once the sidecar's resize and padding are applied."""
     import cv2
 
-    from downstream.runtime_recipe import preprocess
 
     files: list[Path] = []
     for p in map(Path, paths):
@@ -230,12 +232,6 @@ def generated_images(count: int, size: tuple[int, int], seed: int = 0) -> list[n
 
 
 def _run_end_to_end(args, model, cfg, graph, detector: bool, out_dir: Path, name: str, report: dict) -> int:
-    import torch
-
-    from cdarts_deploy.deploy.pipeline import Staging, publish_with_report, verify
-    from cdarts_deploy.deploy.versions import library_versions
-    from downstream import export_graphs, sidecar
-    from downstream.end_to_end import EndToEndDetector, SegmentorLabels
 
     if args.check_images and not detector:
         raise UsageError("--check-images applies to detectors (the check against mmdet's predict)")
@@ -313,9 +309,6 @@ def _end_to_end_checks(args, model, cfg, e2e, doc: dict, images: list[np.ndarray
                        ranges: dict, seconds: dict[str, float]) -> Compare:
     """The pipeline's comparison step for an end-to-end graph: the file against the PyTorch graph at two
     shapes, then (detectors) against mmdet's own predict on images through the sidecar's recipe."""
-    from cdarts_deploy.deploy import ort, parity
-    from downstream import detection_parity
-
     height, width = args.input_size
 
     def compare(session: Any) -> tuple[dict, list[str]]:
@@ -351,9 +344,6 @@ def _end_to_end_checks(args, model, cfg, e2e, doc: dict, images: list[np.ndarray
 
 def _graph_detections(graph, session, inputs: dict) -> tuple[dict, list[str]]:
     """The exported graph against the PyTorch graph at every check shape, by detection matching."""
-    import torch
-
-    from downstream import detection_parity
 
     entries, failures = {}, []
     for label, x in inputs.items():
@@ -377,9 +367,6 @@ def _graph_detections(graph, session, inputs: dict) -> tuple[dict, list[str]]:
 
 
 def _graph_labels(graph, session, inputs: dict, min_agreement: float = 0.999) -> tuple[dict, list[str]]:
-    import torch
-
-    from cdarts_deploy.deploy import ort
 
     entries, failures = {}, []
     for label, x in inputs.items():

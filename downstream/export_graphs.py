@@ -10,8 +10,10 @@ resized to the input (``seg_logits``, N x classes x H x W), or their argmax.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import onnx
 import torch
 from torch import nn
 
@@ -106,8 +108,6 @@ def export_dynamic(graph: nn.Module, path: Any, example: tuple[torch.Tensor, ...
     ``spatial_outputs`` names outputs whose two given axes are the input's height and width.  ONNX
     ``NonMaxSuppression`` comes from the graph's own symbolic.  ``fixed_dims`` states output axes of a fixed
     length that the tracer leaves symbolic (the detections per image)."""
-    import warnings
-
     axes: dict[str, dict[int, str]] = {input_names[0]: {0: "batch", 2: "height", 3: "width"}}
     for name in input_names[1:]:
         axes[name] = {0: "batch"}
@@ -122,8 +122,6 @@ def export_dynamic(graph: nn.Module, path: Any, example: tuple[torch.Tensor, ...
                           output_names=output_names, dynamic_axes=axes, opset_version=opset,
                           do_constant_folding=True)
     if fixed_dims:
-        import onnx
-
         proto = onnx.load(str(path))
         for out in proto.graph.output:
             for axis, value in fixed_dims.get(out.name, {}).items():

@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from backbones.checkpoint_io import CheckpointError, extract_state_dict, read_checkpoint
+from backbones.factory import create_model_from_genotype
 from cdarts_deploy.genotype import CellGenotype, ChainGenotype, Genotype, load
 
 __all__ = ["CDARTSBackbone", "read_state_dict"]
@@ -97,7 +98,6 @@ class CDARTSBackbone(BaseModule):
         init_cfg: Optional[Union[dict, list]] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
-        from backbones.factory import create_model_from_genotype
 
         geno = genotype if isinstance(genotype, (CellGenotype, ChainGenotype)) else load(genotype)
         kwargs = dict(model_kwargs or {})

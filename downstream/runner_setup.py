@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import importlib
+import importlib.util
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -68,9 +72,6 @@ def apply_launcher_env(args: argparse.Namespace) -> None:
 
 
 def _import_project_modules() -> None:
-    import importlib
-    import importlib.util
-
     names = PROJECT_IMPORTS + (SEGMENTATION_IMPORTS if importlib.util.find_spec("mmseg") is not None else ())
     for name in names:
         importlib.import_module(name)
@@ -150,8 +151,6 @@ def use_tta(cfg: Config) -> None:
 
 
 def _default_detection_tta(cfg: Config) -> None:
-    import copy
-
     if "tta_model" not in cfg:
         cfg.tta_model = dict(type="DetTTAModel", tta_cfg=dict(nms=dict(type="nms", iou_threshold=0.5), max_per_img=100))
     if "tta_pipeline" not in cfg:
@@ -203,8 +202,6 @@ def loading_checkpoints_safely(checkpoint: Optional[str]) -> Iterator[None]:
 
 def describe_load_error(exc: BaseException, checkpoint: Optional[str]) -> Optional[str]:
     """A one-line explanation when ``exc`` is torch refusing to unpickle a checkpoint, else None."""
-    import pickle
-
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Unsupported global" in text:
         # Name the refused global, but not torch's advice to allowlist it (unsafe for a stranger's file).

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from backbones.depthwise_conv import use_faster_depthwise_backward
+from cdarts_deploy.drawing.cells import draw_genotype
 from cdarts_deploy.genotype import SEARCH_OPS, CellGenotype, CellNetwork
 
 from .cell_discretize import count_op, discretize
@@ -141,6 +142,4 @@ class CellSpace:
         load_space_state(state, self.search_net, self.student_heads, self.pool)
 
     def finish(self, genotype: CellGenotype, out: Path, branch: nn.Module | None) -> None:
-        from cdarts_deploy.drawing.cells import draw_genotype
-
         draw_genotype(genotype, out / "cells.png")

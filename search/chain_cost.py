@@ -23,6 +23,7 @@ from backbones.complexity import count_macs
 from cdarts_deploy.genotype import CHAIN_CHOICES
 from cdarts_deploy.latency_table_format import CANDIDATES, LatencyTable
 
+from .chain_child import build_child  # the child module imports the space too; import late
 from .chain_supernet import ChainSupernet, MixedInvertedResidual
 
 __all__ = [
@@ -67,7 +68,6 @@ class CostModel:
         if latency is not None:
             self._init_latency(supernet, input_size, latency, in_sizes)
             return
-        from .chain_child import build_child  # the child module imports the space too; import late
 
         self.unit = "madds"
         table = torch.zeros(len(supernet.units), len(CHAIN_CHOICES), dtype=torch.float64)

@@ -20,12 +20,14 @@ from torch import nn
 from backbones.chain_net import create_chain_model
 from backbones.depthwise_conv import use_faster_depthwise_backward
 from cdarts_deploy import latency_table_format as lt
+from cdarts_deploy.drawing.figures import pyplot, save_figure
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, base_from_option
 
 from .chain_child import build_child, derive_genotype
 from .chain_cost import CostModel, budget_band, budget_penalty
 from .chain_supernet import ChainSupernet, MixedInvertedResidual, forward_levels
+from .checkpoint import save_checkpoint
 from .config import SearchConfig, latency_budget_ms
 from .distill import EmbeddingHead
 from .errors import SearchInputError
@@ -232,8 +234,6 @@ class ChainSpace:
     def finish(self, genotype: ChainGenotype, out: Path, branch: nn.Module | None) -> None:
         """``child.pth``: the final network's weights (trained w_E when the live evaluation network is this
         genotype, else inherited from the supernet), loadable into ``create_model_from_genotype``; ``choices.png``."""
-        from .checkpoint import save_checkpoint
-
         choices = choices_of(self.supernet, genotype)
         if branch is not None and list(branch.choices) == choices:
             state = branch.net.state_dict()
@@ -245,8 +245,6 @@ class ChainSpace:
 
 def draw_choice_weights(supernet: ChainSupernet, choices: list[int], path: Path) -> None:
     """A heatmap of the softmax choice weights per searchable block, the derived choice boxed."""
-    from cdarts_deploy.drawing.figures import pyplot, save_figure
-
     plt = pyplot()
     probs = supernet.choice_weights().detach().cpu().numpy()
     fig, ax = plt.subplots(figsize=(4 + 0.1 * len(choices), 1 + 0.3 * len(choices)))

@@ -37,8 +37,12 @@ from cdarts_deploy.commands.args import (
     square_size,
 )
 from cdarts_deploy.data.distributed import DistContext, init_distributed, shutdown
+from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotype, require_runtime
+from cdarts_deploy.deploy.versions import cpu_load
 from cdarts_deploy.errors import UserError
 
+from .cell_space import CellSpace
+from .chain_space import ChainSpace, load_latency_table
 from .checkpoint import load_checkpoint
 from .config import (
     PRESETS,
@@ -48,13 +52,15 @@ from .config import (
     apply_overrides,
     check_config,
     config_fields,
+    latency_budget_ms,
     read_config_file,
     resolved_defaults,
 )
 from .data import build_search_data
 from .errors import SearchInputError
+from .nb201_space import Nb201Space
 from .run_lock import RunLock
-from .trainer import CHECKPOINT_FORMAT
+from .trainer import CHECKPOINT_FORMAT, CyclicSearch
 
 PROG = "cdarts-search"
 INTERRUPTED = "interrupted; continue with --resume"
@@ -183,12 +189,9 @@ def _check_latency_options(cfg: SearchConfig) -> None:
     """Refuse a foreign or unreadable --latency-table, and a runtime the final measurement cannot use, early."""
     if not cfg.latency_table:
         return
-    from .chain_space import load_latency_table
 
     table = load_latency_table(cfg)
     if cfg.measure_latency:
-        from cdarts_deploy.deploy.latency_measure import require_runtime
-
         try:
             require_runtime(table.runtime)
         except UserError as exc:
@@ -198,10 +201,6 @@ def _check_latency_options(cfg: SearchConfig) -> None:
 def measure_final_latency(cfg: SearchConfig, space: Any, genotype: Any, out: Path) -> dict[str, Any]:
     """Measure the final network end to end on the table's runtime, next to the table's prediction;
     written to ``latency.json`` and returned."""
-    from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotype
-    from cdarts_deploy.deploy.versions import cpu_load
-
-    from .config import latency_budget_ms
 
     table = space.latency_table
     settings = table.conditions.get("measurement", {})
@@ -230,21 +229,14 @@ def measure_final_latency(cfg: SearchConfig, space: Any, genotype: Any, out: Pat
 def build_space(cfg: SearchConfig, num_classes: int, layout: str, input_size: int, device: torch.device) -> Any:
     """The search space object for ``cfg.space`` (see :mod:`search.space`)."""
     if cfg.space == "chain":
-        from .chain_space import ChainSpace
-
         return ChainSpace(cfg, num_classes, input_size, device)
     if cfg.space == "nb201":
-        from .nb201_space import Nb201Space
-
         return Nb201Space(cfg, num_classes, input_size, device)
-    from .cell_space import CellSpace
 
     return CellSpace(cfg, num_classes, layout, input_size, device)
 
 
 def _search(cfg: SearchConfig, state: dict | None, ctx: DistContext, lock: RunLock | None) -> int:
-    from .trainer import CyclicSearch
-
     if state is not None and int(state.get("world_size", 1)) != ctx.world_size:
         raise SearchInputError(f"the checkpoint was written by {state['world_size']} processes, this run has "
                                f"{ctx.world_size}; resume with the same --nproc_per_node")

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdarts_deploy.drawing.benchmark_curve import plot_benchmark_curve
+from cdarts_deploy.drawing.nb201_cells import plot_nb201_cell
 from cdarts_deploy.genotype import NB201_OPS, Nb201Genotype, Nb201Network
 from cdarts_deploy.nats_bench import DATASETS, Accuracy, Benchmark, open_benchmark
 
@@ -144,9 +146,6 @@ class Nb201Space:
         load_space_state(state, self.search_net, self.student_heads, self.pool)
 
     def finish(self, genotype: Nb201Genotype, out: Path, branch: nn.Module | None) -> None:
-        from cdarts_deploy.drawing.benchmark_curve import plot_benchmark_curve
-        from cdarts_deploy.drawing.nb201_cells import plot_nb201_cell
-
         plot_nb201_cell(genotype, out / "cell", formats=("png",))
         if self.benchmark is None:
             return

@@ -14,8 +14,11 @@ import argparse
 import json
 import sys
 
+import torch
+
 from cdarts_deploy.atomic_files import write_text  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, run_main  # noqa: E402
+from downstream.export_graphs import build_from_config, graph_for
 
 PROG = "get_flops.py"
 
@@ -36,10 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--shape takes H W (or one side), each at least 32")
     height, width = (args.shape * 2)[:2]
 
-    import torch
     from mmengine.analysis import FlopAnalyzer, parameter_count
 
-    from downstream.export_graphs import build_from_config, graph_for
 
     graph = graph_for(build_from_config(args.config, args.cfg_options))
     inputs = (torch.zeros(1, 3, height, width),)

@@ -16,6 +16,11 @@ import io
 import sys
 from typing import Sequence
 
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
 from cdarts_deploy.atomic_files import write_bytes  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, prepare_out_dir, run_main  # noqa: E402
 
@@ -35,9 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def png_bytes(pixels: "object", size: int) -> bytes:
     """One 8x8 digit (values 0..16) as a ``size`` x ``size`` RGB PNG."""
-    import numpy as np
-    from PIL import Image
-
     gray = np.clip(np.asarray(pixels, dtype=np.float64).reshape(8, 8) * (255.0 / 16.0), 0, 255).astype(np.uint8)
     img = Image.fromarray(gray, mode="L").resize((size, size), Image.BILINEAR).convert("RGB")
     buf = io.BytesIO()
@@ -50,11 +52,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--val-fraction {args.val_fraction} must be between 0 and 1")
     if args.size < 8:
         raise UsageError(f"--size {args.size} must be at least 8 (the digits are 8x8)")
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError:
-        raise UsageError("scikit-learn is not installed; pip install scikit-learn") from None
     digits = load_digits()
     index = list(range(len(digits.target)))
     if args.per_class:  # the first N of each digit: a small real data set for quick checks

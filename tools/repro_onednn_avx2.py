@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 
+import torch
+
 # (label, ONEDNN_MAX_CPU_ISA, threads, N, C_in, C_out, H=W, stride, channels_last, subsample_first)
 AVX2_CASES = [
     ("bug: AVX2, 1 thread", "AVX2", 1, 4, 4, 2, 8, 2, True, False),
@@ -39,8 +41,6 @@ ITERATIONS = 5
 
 def child(threads: int, n: int, c_in: int, c_out: int, size: int, stride: int, channels_last: bool,
           subsample: bool) -> int:
-    import torch
-
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -112,7 +112,6 @@ def main() -> int:
     if args.child:
         t, n, ci, co, size, s, cl, sub = args.child
         return child(t, n, ci, co, size, s, bool(cl), bool(sub))
-    import torch
 
     flags = ""
     if os.path.exists("/proc/cpuinfo"):

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
@@ -25,6 +26,7 @@ from cdarts_deploy.commands.args import (
     positive_int,
     run_main,
 )
+from cdarts_deploy.deploy import layer_compare as lc
 
 PROG = "cdarts-compare"
 
@@ -40,9 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cdarts_deploy.atomic_files import write_text
-    from cdarts_deploy.deploy import layer_compare as lc
-
     if not Path(args.onnx).is_file():
         raise UsageError(f"{args.onnx} does not exist; pass an ONNX file")
     golden = lc.Golden.load(args.golden)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from backbones.complexity import count_macs, count_macs_inclusive, count_params
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.commands.args import (
     OneLineParser,
@@ -40,6 +41,11 @@ from cdarts_deploy.commands.args import (
 )
 from cdarts_deploy.commands.outputs import existing_outputs, refuse_input_collision
 from cdarts_deploy.data.image_reader import folder_files, screen
+from cdarts_deploy.deploy import artifacts, parity
+from cdarts_deploy.deploy import layer_compare as lc
+from cdarts_deploy.deploy import model_spec as ms
+from cdarts_deploy.deploy import precision as pr
+from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
 
 if TYPE_CHECKING:
     from cdarts_deploy.deploy.artifacts import ArtifactRequest
@@ -138,8 +144,6 @@ def _int8_target(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cdarts_deploy.deploy import artifacts
-
     if not (wants_onnx(args) or args.plot):
         raise UsageError("nothing to do: pass --onnx (or --trt, --fp16, --int8, --check, --features, --debug-layers, "
                          "--plot)")
@@ -188,12 +192,6 @@ def _out_dir(args: argparse.Namespace, stem: str) -> Path:
 
 
 def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactRequest", out_dir: Path) -> int:
-    from backbones.complexity import count_macs, count_macs_inclusive, count_params
-    from cdarts_deploy.deploy import artifacts, parity
-    from cdarts_deploy.deploy import model_spec as ms
-    from cdarts_deploy.deploy import precision as pr
-    from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
-
     spec = ms.resolve_spec(genotype, args.layout, args.width, args.cells, args.num_classes, args.input_size)
     name = args.name or genotype.name or "model"
     _log(f"building {name} ({genotype.kind} genotype) {spec.as_dict()}")
@@ -245,8 +243,6 @@ def _export(args: argparse.Namespace, genotype: gt.Genotype, request: "ArtifactR
         return artifacts.build(request, genotype, model, spec, export, verified, staging, out_dir, name, _log)
 
     def debug_layers(verified, staging) -> tuple[dict, list[str]]:
-        from cdarts_deploy.deploy import layer_compare as lc
-
         # a real picture where there is one (a dynamic graph takes any batch), else the first random batch
         x = inputs[parity.IMAGES][:1] if parity.IMAGES in inputs else next(iter(inputs.values()))
         _log(f"comparing every layer with PyTorch on {len(x)} input(s)")

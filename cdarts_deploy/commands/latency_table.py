@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from tqdm import tqdm
+
 from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
@@ -39,6 +41,14 @@ from cdarts_deploy.commands.args import (
     prepare_out_dir,
     run_main,
     square_size,
+)
+from cdarts_deploy.deploy.latency_measure import (
+    PartTimer,
+    correction_from,
+    measure_chain_table,
+    random_children,
+    require_runtime,
+    validate_table,
 )
 from cdarts_deploy.genotype import base_from_option
 from cdarts_deploy.latency_stats import CORRECTIONS
@@ -95,16 +105,6 @@ def _check_out(path: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from cdarts_deploy.deploy.latency_measure import (
-        PartTimer,
-        correction_from,
-        measure_chain_table,
-        random_children,
-        require_runtime,
-        validate_table,
-    )
 
     if args.input_size < 32:
         raise UsageError(f"--input-size {args.input_size}: must be at least 32 (the chain networks reduce by 32)")

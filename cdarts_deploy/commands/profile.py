@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.commands.args import (
     OneLineParser,
@@ -34,11 +36,16 @@ from cdarts_deploy.commands.args import (
     prepare_out_dir,
     run_main,
 )
+from cdarts_deploy.deploy import profile_report as rep
+from cdarts_deploy.deploy import subjects as sj
+from cdarts_deploy.deploy.gemm import measure_gemm_rate, torch_threads
 from cdarts_deploy.deploy.parity import PRECISIONS
+from cdarts_deploy.deploy.precision import image_files
 from cdarts_deploy.deploy.profiling import BACKENDS, ProfileError
 from cdarts_deploy.deploy.subjects import DEFAULT_PEERS_WORD, NO_PEERS_WORD, TIMM_PEERS
 from cdarts_deploy.deploy.timing import DEFAULT_ITERS, PERCENTILE_MIN_SAMPLES, unsupported_percentiles
-from cdarts_deploy.deploy.trt import EngineBuildError
+from cdarts_deploy.deploy.trt import EngineBuildError, require_tensorrt
+from cdarts_deploy.deploy.versions import conditions
 
 PROG = "cdarts-profile"
 
@@ -96,14 +103,10 @@ def check_args(args: argparse.Namespace, backends: list[str], is_onnx: bool) -> 
     """Reject impossible combinations before any work; returns the device."""
     device = args.device if args.device != "auto" else ("cuda" if "tensorrt" in backends else "cpu")
     if "tensorrt" in backends:
-        from cdarts_deploy.deploy.trt import require_tensorrt
-
         require_tensorrt()
         if device != "cuda":
             raise ProfileError("the tensorrt backend runs on the GPU; drop --device cpu")
     if device == "cuda":
-        import torch
-
         if not torch.cuda.is_available():
             raise ProfileError("--device cuda needs an NVIDIA GPU with CUDA and none is visible; use --device cpu")
     torch_backends = [b for b in backends if b.startswith("torch")]
@@ -114,7 +117,6 @@ def check_args(args: argparse.Namespace, backends: list[str], is_onnx: bool) -> 
             raise ProfileError("int8 applies to onnxruntime and tensorrt only; drop the torch backends or use fp32")
         if not args.calib_dir:
             raise ProfileError("--precision int8 needs --calib-dir DIR with calibration images")
-        from cdarts_deploy.deploy.precision import image_files
 
         image_files(args.calib_dir)
     if args.calib_dir and args.precision != "int8":
@@ -137,12 +139,6 @@ def _looks_like_onnx(target: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from cdarts_deploy.deploy import profile_report as rep
-    from cdarts_deploy.deploy import subjects as sj
-    from cdarts_deploy.deploy.gemm import measure_gemm_rate, torch_threads
-    from cdarts_deploy.deploy.versions import conditions
 
     target = Path(args.target)
     is_onnx = _looks_like_onnx(target)

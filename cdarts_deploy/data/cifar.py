@@ -8,6 +8,7 @@ and plain containers: a file holding any other object is refused before anything
 
 from __future__ import annotations
 
+import codecs
 import pickle
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,6 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         if name == "scalar":
             return _scalar
         if name == "encode":
-            import codecs
-
             return codecs.encode
         return getattr(np, name)
 

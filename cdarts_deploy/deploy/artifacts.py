@@ -21,13 +21,16 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from timm.data import create_transform, resolve_data_config
 
 from cdarts_deploy.data.image_reader import image_folder
 from cdarts_deploy.deploy import int8_cpu as ic
 from cdarts_deploy.deploy import ort, parity
 from cdarts_deploy.deploy import precision as pr
-from cdarts_deploy.deploy.model_spec import NetworkSpec, build_model
+from cdarts_deploy.deploy.model_spec import NetworkSpec, build_model, random_batch
 from cdarts_deploy.deploy.pipeline import OnnxExport, Staging, Verified, export_and_compare
+from cdarts_deploy.deploy.trt import build_engine, check_opt_level, check_timing_cache_path, require_tensorrt
+from cdarts_deploy.deploy.trt_runner import TensorRTRunner
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import Genotype
 
@@ -96,8 +99,6 @@ def validate(request: ArtifactRequest, batch: int) -> None:
     if (request.trt_timing_cache is not None or request.trt_opt_level is not None) and not request.tensorrt:
         raise UserError("--trt-timing-cache and --trt-opt-level apply to TensorRT builds; add --trt")
     if request.tensorrt:
-        from cdarts_deploy.deploy.trt import check_opt_level, check_timing_cache_path, require_tensorrt
-
         check_timing_cache_path(request.trt_timing_cache)
         check_opt_level(request.trt_opt_level)
         require_tensorrt()
@@ -105,8 +106,6 @@ def validate(request: ArtifactRequest, batch: int) -> None:
 
 def check_inputs(batches: list[int], input_size: tuple[int, int], images: np.ndarray | None) -> dict[str, np.ndarray]:
     """The named inputs every runtime is compared on: random batches, then real images if given."""
-    from cdarts_deploy.deploy.model_spec import random_batch
-
     inputs = {f"random b{b}": random_batch(b, input_size, seed=10 + b) for b in batches}
     if images is not None:
         inputs[parity.IMAGES] = images[:CHECK_IMAGES]
@@ -222,9 +221,6 @@ def _onnxruntime_rows(path: Path, reference: parity.TorchReference, precision: s
 def _engine(request: ArtifactRequest, onnx_files: dict[str, Path], reference: parity.TorchReference,
             staging: Staging, out_dir: Path, name: str, batch: int, hw: tuple[int, int],
             log: Callable[[str], None]) -> tuple[dict, list[dict]]:
-    from cdarts_deploy.deploy.trt import build_engine
-    from cdarts_deploy.deploy.trt_runner import TensorRTRunner
-
     precision = request.precision
     suffix = "" if precision == "fp32" else f".{precision}"
     engine = staging.temp(out_dir / f"{name}{suffix}.engine")
@@ -267,8 +263,6 @@ def evaluation_set(eval_dir: str | Path, model: torch.nn.Module, bad_images: str
 
     Classes are the sub-folders in sorted order (index i = the model's output i), as in training.
     """
-    from timm.data import create_transform, resolve_data_config
-
     cfg = resolve_data_config({}, model=model)
     dataset = _image_folder(eval_dir, create_transform(**cfg), bad_images)
     classes = getattr(model, "num_classes", None)
@@ -354,7 +348,7 @@ def _features(genotype: Genotype, model: torch.nn.Module, spec: NetworkSpec, exp
 
 def pictures(genotype: Genotype, out_dir: Path, name: str, staging: Staging) -> list[str]:
     """Draw ``genotype`` into a staging folder; the files join the staging area."""
-    from cdarts_deploy.drawing import plot_genotype
+    from cdarts_deploy.drawing import plot_genotype  # matplotlib only for --plot: cdarts-export starts faster
 
     folder = staging.folder(out_dir)
     files = plot_genotype(genotype, folder, stem=name)

@@ -12,12 +12,16 @@ import of an optional package), so every export report can carry it.
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import importlib.util
 import os
 import platform
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import onnxruntime
+import torch
 
 FORMAT = "cdarts-env"
 VERSION = 1
@@ -166,8 +170,6 @@ def mlas_int8(flags: Iterable[str]) -> dict[str, Any]:
 
 def aten_capability(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """PyTorch's ATen CPU capability (what its vectorised kernels use) and the ATEN_CPU_CAPABILITY override."""
-    import torch
-
     env = os.environ if env is None else env
     try:
         capability = torch.backends.cpu.get_cpu_capability()
@@ -178,8 +180,6 @@ def aten_capability(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 def onednn_build_version() -> str | None:
     """The oneDNN (MKL-DNN) version PyTorch was built with, from its build configuration string."""
-    import torch
-
     try:
         for line in torch.__config__.show().splitlines():
             if "MKL-DNN" in line or "oneDNN" in line:
@@ -211,8 +211,6 @@ def package_versions() -> dict[str, str | None]:
 
 def accelerators() -> dict[str, Any]:
     """CUDA (as PyTorch sees it), the GPUs, ONNX Runtime's providers, TensorRT."""
-    import torch
-
     out: dict[str, Any] = {"torch_cuda_build": getattr(torch.version, "cuda", None)}
     try:
         cuda = torch.cuda.is_available()
@@ -221,21 +219,13 @@ def accelerators() -> dict[str, Any]:
         out["cudnn"] = torch.backends.cudnn.version() if cuda else None
     except Exception as exc:  # a broken driver reads as no GPU, with the reason
         out.update(cuda_available=False, gpus=[], cudnn=None, cuda_error=f"{type(exc).__name__}: {exc}")
-    try:
-        import onnxruntime
-
-        out["onnxruntime_providers"] = onnxruntime.get_available_providers()
-    except ImportError:
-        out["onnxruntime_providers"] = None
-    import importlib.util
+    out["onnxruntime_providers"] = onnxruntime.get_available_providers()
 
     out["tensorrt_installed"] = importlib.util.find_spec("tensorrt") is not None
     return out
 
 
 def threads(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    import torch
-
     env = os.environ if env is None else env
     try:
         usable = len(os.sched_getaffinity(0))

@@ -10,12 +10,20 @@ GEMM, the higher one kept, with its spread and the load average at the time.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, shape_inference
+
+from cdarts_deploy.deploy import ort
+from cdarts_deploy.deploy.ort import OnnxRuntimeError, fold_constants
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,6 @@ class GemmRate:
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Run a block with ``threads`` intra-op threads, restoring the old setting after."""
-    import torch
-
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -97,8 +103,6 @@ def measure_gemm_rate(
         raise ValueError(f"no GEMM runtime applies to {device} {dtype}")
     median, runtime, size, rates = best
     with torch_threads(threads):
-        import torch
-
         used = torch.get_num_threads()
     spread = {"min": float(np.min(rates)), "median": median, "max": float(np.max(rates)),
               "rel_range": float((np.max(rates) - np.min(rates)) / median) if median else 0.0}
@@ -107,8 +111,6 @@ def measure_gemm_rate(
 
 
 def _torch_rates(threads: int | None, size: int, repeats: int, device: str, dtype: str) -> list[float]:
-    import torch
-
     torch_dtype = getattr(torch, dtype)
     with torch_threads(threads), torch.inference_mode():
         a = torch.randn(size, size, device=device, dtype=torch_dtype)
@@ -128,13 +130,7 @@ def _torch_rates(threads: int | None, size: int, repeats: int, device: str, dtyp
 
 
 def _onnxruntime_rates(threads: int | None, size: int, repeats: int, device: str, dtype: str) -> list[float]:
-    import tempfile
-    from pathlib import Path
 
-    import onnx
-    from onnx import TensorProto, helper
-
-    from cdarts_deploy.deploy import ort
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm",
@@ -182,9 +178,6 @@ def onnx_macs(model_or_path, batch: int = 1, input_hw: tuple[int, int] | None = 
     that exact input.  Element-wise operations are not counted, matching the
     plain multiply-add convention of the DARTS papers.
     """
-    import onnx
-    from onnx import shape_inference
-
     model = onnx.load(str(model_or_path)) if not isinstance(model_or_path, onnx.ModelProto) else model_or_path
     model = onnx.ModelProto.FromString(model.SerializeToString())  # edit a copy
     initializer_names = {t.name for t in model.graph.initializer}
@@ -242,12 +235,7 @@ def _constant_folded(model):
     subgraphs that onnx's shape inference cannot see through; folded, every shape is known.
     Only semantics-preserving rewrites run at this level, so the multiply-adds stay the same.
     """
-    import tempfile
-    from pathlib import Path
 
-    import onnx
-
-    from cdarts_deploy.deploy.ort import OnnxRuntimeError, fold_constants
 
     with tempfile.TemporaryDirectory(prefix="onnx-macs-") as work:
         src, dst = Path(work) / "fixed.onnx", Path(work) / "folded.onnx"

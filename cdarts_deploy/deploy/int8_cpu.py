@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
 
 from cdarts_deploy.deploy.environment import parse_cpuinfo
 from cdarts_deploy.errors import UserError
@@ -123,16 +125,12 @@ class NonVnniCheck:
 
 
 def _load(model: Any) -> Any:
-    import onnx
-
     return onnx.load(str(model)) if isinstance(model, (str, os.PathLike)) else model
 
 
 def non_vnni_check(model: Any) -> NonVnniCheck:
     """Inspect the weights of every integer convolution and matrix product of ``model`` (a path or a
     ModelProto)."""
-    from onnx import TensorProto, numpy_helper
-
     proto = _load(model)
     inits = {i.name: i for i in proto.graph.initializer}
     check = NonVnniCheck(safe=True)
@@ -201,8 +199,6 @@ def weights_to_uint8(proto: Any) -> int:
     """Store every symmetric int8 weight of the integer ops as uint8 (value + 128, zero point 128): the same
     products, but ONNX Runtime then runs its u8*u8 kernels, which widen to 16 bits before multiplying and do
     not saturate.  Returns the number of weights converted."""
-    from onnx import TensorProto, numpy_helper
-
     inits = {i.name: i for i in proto.graph.initializer}
     done: set[str] = set()
     for node in proto.graph.node:

@@ -17,14 +17,17 @@ A part's latency is the median of ``iters`` timed runs after ``warmup`` untimed 
 
 from __future__ import annotations
 
+import math
 import random
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import onnxruntime  # noqa: F401  (a dependency; imported to fail here rather than mid-measurement)
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from backbones.chain_net import create_chain_model
 from cdarts_deploy.errors import UserError
@@ -42,7 +45,10 @@ from cdarts_deploy.latency_table_format import (
 
 from . import ort as ort_sessions
 from .onnx_graph import export_onnx
+from .precision import to_fp16
 from .timing import summarize, time_cuda, time_host
+from .trt import build_engine, require_tensorrt
+from .trt_runner import TensorRTRunner
 from .versions import conditions as run_conditions
 
 __all__ = ["RuntimeUnavailable", "require_runtime", "PartTimer", "chain_network", "chain_parts",
@@ -61,11 +67,8 @@ def require_runtime(runtime: str) -> None:
     if runtime not in RUNTIMES:
         raise RuntimeUnavailable(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     if runtime == "onnxruntime-cpu":
-        import onnxruntime  # noqa: F401  (a dependency; imported to fail here rather than mid-measurement)
         return
     if runtime == "tensorrt-fp16":
-        from .trt import require_tensorrt
-
         require_tensorrt()  # TensorRTUnavailable is a UserError naming the reason and the fix
         return
     if not torch.cuda.is_available():
@@ -157,10 +160,6 @@ class PartTimer:
         return self.time_all([(module, shape)])[0]
 
     def _prepare_tensorrt(self, module: nn.Module, shape: Sequence[int]) -> Callable[[int, int], list[float]]:
-        from .precision import to_fp16
-        from .trt import build_engine
-        from .trt_runner import TensorRTRunner
-
         path = self._onnx(module, shape)
         half = path.with_suffix(".fp16.onnx")
         to_fp16(path, half)
@@ -244,8 +243,6 @@ def chain_parts(base: Sequence[Sequence[str]], network: dict[str, int], input_si
 def measure_chain_table(base: Sequence[Sequence[str]], network: dict[str, int], input_size: int, batch: int,
                         timer: PartTimer, progress: bool = True) -> LatencyTable:
     """Time every part of the chain space (see the module docstring) into a :class:`LatencyTable`."""
-    from tqdm import tqdm
-
     fixed_parts, block_parts = chain_parts(base, network, input_size, batch)
     total = len(fixed_parts) + len(block_parts) * len(CANDIDATES)
     bar = tqdm(total=total, desc=f"latency table ({timer.runtime})", unit="part", disable=not progress,
@@ -278,8 +275,6 @@ def random_children(table: LatencyTable, count: int, seed: int, spread: bool = F
     probability proportional to ``exp(3 t z_c)``, ``z_c`` the candidate's standardized table latency in
     that block: children then span the space from its cheapest to its dearest corner.
     """
-    import math
-
     rng = random.Random(seed)
     positions = searchable_positions(table.base)
     z_rows = []

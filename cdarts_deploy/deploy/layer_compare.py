@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import onnx
+import torch
 
 from cdarts_deploy.atomic_files import write_with
 from cdarts_deploy.deploy import ort, parity
@@ -71,8 +73,6 @@ class Golden:
 
 def record_golden(model: Any, x: np.ndarray) -> Golden:
     """Run ``model`` on ``x`` with a forward hook on every named module; keep tensor outputs."""
-    import torch
-
     order: list[str] = []
     kinds: dict[str, str] = {}
     outputs: dict[str, np.ndarray] = {}
@@ -140,8 +140,6 @@ def module_tensors(proto: Any, modules: Sequence[str]) -> dict[str, str]:
 
 def expose(proto: Any, tensors: Sequence[str]) -> Any:
     """A copy of ``proto`` with ``tensors`` added as graph outputs (types from shape inference)."""
-    import onnx
-
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     try:
@@ -172,8 +170,6 @@ class LayerReport:
 
 def compare_layers(golden: Golden, onnx_path: str | os.PathLike, threads: int | None = None) -> LayerReport:
     """Run ``onnx_path`` on the golden input with every module's tensor exposed; one row per comparable module."""
-    import onnx
-
     try:
         proto = onnx.load(str(onnx_path))
     except Exception as exc:  # noqa: BLE001 -- protobuf's DecodeError, OSError, ...

@@ -12,6 +12,7 @@ import os
 import warnings
 from typing import Any, Iterator
 
+import onnx
 import torch
 
 from cdarts_deploy.deploy.model_spec import ExportError
@@ -73,8 +74,6 @@ def _count_outputs(model: torch.nn.Module, example: torch.Tensor) -> int:
 
 def check_onnx(path: str | os.PathLike) -> Any:
     """Run onnx's full checker and reject training-only operators; returns the ModelProto."""
-    import onnx
-
     proto = onnx.load(str(path))
     try:
         onnx.checker.check_model(proto, full_check=True)

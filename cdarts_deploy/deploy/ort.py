@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from cdarts_deploy.errors import UserError
 
@@ -15,8 +16,6 @@ class OnnxRuntimeError(UserError):
 
 
 def _options(threads: int | None, optimize: bool | str) -> Any:
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     levels = {True: ort.GraphOptimizationLevel.ORT_ENABLE_ALL, False: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
@@ -28,8 +27,6 @@ def _options(threads: int | None, optimize: bool | str) -> Any:
 
 
 def _open(model: str | os.PathLike | bytes, options: Any, providers: list[str], what: str) -> Any:
-    import onnxruntime as ort
-
     try:
         return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for invalid files
@@ -46,8 +43,6 @@ def session(onnx_model: str | os.PathLike | bytes, threads: int | None = None, d
     ``device``: ``cpu`` or ``cuda`` (needs onnxruntime-gpu's CUDAExecutionProvider);
     ``optimize``: full graph optimization, or none (every tensor computed as exported, for layer comparisons).
     """
-    import onnxruntime as ort
-
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,6 @@ def float32_noise(model: Any, batch: np.ndarray, reference: Sequence[np.ndarray]
 
 def torch_outputs(model: Any, batch: np.ndarray) -> list[np.ndarray]:
     """Run a PyTorch model in inference mode and flatten its outputs to arrays."""
-    import torch
-
     with torch.inference_mode():
         out = model(torch.from_numpy(batch))
     if isinstance(out, torch.Tensor):
@@ -264,8 +263,6 @@ class TorchReference:
 
 def _float64_outputs(model: Any, batch: np.ndarray) -> list[np.ndarray]:
     """The model's outputs computed in float64 (on a copy), as :func:`float32_noise` does."""
-    import torch
-
     exact = copy.deepcopy(model).double()
     with torch.inference_mode():
         out = exact(torch.from_numpy(batch).double())

@@ -11,8 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 from cdarts_deploy.atomic_files import atomic_path
 from cdarts_deploy.deploy.gemm import achieved_gflops, compute_floor_ms
+from cdarts_deploy.deploy.pipeline import Staging
 from cdarts_deploy.deploy.timing import LatencyStats
 
 #: Published, not measured: CDARTS paper Table 4 (NVIDIA Tesla P100, batch 32, 32x32 input, CIFAR networks).
@@ -210,10 +214,7 @@ def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | Non
     Published rows are drawn as labelled dashed lines: they were measured on
     another machine and are references, not data points of this run.
     """
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rows = [r for r in report["rows"] if r["macs"]]
     batches = sorted({r["stats"]["batch"] for r in rows})
@@ -267,9 +268,6 @@ def plot_latency_vs_macs(report: dict, path: str | os.PathLike, batch: int | Non
 
 def write_reports(report: dict, out_dir: str | os.PathLike, stem: str = "profile") -> list[Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png``; all are rendered before any is renamed into place."""
-    # imported here: the pipeline brings torch and ONNX, which reading or rendering a report does not need
-    from cdarts_deploy.deploy.pipeline import Staging
-
     out_dir = Path(out_dir)
     with Staging() as staging:
         json_tmp, md_tmp, png_tmp = (staging.temp(out_dir / f"{stem}{suffix}") for suffix in (".json", ".md", ".png"))

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 
 from cdarts_deploy.deploy import ort
 from cdarts_deploy.deploy.timing import LatencyStats, summarize, time_cuda, time_events, time_host
+from cdarts_deploy.deploy.trt_runner import TensorRTRunner
 from cdarts_deploy.errors import UserError
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "tensorrt")
@@ -51,8 +53,6 @@ class Measurement:
 @contextlib.contextmanager
 def fp32_math(device: str, precision: str) -> Iterator[dict]:
     """Within the block, CUDA FP32 matmuls and convolutions use full FP32 (TF32 off); restored after."""
-    import torch
-
     settings = {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
                 "cudnn_benchmark": torch.backends.cudnn.benchmark}
     if not (device.startswith("cuda") and precision == "fp32"):
@@ -78,8 +78,6 @@ def measure_torch(
     desc: str | None = None,
 ) -> Measurement:
     """PyTorch eager (or ``torch.compile``) latency of ``model`` on one batch of ``input_shape``."""
-    import torch
-
     if precision not in ("fp32", "fp16"):
         raise ProfileError(f"precision {precision!r} is not available for PyTorch; use fp32 or fp16")
     if precision == "fp16" and not device.startswith("cuda"):
@@ -159,9 +157,6 @@ def measure_tensorrt(
     statistics), the pipelined throughput and whether the compute figure is a CUDA graph replay.
     ``cuda`` stands in for :class:`cdarts_deploy.deploy.trt_runner.TorchCuda` (tests).
     """
-    import torch
-
-    from cdarts_deploy.deploy.trt_runner import TensorRTRunner
 
     runner = TensorRTRunner(engine_path, cuda)
     c, stream, batch = runner.cuda, runner.stream, input_shape[0]

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 #: Fewest timed runs for which a percentile is an estimate rather than the sample's maximum:
 #: the nearest-rank p-th percentile of n values is below the maximum only when n >= 1 / (1 - p).
@@ -89,8 +91,6 @@ def unsupported_percentiles(samples: int) -> list[str]:
 
 
 def _progress(total: int, desc: str | None) -> Any:
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, leave=False, disable=desc is None, file=sys.stderr)
 
 
@@ -121,8 +121,6 @@ def time_host(
 def time_cuda(step: Callable[[], Any], warmup: int, iters: int, stream: Any = None,
               desc: str | None = None) -> list[float]:
     """Milliseconds per call of ``step`` measured with CUDA events recorded on ``stream``."""
-    import torch
-
     return time_events(step, warmup, iters, lambda: torch.cuda.Event(enable_timing=True),
                        stream or torch.cuda.current_stream(), desc=desc)
 

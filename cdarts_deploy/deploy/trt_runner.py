@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from .trt import EngineBuildError, EngineShapeError, require_tensorrt
 
@@ -23,8 +24,6 @@ class TorchCuda:
     device = "cuda"
 
     def __init__(self) -> None:
-        import torch
-
         self._torch = torch
 
     def new_stream(self) -> Any:
@@ -75,7 +74,6 @@ class TensorRTRunner:
 
     def __init__(self, engine_path: str | os.PathLike, cuda: Any = None) -> None:
         trt = require_tensorrt()
-        import torch
 
         self._trt = trt
         self._torch = torch

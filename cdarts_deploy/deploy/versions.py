@@ -12,6 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+import onnxruntime as ort
+import timm
+import torch
+
+from .environment import environment
+
 TIMING_NOTE = "warm-up runs excluded; perf_counter with synchronisation on CPU, CUDA events on GPU"
 
 
@@ -27,18 +35,12 @@ def tensorrt_version() -> str | None:
 
 def library_versions() -> dict[str, str | None]:
     """Python, torch, timm, onnx, onnxruntime, numpy, TensorRT (or None) and CUDA (or None)."""
-    import numpy as np
-    import onnx
-    import onnxruntime
-    import timm
-    import torch
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": timm.__version__,
         "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime": ort.__version__,
         "numpy": np.__version__,
         "tensorrt": tensorrt_version(),
         "cuda": getattr(torch.version, "cuda", None) if torch.cuda.is_available() else None,
@@ -58,8 +60,6 @@ def cpu_model() -> str:
 
 def gpu_model() -> str | None:
     try:
-        import torch
-
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except Exception:  # a broken CUDA install reads the same as no GPU
         return None
@@ -114,8 +114,6 @@ def cpu_frequency() -> dict[str, Any]:
 
 def onnxruntime_settings() -> dict[str, Any]:
     """The settings :func:`cdarts_deploy.deploy.ort.session` gives every session, read back from ONNX Runtime."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # what ort.session sets
     try:
@@ -130,8 +128,6 @@ def onnxruntime_settings() -> dict[str, Any]:
 
 
 def torch_settings() -> dict[str, Any]:
-    import torch
-
     return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "float32_matmul_precision": torch.get_float32_matmul_precision()}
@@ -160,9 +156,6 @@ def nvidia_smi() -> dict[str, str] | None:
 
 def conditions(threads: int | None, device: str) -> dict[str, Any]:
     """Where and how a measurement ran, with what changes the numbers (and the ``cdarts-env`` block)."""
-    import torch
-
-    from .environment import environment
 
     return {
         "cpu": cpu_model(),

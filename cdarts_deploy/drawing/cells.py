@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Sequence
 
+from matplotlib.patches import FancyArrowPatch
+
 from cdarts_deploy.drawing.figures import FORMATS, pyplot, save_figure, save_formats
 from cdarts_deploy.genotype import Cell, CellGenotype
 
@@ -154,8 +156,6 @@ class CellDrawing:
 
 def draw_cell(ax: Any, cell: Cell, title: str = "") -> CellDrawing:
     """Draw ``cell`` into ``ax`` (which should keep equal x and y scales); returns the node and label texts."""
-    from matplotlib.patches import FancyArrowPatch
-
     pos = cell_layout(cell)
     names = node_names(cell)
     edges = cell_edges(cell, pos)

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from matplotlib.patches import FancyBboxPatch
+
 from cdarts_deploy.drawing.figures import FORMATS, pyplot, save_formats
 from cdarts_deploy.genotype import Block, ChainGenotype
 
@@ -35,7 +37,6 @@ def plot_chain(g: ChainGenotype, stem: str | os.PathLike, title: str = "",
                formats: Sequence[str] = FORMATS) -> list[Path]:
     """Draw a chain genotype as one row of blocks per stage (kernel by colour, label kernel/expansion)."""
     plt = pyplot()
-    from matplotlib.patches import FancyBboxPatch
 
     stages = [expanded_blocks(s) for s in g.stages]
     width = max(len(s) for s in stages)

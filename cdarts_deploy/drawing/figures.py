@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 from cdarts_deploy.atomic_files import atomic_path
 
 FORMATS = ("png", "svg")
@@ -13,10 +16,7 @@ FORMATS = ("png", "svg")
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend (files only; never needs a display)."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     return plt
 
@@ -31,7 +31,5 @@ def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
 
 def save_formats(fig: Any, stem: Path, formats: Sequence[str], **kwargs: Any) -> list[Path]:
     """``stem.<fmt>`` for every format; SVG text stays text (searchable, editable), not glyph outlines."""
-    import matplotlib
-
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         return [save_figure(fig, stem.with_name(f"{stem.name}.{fmt}"), dpi=150, **kwargs) for fmt in formats]
