@@ -34,6 +34,7 @@ from torch import nn
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS, Cell, CellGenotype, GenotypeError
 
+from .classifier_api import TimmClassifierApi
 from .darts_ops import OPERATIONS, FactorizedReduce, Identity, ReLUConvBN, drop_path
 from .darts_stem import build_darts_stem
 
@@ -175,7 +176,7 @@ def resolve_genotype(genotype: Union[CellGenotype, str, os.PathLike]) -> CellGen
     return genotype
 
 
-class DartsNet(nn.Module):
+class DartsNet(TimmClassifierApi, nn.Module):
     """A DARTS evaluation network (CIFAR or ImageNet layout) following timm's model conventions.
 
     ``forward`` returns logits; in training mode with ``auxiliary=True`` it returns ``(logits, aux_logits)``.
@@ -277,26 +278,6 @@ class DartsNet(nn.Module):
         self.drop_path_rate = rate
         for cell in self.cells:
             cell.drop_prob = rate
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r"^stem", blocks=r"^cells\.(\d+)")
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.global_pool.train(self.training)
-        self.classifier.train(self.training)
 
     def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Every layout fills all three slots (unused ones are identities): one straight line.

@@ -25,6 +25,7 @@ from torch import nn
 
 from cdarts_deploy.genotype import NB201_DEFAULTS, Nb201Genotype, nb201_from_string
 
+from .classifier_api import TimmClassifierApi
 from .darts_ops import Identity, ReLUConvBN, Zero
 from .factory import create_model_from_genotype, create_registered, register_family
 from .pretrained import CIFAR_MEAN, CIFAR_STD
@@ -95,7 +96,7 @@ class ResidualReduction(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
-class Nb201Net(nn.Module):
+class Nb201Net(TimmClassifierApi, nn.Module):
     """The NAS-Bench-201 network of one genotype, following timm's model conventions."""
 
     def __init__(
@@ -146,26 +147,6 @@ class Nb201Net(nn.Module):
         )
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r"^stem", blocks=r"^cells\.(\d+)")
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.global_pool.train(self.training)
-        self.classifier.train(self.training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

@@ -19,10 +19,10 @@ from .config import SearchConfig
 from .distill import EmbeddingHead
 from .errors import SearchInputError
 from .regularization import l1_penalty
-from .space import alpha_entropy, load_space_state, space_state
+from .space import PooledSpace, alpha_entropy
 
 
-class CellSpace:
+class CellSpace(PooledSpace):
     """Search network, student embedding heads, discretization and the evaluation-network pool."""
 
     def __init__(self, cfg: SearchConfig, num_classes: int, layout: str, input_size: int, device: torch.device) -> None:
@@ -56,27 +56,12 @@ class CellSpace:
 
     # ----- parameters -----------------------------------------------------------------------------------
 
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return self.search_net.arch_parameters()
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return self.search_net.weight_parameters()
+    @property
+    def search_module(self) -> nn.Module:
+        return self.search_net
 
     def shared_with_eval(self) -> list[nn.Parameter]:
         return [p for m in self.pool.shared_stem.values() for p in m.parameters()]
-
-    # ----- forward ---------------------------------------------------------------------------------------
-
-    def train(self) -> None:
-        self.search_net.train()
-        self.student_heads.train()
-
-    def search_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.search_net(x)[0]
-
-    def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        logits, feats = self.search_net(x)
-        return logits, [h(f) for h, f in zip(self.student_heads, feats)] + [logits]
 
     # ----- architecture ----------------------------------------------------------------------------------
 
@@ -120,26 +105,7 @@ class CellSpace:
 
     # ----- evaluation network ------------------------------------------------------------------------
 
-    def build_eval(self, genotype: CellGenotype, build_id: int) -> nn.Module:
-        return self.pool.build(genotype, self.device, build_id)
-
-    def eval_optimizer(self, extra: nn.Module, lr: float) -> torch.optim.Optimizer:
-        return self.pool.make_optimizer(extra, lr, self.cfg.momentum, self.cfg.weight_decay)
-
-    def write_back(self, optimizer: torch.optim.Optimizer | None) -> None:
-        self.pool.write_back(optimizer)
-
-    @property
-    def inherited(self) -> int:
-        return self.pool.last_inherited
-
     # ----- checkpoint and outputs ------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        return space_state(self.search_net, self.student_heads, self.pool)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_space_state(state, self.search_net, self.student_heads, self.pool)
 
     def finish(self, genotype: CellGenotype, out: Path, branch: nn.Module | None) -> None:
         draw_genotype(genotype, out / "cells.png")

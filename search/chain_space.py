@@ -32,7 +32,7 @@ from .config import SearchConfig, latency_budget_ms
 from .distill import EmbeddingHead
 from .errors import SearchInputError
 from .eval_pool import WeightPool
-from .space import alpha_entropy, load_space_state, space_state
+from .space import PooledSpace, alpha_entropy
 
 __all__ = ["ChainSpace", "ChainEvalPool", "ChainSupernet", "MixedInvertedResidual", "choices_of"]
 
@@ -111,7 +111,7 @@ def load_latency_table(cfg: SearchConfig) -> lt.LatencyTable | None:
     return table
 
 
-class ChainSpace:
+class ChainSpace(PooledSpace):
     """Supernet, student heads, cost models and the evaluation-network pool of the chain space.
 
     ``cost`` is the multiply-add model; ``latency`` the latency model of ``--latency-table`` (or None);
@@ -158,21 +158,11 @@ class ChainSpace:
         self.levels = len(self.supernet.taps) + 1
 
     @property
-    def inherited(self) -> int:
-        return self.pool.last_inherited
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return self.supernet.arch_parameters()
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return self.supernet.weight_parameters()
+    def search_module(self) -> nn.Module:
+        return self.supernet
 
     def shared_with_eval(self) -> list[nn.Parameter]:
         return []
-
-    def train(self) -> None:
-        self.supernet.train()
-        self.student_heads.train()
 
     def search_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.supernet(x)
@@ -189,15 +179,6 @@ class ChainSpace:
 
     def derive(self) -> ChainGenotype:
         return derive_genotype(self.supernet, self.choices(), name="cdarts_chain_search")
-
-    def build_eval(self, genotype: ChainGenotype, build_id: int) -> nn.Module:
-        return self.pool.build(genotype, self.device, build_id)
-
-    def eval_optimizer(self, extra: nn.Module, lr: float) -> torch.optim.Optimizer:
-        return self.pool.make_optimizer(extra, lr, self.cfg.momentum, self.cfg.weight_decay)
-
-    def write_back(self, optimizer: torch.optim.Optimizer | None) -> None:
-        self.pool.write_back(optimizer)
 
     def reg_loss(self) -> torch.Tensor | None:
         return None  # the chain space has no parameter-free operation to regularize
@@ -224,12 +205,6 @@ class ChainSpace:
                            budget_latency_ms=latency_budget_ms(self.cfg) or None)
         row["alpha_entropy"] = round(alpha_entropy(self.supernet.alphas), 5)
         return row
-
-    def state_dict(self) -> dict[str, Any]:
-        return space_state(self.supernet, self.student_heads, self.pool)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_space_state(state, self.supernet, self.student_heads, self.pool)
 
     def finish(self, genotype: ChainGenotype, out: Path, branch: nn.Module | None) -> None:
         """``child.pth``: the final network's weights (trained w_E when the live evaluation network is this

@@ -26,12 +26,12 @@ from .distill import EmbeddingHead
 from .nb201_eval import Nb201EvalPool
 from .nb201_supernet import Nb201SearchNetwork, discretize
 from .runlog import EpochLog
-from .space import alpha_entropy, load_space_state, space_state
+from .space import PooledSpace, alpha_entropy
 
 BENCHMARK_PLOT = "benchmark.png"
 
 
-class Nb201Space:
+class Nb201Space(PooledSpace):
     """Search network, student heads, arg-max discretisation, the evaluation pool and the benchmark look-up."""
 
     def __init__(self, cfg: SearchConfig, num_classes: int, input_size: int, device: torch.device) -> None:
@@ -49,25 +49,12 @@ class Nb201Space:
 
     # ----- parameters and forward ------------------------------------------------------------------------
 
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return self.search_net.arch_parameters()
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return self.search_net.weight_parameters()
+    @property
+    def search_module(self) -> nn.Module:
+        return self.search_net
 
     def shared_with_eval(self) -> list[nn.Parameter]:
         return [p for m in self.pool.shared_stem.values() for p in m.parameters()]
-
-    def train(self) -> None:
-        self.search_net.train()
-        self.student_heads.train()
-
-    def search_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.search_net(x)[0]
-
-    def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        logits, feats = self.search_net(x)
-        return logits, [h(f) for h, f in zip(self.student_heads, feats)] + [logits]
 
     # ----- architecture ----------------------------------------------------------------------------------
 
@@ -124,26 +111,7 @@ class Nb201Space:
 
     # ----- evaluation network ------------------------------------------------------------------------
 
-    def build_eval(self, genotype: Nb201Genotype, build_id: int) -> nn.Module:
-        return self.pool.build(genotype, self.device, build_id)
-
-    def eval_optimizer(self, extra: nn.Module, lr: float) -> torch.optim.Optimizer:
-        return self.pool.make_optimizer(extra, lr, self.cfg.momentum, self.cfg.weight_decay)
-
-    def write_back(self, optimizer: torch.optim.Optimizer | None) -> None:
-        self.pool.write_back(optimizer)
-
-    @property
-    def inherited(self) -> int:
-        return self.pool.last_inherited
-
     # ----- checkpoint and outputs ------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        return space_state(self.search_net, self.student_heads, self.pool)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_space_state(state, self.search_net, self.student_heads, self.pool)
 
     def finish(self, genotype: Nb201Genotype, out: Path, branch: nn.Module | None) -> None:
         plot_nb201_cell(genotype, out / "cell", formats=("png",))

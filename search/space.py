@@ -3,7 +3,8 @@
 Algorithm 1 (paper Section 3.2) is the same for every space; a space supplies the
 search network with its distillation levels, discretization, the evaluation
 network with its weight pool, and optional loss terms.  ``search.cell_space.CellSpace``
-(DARTS cells) and ``search.chain_space.ChainSpace`` (MBConv chains) implement it.
+(DARTS cells), ``search.chain_space.ChainSpace`` (MBConv chains) and ``search.nb201_space.Nb201Space``
+(NAS-Bench-201 cells) implement it; :class:`PooledSpace` holds what they do the same way.
 """
 
 from __future__ import annotations
@@ -53,6 +54,57 @@ def alpha_entropy(alpha: torch.Tensor) -> float:
         p = F.softmax(alpha.detach().float(), dim=-1)
         h = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
         return float(h / math.log(p.shape[-1]))
+
+
+class PooledSpace:
+    """What every space does the same way: the evaluation network comes from its weight pool, and a checkpoint
+    holds the search network (:attr:`search_module`), the student heads and the pool."""
+
+    cfg: Any
+    device: torch.device
+    pool: Any  # a search.eval_pool.WeightPool
+    student_heads: nn.Module
+
+    @property
+    def search_module(self) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def inherited(self) -> int:
+        return self.pool.last_inherited
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return self.search_module.arch_parameters()
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return self.search_module.weight_parameters()
+
+    def train(self) -> None:
+        self.search_module.train()
+        self.student_heads.train()
+
+    # A search network whose forward returns (logits, features at the distillation levels); others override.
+    def search_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.search_module(x)[0]
+
+    def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits, feats = self.search_module(x)
+        return logits, [h(f) for h, f in zip(self.student_heads, feats)] + [logits]
+
+    def build_eval(self, genotype: Genotype, build_id: int) -> nn.Module:
+        return self.pool.build(genotype, self.device, build_id)
+
+    def eval_optimizer(self, extra: nn.Module, lr: float) -> torch.optim.Optimizer:
+        return self.pool.make_optimizer(extra, lr, self.cfg.momentum, self.cfg.weight_decay)
+
+    def write_back(self, optimizer: torch.optim.Optimizer | None) -> None:
+        self.pool.write_back(optimizer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return space_state(self.search_module, self.student_heads, self.pool)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_space_state(state, self.search_module, self.student_heads, self.pool)
 
 
 def space_state(search_net: nn.Module, student_heads: nn.Module, pool: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from cdarts_deploy.genotype import limits
 from cdarts_deploy.genotype.errors import GenotypeError, json_preview, repr_preview
-from cdarts_deploy.genotype.fields import bounded_int, check_count, check_int, check_keys, optional_text
+from cdarts_deploy.genotype.fields import check_count, check_int, check_keys, network_hints, optional_text
 from cdarts_deploy.genotype.model import Cell, CellGenotype, CellNetwork, CellStage
 
 #: Operations a discrete DARTS cell may use (order as in the reference code).
@@ -137,15 +137,9 @@ def _stage_from_dict(st: Any, loc: str, src: str) -> CellStage:
 
 
 def _network_from_dict(net: Any, src: str) -> CellNetwork:
-    if not isinstance(net, dict):
-        raise GenotypeError(f"found {json_preview(net)}, expected an object", "network", src)
-    check_keys(net, CellNetwork.__dataclass_fields__, "network", src)
-    layout = net.get("layout")
-    if layout is not None and layout not in LAYOUTS:
+    hints = network_hints(net, CellNetwork, _HINT_BOUNDS, src)
+    if hints.layout is not None and hints.layout not in LAYOUTS:
         raise GenotypeError(
-            f"found layout {repr_preview(layout)}, expected 'cifar' or 'imagenet'", "network.layout", src
+            f"found layout {repr_preview(hints.layout)}, expected 'cifar' or 'imagenet'", "network.layout", src
         )
-    for key, (low, high) in _HINT_BOUNDS.items():
-        if net.get(key) is not None:
-            bounded_int(net[key], low, high, f"network.{key}", src)
-    return CellNetwork(**net)
+    return hints

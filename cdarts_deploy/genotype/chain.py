@@ -18,7 +18,7 @@ from cdarts_deploy.genotype import limits
 from cdarts_deploy.genotype.bases import BASE_NAMES, base_arch
 from cdarts_deploy.genotype.blocks import Block, block_from_dict, parse_arch_string, validate_stages
 from cdarts_deploy.genotype.errors import GenotypeError, json_preview, repr_preview
-from cdarts_deploy.genotype.fields import bounded_int, check_count, check_keys, optional_text
+from cdarts_deploy.genotype.fields import check_count, check_keys, network_hints, optional_text
 from cdarts_deploy.genotype.model import ChainGenotype, ChainNetwork
 
 #: (kernel, expansion) candidates of the chain space, indexed by choice.
@@ -96,7 +96,7 @@ def apply_choices(
 def chain_from_dict(doc: dict, src: str) -> ChainGenotype:
     """Validate a ``"kind": "chain"`` document (its format and version already checked)."""
     check_keys(doc, CHAIN_DOC_KEYS, "", src)
-    network = _network_from_dict(doc.get("network", {}), src)
+    network = network_hints(doc.get("network", {}), ChainNetwork, _NETWORK_BOUNDS, src)
     name = optional_text(doc, "name", limits.MAX_NAME_CHARS, src)
     description = optional_text(doc, "description", limits.MAX_DESCRIPTION_CHARS, src)
     forms = [k for k in ("stages", "arch", "base") if k in doc]
@@ -119,18 +119,6 @@ def chain_from_dict(doc: dict, src: str) -> ChainGenotype:
             arch = _stage_lists(doc["arch"], "arch", src)
         g = ChainGenotype.from_arch_strings(arch, name=name, network=network, source=src)
     return replace(g, description=description)
-
-
-def _network_from_dict(net_doc: Any, src: str) -> ChainNetwork:
-    if not isinstance(net_doc, dict):
-        raise GenotypeError(f"found {json_preview(net_doc)}, expected an object", "network", src)
-    check_keys(net_doc, ChainNetwork.__dataclass_fields__, "network", src)
-    for key, value in net_doc.items():
-        if value is not None:
-            low, high = _NETWORK_BOUNDS[key]
-            bounded_int(value, low, high, f"network.{key}", src)
-    # null means "not given": the default then applies, as it will when the saved document is read back.
-    return ChainNetwork(**{k: v for k, v in net_doc.items() if v is not None})
 
 
 def _resolve_base(base: Any, src: str) -> Any:

@@ -7,7 +7,7 @@ The bounds themselves live in :mod:`cdarts_deploy.genotype.limits`.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sized
+from typing import Any, Iterable, Mapping, Sized
 
 from cdarts_deploy.genotype.errors import GenotypeError, json_preview, repr_preview
 
@@ -22,6 +22,22 @@ def check_keys(doc: dict, allowed: Iterable[str], location: str, source: str) ->
             location or str(extra[0]),
             source,
         )
+
+
+def network_hints(net: Any, hint_type: type, bounds: Mapping[str, tuple[int, int]], source: str) -> Any:
+    """A document's ``network`` object as ``hint_type``: only its fields, the integer ones within ``bounds``.
+
+    ``null`` means "not given": the field's default then applies, as it will when the saved document is read back.
+    Fields without bounds (a cell network's layout) are the caller's to check.
+    """
+    if not isinstance(net, dict):
+        raise GenotypeError(f"found {json_preview(net)}, expected an object", "network", source)
+    check_keys(net, hint_type.__dataclass_fields__, "network", source)
+    for key, value in net.items():
+        if value is not None and key in bounds:
+            low, high = bounds[key]
+            bounded_int(value, low, high, f"network.{key}", source)
+    return hint_type(**{k: v for k, v in net.items() if v is not None})
 
 
 def check_int(value: Any, location: str, source: str, expected: str) -> int:

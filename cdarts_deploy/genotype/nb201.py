@@ -16,7 +16,7 @@ from typing import Any
 
 from cdarts_deploy.genotype import limits
 from cdarts_deploy.genotype.errors import GenotypeError, json_preview, repr_preview
-from cdarts_deploy.genotype.fields import bounded_int, check_keys, optional_text
+from cdarts_deploy.genotype.fields import bounded_int, check_keys, network_hints, optional_text
 from cdarts_deploy.genotype.model import Nb201Genotype, Nb201Network
 
 #: Operations of an edge, in the benchmark's order.
@@ -98,22 +98,11 @@ def nb201_from_dict(doc: dict, src: str) -> Nb201Genotype:
         bounded_int(index, 0, NB201_ARCHS - 1, "index", src, "index")
     return Nb201Genotype(
         nodes=nodes,
-        network=_network_from_dict(doc.get("network", {}), src),
+        network=network_hints(doc.get("network", {}), Nb201Network, _HINT_BOUNDS, src),
         name=optional_text(doc, "name", limits.MAX_NAME_CHARS, src),
         description=optional_text(doc, "description", limits.MAX_DESCRIPTION_CHARS, src),
         index=index,
     )
-
-
-def _network_from_dict(net: Any, src: str) -> Nb201Network:
-    if not isinstance(net, dict):
-        raise GenotypeError(f"found {json_preview(net)}, expected an object", "network", src)
-    check_keys(net, Nb201Network.__dataclass_fields__, "network", src)
-    for key, value in net.items():
-        if value is not None:
-            low, high = _HINT_BOUNDS[key]
-            bounded_int(value, low, high, f"network.{key}", src)
-    return Nb201Network(**{k: v for k, v in net.items() if v is not None})
 
 
 def nb201_to_dict(g: Nb201Genotype) -> dict[str, Any]:
