@@ -53,6 +53,13 @@ TOP_KEYS = ("format", "version", "runtime", "space", "input_size", "batch", "bas
             "blocks", "fixed", "conditions", "correction")
 NETWORK_KEYS = ("num_classes", "stem_channels", "head_channels")
 MAX_BYTES = 4 << 20
+#: Largest latency entry (and |offset|) in milliseconds: 1000 s per block is no measurement, and sums of
+#: larger finite values overflow to inf.
+MAX_MS = 1e6
+#: Largest integer field (sizes, shapes, classes, widths, positions).
+MAX_INT = 1 << 20
+#: Largest correction scale.
+MAX_SCALE = 1e3
 REMEASURE = "measure a table for it with cdarts-latency-table"
 
 
@@ -185,14 +192,14 @@ def _fail(src: str, where: str, problem: str) -> LatencyTableError:
 
 
 def _int(value: Any, src: str, where: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _fail(src, where, f"found {value!r}, expected an integer >= {low}")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_INT:
+        raise _fail(src, where, f"found {value!r}, expected an integer from {low} to {MAX_INT}")
     return value
 
 
 def _ms(value: Any, src: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise _fail(src, where, f"found {value!r}, expected a latency in milliseconds >= 0")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_MS:
+        raise _fail(src, where, f"found {value!r}, expected a latency in milliseconds from 0 to {MAX_MS:g}")
     return float(value)
 
 
@@ -274,10 +281,10 @@ def from_dict(doc: Any, source: str = "<table>") -> LatencyTable:
             raise _fail(src, "correction", "expected null or an object with scale and offset_ms")
         for key in ("scale", "offset_ms"):
             v = correction[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= MAX_MS:
                 raise _fail(src, f"correction.{key}", f"found {v!r}, expected a finite number")
-        if correction["scale"] <= 0:
-            raise _fail(src, "correction.scale", "expected a positive number")
+        if not 0 < correction["scale"] <= MAX_SCALE:
+            raise _fail(src, "correction.scale", f"expected a positive number up to {MAX_SCALE:g}")
     return LatencyTable(doc["runtime"], doc["space"], input_size, batch, [list(s) for s in base], network, blocks,
                         fixed, doc["conditions"], correction, source)
 

@@ -245,12 +245,13 @@ def _search(cfg: SearchConfig, state: dict | None, ctx: DistContext, lock: RunLo
                              val_fraction=cfg.val_fraction, input_size=cfg.input_size or None, seed=cfg.seed)
     cfg = resolved_defaults(cfg, data.layout)
     out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    # the space refuses a budget outside its range: before the output folder or its lock exists
+    space = build_space(cfg, data.num_classes, data.layout, data.input_size, ctx.device)
     if lock is not None and not lock.held:
         out.mkdir(parents=True, exist_ok=True)
         lock.acquire(out)
         prepare_out(cfg, {}, False)  # another run may have started here meanwhile
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    space = build_space(cfg, data.num_classes, data.layout, data.input_size, ctx.device)
     search = CyclicSearch(cfg, space, data, ctx, out)
     if state is not None:
         search.load_state(state)

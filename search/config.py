@@ -236,8 +236,34 @@ def check_benchmark(cfg: SearchConfig) -> None:
         raise SearchInputError(f"--benchmark {exc}") from None
 
 
+#: Inclusive range of each numeric option, checked before anything is built or allocated: a width of 10**5 or
+#: a batch of 10**9 would ask for more memory than any machine has instead of failing in one line.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "seed": (0, 2**32 - 1), "epochs": (1, 100_000), "warmup_epochs": (0, 100_000), "eval_epochs": (0, 1_000),
+    "eval_steps": (0, 10**9), "update_epochs": (1, 100_000), "batch_size": (1, 65_536), "lr": (0, 100),
+    "lr_min": (0, 100), "momentum": (0, 1), "weight_decay": (0, 10), "grad_clip": (0, 1e6), "arch_lr": (0, 100),
+    "arch_beta1": (0, 1), "arch_beta2": (0, 1), "arch_weight_decay": (0, 10), "alpha_init_std": (0, 100),
+    "distill_lambda": (0, 1e6), "distill_temperature": (1e-3, 1e3), "head_ce_weight": (0, 1e6),
+    "head_mid": (1, 8192), "head_embed": (1, 8192), "reg_lambda": (0, 1e6), "reg_decay_epochs": (0, 100_000),
+    "budget": (0, 1e15), "budget_weight": (0, 1e6), "budget_tolerance": (0, 100), "width": (1, 512),
+    "cells": (1, 64), "eval_width": (0, 512), "eval_cells": (0, 64), "export_width": (0, 1024),
+    "export_cells": (0, 64), "stem_channels": (1, 1024), "head_channels": (1, 8192), "train_portion": (0, 1),
+    "subset": (0, 10**9), "num_classes": (0, 100_000), "train_fraction": (0, 1), "val_fraction": (0, 1),
+    "input_size": (0, 1024), "workers": (0, 256), "threads": (0, 1024), "max_steps": (0, 10**9),
+}
+
+
+def check_bounds(cfg: SearchConfig) -> None:
+    """Every numeric option inside :data:`BOUNDS` (NaN and infinity never are)."""
+    for name, (low, high) in BOUNDS.items():
+        value = getattr(cfg, name)
+        if not low <= value <= high:  # False for NaN
+            raise SearchInputError(f"--{name.replace('_', '-')} {value!r}: must be from {low:g} to {high:g}")
+
+
 def check_config(cfg: SearchConfig) -> SearchConfig:
     """``cfg`` if its values can run; otherwise a one-line :class:`SearchInputError` naming the option."""
+    check_bounds(cfg)
     if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.update_epochs < 1 or cfg.batch_size < 1:
         raise SearchInputError("--epochs, --update-epochs and --batch-size must be >= 1 and --warmup-epochs >= 0")
     if cfg.eval_steps < 0 or cfg.eval_epochs < 0 or cfg.max_steps < 0:

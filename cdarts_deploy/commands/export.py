@@ -24,6 +24,7 @@ import numpy as np
 
 from backbones.complexity import count_macs, count_macs_inclusive, count_params
 from cdarts_deploy import genotype as gt
+from cdarts_deploy.commands import bounds
 from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
@@ -39,6 +40,7 @@ from cdarts_deploy.commands.args import (
     prepare_out_dir,
     run_main,
 )
+from cdarts_deploy.commands.bounds import check_bounds
 from cdarts_deploy.commands.outputs import existing_outputs, refuse_input_collision
 from cdarts_deploy.data.image_reader import folder_files, screen
 from cdarts_deploy.deploy import artifacts, parity
@@ -147,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     if not (wants_onnx(args) or args.plot):
         raise UsageError("nothing to do: pass --onnx (or --trt, --fp16, --int8, --check, --features, --debug-layers, "
                          "--plot)")
+    check_bounds({**vars(args), "input_size": max(args.input_size) if args.input_size else None},
+                 {**bounds.EXPORT, "input_size": bounds.INPUT_SIDE})
     request = artifacts.ArtifactRequest(
         fp16=args.fp16, int8=args.int8, tensorrt=args.trt, check=args.check, features=args.features,
         pictures=args.plot, calib_dir=args.calib_dir, int8_target=_int8_target(args), int8_cpu=args.int8_cpu,

@@ -22,6 +22,7 @@ import torch
 
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.atomic_files import write_text
+from cdarts_deploy.commands import bounds
 from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
@@ -37,6 +38,7 @@ from cdarts_deploy.commands.args import (
     run_main,
     square_size,
 )
+from cdarts_deploy.commands.bounds import check_bounds
 from cdarts_deploy.commands.outputs import refuse_earlier_results, refuse_input_collision
 from cdarts_deploy.data.distributed import init_distributed, shutdown
 from cdarts_deploy.training import presets
@@ -125,9 +127,7 @@ def run(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(presets.TrainConfig)}
     preset = args.preset or _default_preset(genotype, data.natural_layout, given["layout"])
     cfg = presets.preset_config(preset, **given)
-    for name in ("epochs", "batch_size", "lr_base_batch"):
-        if getattr(cfg, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    check_bounds(dataclasses.asdict(cfg), {**bounds.TRAIN, "input_size": (0, bounds.INPUT_SIDE[1])})
     ctx = init_distributed(args.device)
     amp = _amp_dtype(args.amp, ctx.device)
 
