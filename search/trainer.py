@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.utils import distribute_bn
 from torch import nn
 from tqdm import tqdm
 
@@ -292,8 +293,6 @@ class CyclicSearch:
         resume use them)."""
         if not self.ctx.distributed:
             return
-        from timm.utils import distribute_bn
-
         modules = list(self.space.bn_modules()) + ([self.branch] if self.branch is not None else [])
         for module in modules:
             distribute_bn(module, self.ctx.world_size, reduce=True)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from cdarts_deploy.atomic_files import atomic_path
 from cdarts_deploy.errors import UserError
 
@@ -50,8 +52,6 @@ class EngineShapeError(EngineBuildError):
 def require_tensorrt() -> Any:
     """Return the ``tensorrt`` module, or raise :class:`TensorRTUnavailable` with the reason and the fix."""
     try:
-        import torch
-
         has_gpu = torch.cuda.is_available()
     except Exception:  # a broken CUDA install reads the same as no GPU
         has_gpu = False
