@@ -9,8 +9,9 @@ size, random weights with BatchNorm statistics from digit pictures) is exported 
 quantize that file on the same digits, once with the average pools as 8-bit pools and, where a network has
 pools, once as depthwise convolutions.  Per file pair: node count and op histogram, whether the files are
 byte-identical (apart from the new file's pass-list metadata entry), the largest logit difference on held-out
-digits, and ONNX Runtime latency at batch 1 and 32 with the old and new sessions alternating in rounds
-(:func:`~cdarts_deploy.deploy.precision.interleaved_medians`), with the load average before and after.
+digits, and ONNX Runtime latency at batch 1 and 32 with the old and new sessions timed back to back in each
+round (order alternating), as the median of the per-round new/old ratios and their range, with the load average
+before and after.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from cdarts_deploy.deploy import int8_passes as ip
 from cdarts_deploy.deploy import model_spec as ms
 from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.onnx_graph import export_onnx
+from cdarts_deploy.deploy.timing import sample_host, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 #: name -> (width, cells) for cell networks (None for chain networks), input side.
@@ -99,13 +101,28 @@ def compare(old: Path, new: Path, held_out: np.ndarray, threads: int, rounds: in
            "max_abs_logit_difference": float(np.abs(logits["old"] - logits["new"]).max()),
            "held_out_images": len(held_out), "timing": {}}
     for batch in (1, 32):
-        x = held_out[:batch]
         load = os.getloadavg()[0]
-        medians = pr.interleaved_medians(sessions, x, iters=20 if batch == 1 else 3, rounds=rounds)
-        row["timing"][f"batch{batch}"] = {"old_ms": medians["old"], "new_ms": medians["new"],
-                                          "new_over_old": medians["new"] / medians["old"],
+        row["timing"][f"batch{batch}"] = {**paired_rounds(sessions, held_out[:batch], 20 if batch == 1 else 3, rounds),
                                           "load_before": load, "load_after": os.getloadavg()[0]}
     return row
+
+
+def paired_rounds(sessions: dict, x: np.ndarray, iters: int, rounds: int) -> dict:
+    """Old and new timed back to back in each round (order alternating, each block after untimed runs): the
+    median of each file's round medians, and the median and range of the per-round new/old ratios, which
+    compare the two files under the same load."""
+    def step(sess):
+        return lambda: sess.run(None, {sess.get_inputs()[0].name: x})
+
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    for i in range(rounds):
+        for name in (("old", "new") if i % 2 == 0 else ("new", "old")):
+            settle(step(sessions[name]))
+            times[name].append(sample_host(step(sessions[name]), len(x), warmup=0, iters=iters).median_ms)
+    ratios = [n / o for n, o in zip(times["new"], times["old"])]
+    return {"old_ms": float(np.median(times["old"])), "new_ms": float(np.median(times["new"])),
+            "new_over_old": float(np.median(ratios)), "ratio_range": [min(ratios), max(ratios)],
+            "rounds_ms": times}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _ratio(timing: dict) -> str:
+    low, high = timing.get("ratio_range", [timing["new_over_old"]] * 2)
+    return f"{timing['new_over_old']:.2f}, {low:.2f}-{high:.2f}"
+
+
 def markdown(conditions: dict, rows: list[dict]) -> str:
     lines = [
         "# INT8 passes against the rewrites they replaced (same run)", "",
@@ -158,15 +180,17 @@ def markdown(conditions: dict, rows: list[dict]) -> str:
         "`precision.py`, read from git; new: `cdarts_deploy/deploy/int8_passes`, every pass).  Zoo networks at "
         "reduced size, random weights with BatchNorm statistics from digit pictures, both quantized from one "
         "exported file on the same 64 digits; logits compared on 64 other digits.  Latency: ONNX Runtime, "
-        f"{conditions['threads']} thread(s), old and new sessions alternating over {conditions['rounds']} rounds "
-        "(median of all timed runs).", "",
+        f"{conditions['threads']} thread(s), old and new sessions timed back to back in each of "
+        f"{conditions['rounds']} rounds (order alternating); new/old is the median of the per-round ratios, "
+        "with their range.", "",
         f"Machine: {conditions['logical_cpus']} logical CPUs, shared with other work (load average 1/5/15 min "
         f"{'/'.join(f'{x:.1f}' for x in conditions['load_average_start'])} at the start, "
         f"{'/'.join(f'{x:.1f}' for x in conditions['load_average_end'])} at the end), so single timings are noisy; "
         f"VNNI flags: {', '.join(conditions['vnni']) or 'none'}; ONNX Runtime {conditions['onnxruntime']}.  "
         "Full CPU flags in the JSON file.", "",
         "| network | pools as convs | nodes old/new | op histogram equal | ops in same order | same node names "
-        "| bytes equal* | max abs logit diff | b1 old/new ms (new/old) | b32 old/new ms (new/old) | load (1 min) |",
+        "| bytes equal* | max abs logit diff | b1 old/new ms (new/old, range) | b32 old/new ms (new/old, range) "
+        "| load (1 min) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -177,23 +201,22 @@ def markdown(conditions: dict, rows: list[dict]) -> str:
             f"{'yes' if r['same_ops_in_order'] else 'no'} | {'yes' if r['same_node_names'] else 'no'} | "
             f"{'yes' if r['byte_identical_apart_from_pass_metadata'] else 'no'} | "
             f"{r['max_abs_logit_difference']:.3g} | "
-            f"{t1['old_ms']:.2f}/{t1['new_ms']:.2f} ({t1['new_over_old']:.2f}) | "
-            f"{t32['old_ms']:.1f}/{t32['new_ms']:.1f} ({t32['new_over_old']:.2f}) | "
+            f"{t1['old_ms']:.2f}/{t1['new_ms']:.2f} ({_ratio(t1)}) | "
+            f"{t32['old_ms']:.1f}/{t32['new_ms']:.1f} ({_ratio(t32)}) | "
             f"{t1['load_before']:.1f}-{t32['load_after']:.1f} |")
     same = [t["new_over_old"] for r in rows if r["byte_identical_apart_from_pass_metadata"]
             for t in r["timing"].values()]
     other = [t["new_over_old"] for r in rows if not r["byte_identical_apart_from_pass_metadata"]
              for t in r["timing"].values()]
     if same and other:
-        lines += ["", f"Noise of this run: on the byte-identical pairs (one network timed twice) new/old ranged "
-                      f"{min(same):.2f}-{max(same):.2f}; on the pairs that differ in names, {min(other):.2f}-"
-                      f"{max(other):.2f}."]
+        lines += ["", f"Noise of this run: on the byte-identical pairs (one network timed twice) the median "
+                      f"new/old ranged {min(same):.2f}-{max(same):.2f}; on the pairs that differ in names, "
+                      f"{min(other):.2f}-{max(other):.2f}."]
     lines += ["", "*byte-identical apart from the new file's `cdarts.int8_passes` metadata entry (the pass list).", "",
               "Where an onnxscript rewrite rule fired (average pools as depthwise convolutions; a chain network's "
               "spatial means and HardSigmoid gates) the files differ in node and tensor names, which the rewriter "
-              "chooses; the ops, their order and the outputs are the same.  new/old is the ratio of medians; with "
-              "old and new alternating in each round, a ratio away from 1 on a loaded machine is noise unless it "
-              "repeats across networks and batch sizes."]
+              "chooses; the ops, their order and the outputs are the same.  On a loaded machine a ratio away from 1 "
+              "is noise unless it repeats across networks and batch sizes; the byte-identical pairs show its size."]
     return "\n".join(lines) + "\n"
 
 
