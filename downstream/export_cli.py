@@ -89,7 +89,6 @@ def _log(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out_dir = prepare_out_dir(args.out)
     name = args.name or Path(args.config).stem
     start = time.perf_counter()
     model, cfg = build_with_config(args.config, args.cfg_options, args.checkpoint)
@@ -100,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--raw applies to detectors; a segmentor exports its logits (or labels with --argmax)")
     if args.argmax and detector:
         raise UsageError("--argmax applies to segmentors")
+    out_dir = prepare_out_dir(args.out)  # only once the config and checkpoint are known to be usable
     report = {"config": str(args.config), "checkpoint": args.checkpoint, "model": type(model).__name__,
               "seconds": {"build": build_seconds}}
     if args.raw:

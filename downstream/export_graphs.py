@@ -81,14 +81,23 @@ def build_with_config(config: str, cfg_options: dict | None = None,
     from mmengine.registry import MODELS, init_default_scope
 
     from downstream.checkpoints import mmengine_safe_globals
-    from downstream.runner_setup import load_config
+    from downstream.runner_setup import ConfigError, load_config
 
     cfg = load_config(config, cfg_options)  # a config that cannot be used is a one-line ConfigError
+    model_cfg = cfg.get("model")
+    # a genotype JSON or a classification config reads as a config too, without a detector or segmentor in it
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("type"), str):
+        raise ConfigError(f"config {config} defines no model = dict(type=...); pass an mmdetection or "
+                          "mmsegmentation config such as downstream/configs/retinanet_cdarts-b_fpn_1x_coco.py")
     init_default_scope(cfg.get("default_scope", "mmdet"))
-    model_cfg = cfg.model
     if checkpoint is not None:  # the checkpoint replaces any backbone init weights
         model_cfg.get("backbone", {}).pop("init_cfg", None)
-    model = MODELS.build(model_cfg)
+    try:
+        model = MODELS.build(model_cfg)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # an unregistered type, a wrong argument
+        raise ConfigError(f"config {config}: model type {model_cfg['type']!r} is not a detector or segmentor this "
+                          f"environment can build ({exc.__class__.__name__}); pass an mmdetection or mmsegmentation "
+                          "config") from None
     if checkpoint is None:
         model.init_weights()
         return model.eval(), cfg

@@ -21,11 +21,13 @@ from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
     add_json_option,
+    add_overwrite_option,
     add_threads_option,
     library_threads,
     positive_int,
     run_main,
 )
+from cdarts_deploy.commands.outputs import check_json_target
 from cdarts_deploy.deploy import layer_compare as lc
 
 PROG = "cdarts-compare"
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("golden", help="golden .npz written by cdarts-export --debug-layers")
     add_threads_option(p)
     add_json_option(p)  # the per-layer rows
+    add_overwrite_option(p, help="replace an existing --json file (default: refuse it)")
     p.add_argument("--rows", type=positive_int, default=40, help="table rows to print (default 40)")
     return p
 
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if not Path(args.onnx).is_file():
         raise UsageError(f"{args.onnx} does not exist; pass an ONNX file")
+    if args.json:
+        check_json_target(args.json, [args.onnx, args.golden], args.overwrite)
     golden = lc.Golden.load(args.golden)
     report = lc.compare_layers(golden, args.onnx, library_threads(args.threads))
     print(lc.format_table(report, args.rows))

@@ -22,12 +22,14 @@ from typing import Sequence
 import torch
 
 from cdarts_deploy import genotype as gt
+from cdarts_deploy.commands import bounds
 from cdarts_deploy.commands.args import (
     OneLineParser,
     add_batch_sizes_option,
     add_deprecated_option,
     add_device_option,
     add_out_dir_option,
+    add_overwrite_option,
     add_threads_option,
     batch_sizes,
     non_negative_int,
@@ -36,6 +38,8 @@ from cdarts_deploy.commands.args import (
     prepare_out_dir,
     run_main,
 )
+from cdarts_deploy.commands.bounds import check_bounds
+from cdarts_deploy.commands.outputs import existing_outputs, refuse_input_collision
 from cdarts_deploy.deploy import profile_report as rep
 from cdarts_deploy.deploy import subjects as sj
 from cdarts_deploy.deploy.gemm import measure_gemm_rate, torch_threads
@@ -91,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="square matrix sizes tried for the GEMM rate, measured before and after the models; the "
                    "highest median counts (default 1024,2048)")
     add_out_dir_option(p, default=".")
+    add_overwrite_option(p, help="replace an earlier report of the same name in --out (default: refuse it)")
     p.add_argument("--name", help="report file stem (default: profile_<target>)")
     return p
 
@@ -146,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         raise ProfileError(f"ONNX file {target} not found; pass an existing .onnx file or a genotype")
     backends = list(dict.fromkeys(args.backend or (["onnxruntime"] if is_onnx else ["torch", "onnxruntime"])))
     device = check_args(args, backends, is_onnx)
+    check_bounds(vars(args), {"width": bounds.WIDTH, "cells": bounds.CELLS, "num_classes": bounds.CLASSES})
     threads = args.threads or torch.get_num_threads()
     # Everything the user named is resolved before the output folder exists: bad input leaves nothing behind.
     genotype = None if is_onnx else gt.load(args.target)
@@ -173,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
                                                  input_hw=main_subject.input_hw, name=peer, peer=True))
             else:
                 subjects.append(sj.from_timm(peer, main_subject.input_hw, args.num_classes))
+    stem = args.name or f"profile_{main_subject.name}"
+    _check_report_names(Path(args.out), stem, args)
     out_dir = prepare_out_dir(args.out)
 
     with torch_threads(threads), tempfile.TemporaryDirectory(prefix="cdarts-profile-") as tmp:
@@ -208,12 +216,22 @@ def run(args: argparse.Namespace) -> int:
         report = rep.make_report(rows, cond, gemm)
         report["target"] = str(args.target)
         report["precision"] = args.precision
-    stem = args.name or f"profile_{main_subject.name}"
     files = rep.write_reports(report, out_dir, stem)
     print(rep.markdown(report).split("\n## Published")[0])
     for f in files:
         print(f"wrote {f}")
     return 0
+
+
+def _check_report_names(out: Path, stem: str, args: argparse.Namespace) -> None:
+    """Reports are ``<stem>.*`` in --out: never over the target, over an earlier report only with --overwrite."""
+    if "/" in stem or stem in ("", ".", ".."):
+        raise ProfileError(f"--name {stem!r} is not a file stem; pass a name without folders")
+    found = existing_outputs(out, stem)
+    refuse_input_collision([out / f for f in found], [args.target, args.calib_dir], "--out/--name")
+    if found and not args.overwrite:
+        raise ProfileError(f"--out {out} already holds {', '.join(found[:3])}; pass another --out or --name, or "
+                           "--overwrite to replace it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ast
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -66,7 +68,8 @@ class Golden:
                 kinds = dict(zip(order, (str(k) for k in data["kinds"])))
                 outputs = {n: data[f"out:{n}"] for n in order}
                 return cls(data["input"], order, kinds, outputs)
-        except (OSError, KeyError, ValueError) as exc:
+        # a truncated .npz is a bad zip archive, or a member whose compressed data ends early
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise GoldenError(f"cannot read golden file {path} ({exc.__class__.__name__}); write one with "
                               "cdarts-export --debug-layers") from None
 
