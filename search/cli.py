@@ -242,7 +242,8 @@ def _search(cfg: SearchConfig, state: dict | None, ctx: DistContext, lock: RunLo
                                f"{ctx.world_size}; resume with the same --nproc_per_node")
     data = build_search_data(cfg.dataset, cfg.data_root, train_portion=cfg.train_portion, subset=cfg.subset or None,
                              num_classes=cfg.num_classes or None, train_fraction=cfg.train_fraction,
-                             val_fraction=cfg.val_fraction, input_size=cfg.input_size or None, seed=cfg.seed)
+                             val_fraction=cfg.val_fraction, input_size=cfg.input_size or None, seed=cfg.seed,
+                             bad_images=cfg.bad_images)
     cfg = resolved_defaults(cfg, data.layout)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank

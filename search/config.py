@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cdarts_deploy import bounded_json
+from cdarts_deploy.commands.args import BAD_IMAGES_HELP
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS, NB201_DEFAULTS
 from cdarts_deploy.latency_table_format import RUNTIMES, parse_duration_ms
@@ -111,6 +112,7 @@ class SearchConfig:
     num_classes: int = option(0, "ImageFolder: use the first N classes (0: all)")
     train_fraction: float = option(0.1, "ImageFolder: fraction of each class for train")
     val_fraction: float = option(0.1, "ImageFolder: another fraction of each class for val")
+    bad_images: str = option("fail", BAD_IMAGES_HELP, choices=("fail", "skip"))
     input_size: int = option(
         0, f"input resolution (0: {_C['input_size']} for CIFAR, {_I['input_size']} for ImageFolder)")
     # running
@@ -124,7 +126,8 @@ class SearchConfig:
 
 
 #: Options that may differ between the run that wrote a checkpoint and the one resuming it.
-RUNTIME_ONLY = {"workers", "device", "threads", "progress", "out", "data_root", "measure_latency", "benchmark"}
+RUNTIME_ONLY = {"workers", "device", "threads", "progress", "out", "data_root", "measure_latency", "benchmark",
+                "bad_images"}  # bad_images: with "fail" a run with a bad file never started
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},

@@ -188,3 +188,13 @@ def test_eval_refuses_a_bad_image(tmp_path, capsys, good_images):
     data, name = _with_bad(good_images, tmp_path, "bomb_png", part="val")
     code = eval_cmd.main([str(run / "best.pth"), "--data-root", str(data), "--no-progress"])
     assert name in _one_line(capsys, code, "cdarts-eval")
+
+
+def test_search_data_skips_bad_images_when_asked(tmp_path, good_images):
+    from search.data import build_search_data
+
+    data, _ = _with_bad(good_images, tmp_path, "not_an_image")
+    split = build_search_data("imagefolder", data / "train", train_fraction=0.5, val_fraction=0.5, input_size=16,
+                              bad_images="skip")
+    folder = split.train.dataset
+    assert len(folder.samples) == sum(1 for p in (good_images / "train").rglob("*.png"))
