@@ -43,6 +43,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from cdarts_deploy.atomic_files import atomic_path, publish
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
+from cdarts_deploy.data.image_reader import is_image_file
 from cdarts_deploy.deploy import int8_cpu as ic
 from cdarts_deploy.deploy import ort
 from cdarts_deploy.deploy.timing import sample_host, settle
@@ -87,7 +88,7 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise PrecisionError(f"calibration folder {folder} does not exist; pass --calib-dir with a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))  # no hidden or ._ files
     if not files:
         raise PrecisionError(
             f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); add a few hundred "
@@ -111,7 +112,7 @@ def load_image(
             resized = img.resize((max(w, round(img.width * scale)), max(h, round(img.height * scale))), Image.BILINEAR)
             left, top = (resized.width - w) // 2, (resized.height - h) // 2
             arr = np.asarray(resized.crop((left, top, left + w, top + h)), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise PrecisionError(f"cannot read image {path} ({exc.__class__.__name__}); remove it or replace it") from None
     arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
