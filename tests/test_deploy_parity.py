@@ -211,3 +211,46 @@ def test_onnxruntime_check_fails_on_a_network_with_a_dropped_cell(tiny_onnx, tmp
     for precision in ("fp32", "fp16"):
         rows = compare_runtime(reference, lambda x: ort.run(session, x), ["logits"], precision)
         assert not any(r["passed"] for r in rows), precision
+
+
+class _Counting(torch.nn.Module):
+    """A small per-sample network that counts its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                        torch.nn.Linear(4 * 6 * 6, 5))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.body(x)
+
+
+def test_reference_shares_one_float32_and_one_float64_pass_with_the_same_results():
+    model = _Counting().eval()
+    rng = np.random.default_rng(0)
+    inputs = {"random b1": rng.standard_normal((1, 3, 8, 8)).astype(np.float32),
+              "random b2": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    reference = TorchReference(model, inputs)
+    for label in inputs:
+        reference.outputs(label), reference.other_outputs(label), reference.noise(label)
+    assert model.calls == 1  # one float32 pass: both inputs and batch 1's other input (float64 runs on a copy)
+    for label, x in inputs.items():
+        (alone,) = torch_outputs(model, x)
+        np.testing.assert_allclose(reference.outputs(label)[0], alone, rtol=1e-5, atol=1e-6)
+        (noise,) = float32_noise(model, x, [alone])
+        assert reference.noise(label)[0] == pytest.approx(noise, rel=0.5, abs=1e-7)
+    (other,) = torch_outputs(model, parity.other_input(inputs["random b1"]))
+    np.testing.assert_allclose(reference.other_outputs("random b1")[0], other, rtol=1e-5, atol=1e-6)
+
+
+def test_reference_runs_inputs_of_different_shapes_one_by_one():
+    rng = np.random.default_rng(0)
+    inputs = {"a": rng.standard_normal((2, 3, 8, 8)).astype(np.float32),
+              "b": rng.standard_normal((1, 3, 10, 10)).astype(np.float32)}
+    reference = TorchReference(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval(), inputs)
+    for label, x in inputs.items():
+        np.testing.assert_allclose(reference.outputs(label)[0], x.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+        assert reference.other_outputs(label)[0].shape == (len(x), 3) and len(reference.noise(label)) == 1
