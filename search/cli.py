@@ -29,6 +29,7 @@ from cdarts_deploy import bounded_json
 from cdarts_deploy.atomic_files import write_text
 from cdarts_deploy.commands.args import (
     OneLineParser,
+    add_bad_images_option,
     add_device_option,
     add_out_dir_option,
     add_progress_option,
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file of option values (names as on the command line)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     shared = {"threads": add_threads_option, "progress": add_progress_option, "device": add_device_option,
-              "out": add_out_dir_option}
+              "out": add_out_dir_option, "bad_images": add_bad_images_option}
     for f in config_fields():
         if f.name in shared:  # spelled, typed and explained as in every other command
             shared[f.name](p, default=argparse.SUPPRESS)

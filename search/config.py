@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cdarts_deploy import bounded_json
-from cdarts_deploy.commands.args import BAD_IMAGES_HELP
+from cdarts_deploy.data.image_files import BAD_IMAGE_POLICIES, BAD_IMAGES_HELP
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS, NB201_DEFAULTS
 from cdarts_deploy.latency_table_format import RUNTIMES, parse_duration_ms
@@ -112,7 +112,7 @@ class SearchConfig:
     num_classes: int = option(0, "ImageFolder: use the first N classes (0: all)")
     train_fraction: float = option(0.1, "ImageFolder: fraction of each class for train")
     val_fraction: float = option(0.1, "ImageFolder: another fraction of each class for val")
-    bad_images: str = option("fail", BAD_IMAGES_HELP, choices=("fail", "skip"))
+    bad_images: str = option("fail", BAD_IMAGES_HELP, choices=BAD_IMAGE_POLICIES)
     input_size: int = option(
         0, f"input resolution (0: {_C['input_size']} for CIFAR, {_I['input_size']} for ImageFolder)")
     # running

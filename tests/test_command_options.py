@@ -44,6 +44,9 @@ SHARED = {
     # cdarts-env's --json is a switch (print JSON instead of text), not a report file
     "--json": (shared.JSON_HELP, {"cdarts-eval", "cdarts-compare", "cdarts-nb201"}),
     "--exporter": (shared.EXPORTER_HELP, {"cdarts-export", "cdarts-latency-table"}),
+    "--overwrite": (shared.OVERWRITE_HELP, {"cdarts-export", "cdarts-train", "cdarts-eval", "cdarts-compare",
+                                            "cdarts-profile"}),
+    "--bad-images": (shared.BAD_IMAGES_HELP, {"cdarts-export", "cdarts-train", "cdarts-eval", "cdarts-search"}),
 }
 
 #: Old spelling -> (command, argv with it, the same with the new spelling, the namespace attribute).

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from cdarts_deploy.data.image_files import BAD_IMAGE_POLICIES, BAD_IMAGES_HELP
 from cdarts_deploy.errors import UserError
 
 
@@ -157,9 +158,8 @@ def add_json_option(parser: argparse.ArgumentParser, **overrides: Any) -> argpar
     return parser.add_argument("--json", **{"metavar": "FILE", "help": JSON_HELP, **overrides})
 
 
-OVERWRITE_HELP = "replace the results of an earlier run in --out (default: refuse such a folder)"
-BAD_IMAGES_HELP = ("an image file that does not decode (truncated, not an image, over PIL's decompression-bomb "
-                   "limit): fail (the default: stop, naming the file) or skip (leave it out and count it)")
+OVERWRITE_HELP = ("replace what an earlier run left where this one writes (its files in --out, or the --json file); "
+                  "default: refuse")
 
 
 def add_overwrite_option(parser: argparse.ArgumentParser, **overrides: Any) -> argparse.Action:
@@ -167,7 +167,7 @@ def add_overwrite_option(parser: argparse.ArgumentParser, **overrides: Any) -> a
 
 
 def add_bad_images_option(parser: argparse.ArgumentParser, **overrides: Any) -> argparse.Action:
-    return parser.add_argument("--bad-images", **{"choices": ("fail", "skip"), "default": "fail",
+    return parser.add_argument("--bad-images", **{"choices": BAD_IMAGE_POLICIES, "default": "fail",
                                                   "help": BAD_IMAGES_HELP, **overrides})
 
 

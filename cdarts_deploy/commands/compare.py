@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("golden", help="golden .npz written by cdarts-export --debug-layers")
     add_threads_option(p)
     add_json_option(p)  # the per-layer rows
-    add_overwrite_option(p, help="replace an existing --json file (default: refuse it)")
+    add_overwrite_option(p)
     p.add_argument("--rows", type=positive_int, default=40, help="table rows to print (default 40)")
     return p
 

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per step of the validation loader (default 64)")
     add_threads_option(p)
     add_json_option(p)
-    add_overwrite_option(p, help="replace an existing --json file (default: refuse it)")
+    add_overwrite_option(p)
     add_bad_images_option(p)
     add_progress_option(p)
     return p

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="square matrix sizes tried for the GEMM rate, measured before and after the models; the "
                    "highest median counts (default 1024,2048)")
     add_out_dir_option(p, default=".")
-    add_overwrite_option(p, help="replace an earlier report of the same name in --out (default: refuse it)")
+    add_overwrite_option(p)
     p.add_argument("--name", help="report file stem (default: profile_<target>)")
     return p
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
 
+from cdarts_deploy.data.image_files import BAD_IMAGE_POLICIES as POLICIES
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
 from cdarts_deploy.errors import UserError
 
@@ -27,7 +28,6 @@ from cdarts_deploy.errors import UserError
 MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 #: Most image files one folder tree may hold (each is decoded once when the folder is read).
 MAX_IMAGE_FILES = 2_000_000
-POLICIES = ("fail", "skip")
 
 
 class BadImageError(UserError):
