@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from cdarts_deploy.deploy.int8_cpu import cpu_flags
 from cdarts_deploy.deploy.versions import cpu_load, cpu_model
+from cdarts_deploy.drawing.figures import pyplot
 from search.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,11 +203,7 @@ def conditions(s: dict[str, Any], parallel: int, n_images: dict[str, int]) -> di
 
 
 def plot(result: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     colours = {"cdarts": "tab:blue", "darts": "tab:red"}
     for m, rows in result["per_epoch"].items():
