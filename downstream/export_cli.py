@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--raw applies to detectors; a segmentor exports its logits (or labels with --argmax)")
     if args.argmax and detector:
         raise UsageError("--argmax applies to segmentors")
-    out_dir = prepare_out_dir(args.out)  # only once the config and checkpoint are known to be usable
+    out_dir = Path(args.out)  # created by each path once every input has been checked
     report = {"config": str(args.config), "checkpoint": args.checkpoint, "model": type(model).__name__,
               "seconds": {"build": build_seconds}}
     if args.raw:
@@ -125,6 +125,7 @@ def _run_raw(args, graph, cfg, out_dir: Path, name: str, report: dict) -> int:
                  for n in graph.output_names},
         postprocessing={"in_graph": False, "test_cfg": json.loads(json.dumps(dict(post), default=str))},
         to_original={"rule": "decode, NMS and rescale as the model's head does"}, classes=_classes(cfg))
+    out_dir = prepare_out_dir(out_dir)  # after every input check: a refusal leaves no folder behind
     sidecar_final = out_dir / f"{name}.sidecar.json"
 
     def write_sidecar(verified, staging):
@@ -288,6 +289,7 @@ def _run_end_to_end(args, model, cfg, graph, detector: bool, out_dir: Path, name
         export_graphs.export_dynamic(e2e, path, example, args.opset, input_names, names, spatial, fixed)
 
     compare = _end_to_end_checks(args, model, cfg, e2e, doc, images, detector, ranges, check_seconds)
+    out_dir = prepare_out_dir(out_dir)  # after every input check: a refusal leaves no folder behind
     onnx_final = out_dir / f"{name}.onnx"
     with Staging() as staging:
         verified = verify(staging.temp(onnx_final), export, compare)

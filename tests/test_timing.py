@@ -160,7 +160,7 @@ def test_interleaved_medians_settle_before_every_block_and_alternate_the_order(m
             order.append(self.name)
 
     settled = []
-    monkeypatch.setattr(timing, "settle", lambda step, *a, **k: (settled.append(len(order)), step()))
+    monkeypatch.setattr(pr, "settle", lambda step, *a, **k: (settled.append(len(order)), step()))
     pr.interleaved_medians({"a": Session("a"), "b": Session("b")}, np.zeros((1, 3, 2, 2), np.float32),
                            iters=2, rounds=2)
     # each block: one settling run, then the timed ones; the second round runs b first
