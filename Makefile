@@ -76,7 +76,8 @@ MM_ONLY_TESTS := --ignore=tests/test_downstream_configs.py --ignore=tests/test_d
 	--ignore=tests/test_downstream_heads.py --ignore=tests/test_downstream_train.py \
 	--ignore=tests/test_downstream_export_e2e.py --ignore=tests/test_export_mm.py \
 	--ignore=tests/test_mm_backbones.py --ignore=tests/test_tools_test.py \
-	--deselect=tests/test_commands_train.py::test_checkpoint_loads_in_timm_and_the_mm_backbone
+	--deselect=tests/test_commands_train.py::test_checkpoint_loads_in_timm_and_the_mm_backbone \
+	--deselect=tests/test_command_options.py::test_tools_test_writes_its_metrics_with_json_and_still_takes_out_metrics
 
 $(FLOOR_PY):
 	$(PYTHON) -m venv $(FLOOR_VENV)

@@ -81,7 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(PROG, build_parser(), run, argv)
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as exc:  # the parser takes mmengine's config options
+        print(f"{PROG}: error: {exc.name} is not installed; {PROG} needs the mm extra: "
+              "pip install 'cdarts-deploy[mm]' (or make test, which installs it)", file=sys.stderr)
+        return 2
+    return run_main(PROG, parser, run, argv)
 
 
 def _log(message: str) -> None:
