@@ -13,33 +13,18 @@ from safetensors.torch import save_file
 from backbones.checkpoint_io import CheckpointError, read_state_dict
 from cdarts_deploy.commands import evaluate as eval_cmd
 from cdarts_deploy.commands import export as export_cmd
-from cdarts_deploy.commands import train as train_cmd
-from training_samples import CLASSES, SIZE, TINY, make_image_folder
+from training_samples import CLASSES, SIZE, make_image_folder, one_line_error, train_tiny
 
 EXPORT = ["--onnx", "--layout", "cifar", "--width", "4", "--cells", "3", "--num-classes", str(CLASSES),
           "--input-size", str(SIZE), "--latency-iters", "0", "--exporter", "torchscript"]
-
-
-def _train(images: Path, out: Path, *extra: str) -> int:
-    return train_cmd.main(["cdarts_cifar", "--data-root", str(images), "--out", str(out), "--preset", "cpu-smoke",
-                           *TINY, "--batch-size", "8", "--epochs", "1", "--threads", "1", "--no-progress", *extra])
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     images = make_image_folder(tmp_path_factory.mktemp("imgs"))
     out = tmp_path_factory.mktemp("run") / "r"
-    assert _train(images, out) == 0
+    assert train_tiny(images, out) == 0
     return images, out
-
-
-def _one_line(capsys, code: int, prog: str) -> str:
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if not line.startswith(f"[{prog}]")]
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _poisoned(run_dir: Path, tmp_path: Path, value: float) -> tuple[Path, str]:
@@ -56,7 +41,8 @@ def _poisoned(run_dir: Path, tmp_path: Path, value: float) -> tuple[Path, str]:
 def test_eval_refuses_non_finite_weights_naming_the_tensor(tmp_path, capsys, run, value):
     images, run_dir = run
     ckpt, name = _poisoned(run_dir, tmp_path, value)
-    line = _one_line(capsys, eval_cmd.main([str(ckpt), "--data-root", str(images), "--no-progress"]), "cdarts-eval")
+    code = eval_cmd.main([str(ckpt), "--data-root", str(images), "--no-progress"])
+    line = one_line_error(capsys, code, "cdarts-eval")
     assert name in line and "NaN or infinite" in line and "top-1" not in capsys.readouterr().out
 
 
@@ -65,7 +51,7 @@ def test_export_refuses_nan_weights_as_a_bad_checkpoint_not_a_parity_failure(tmp
     ckpt, name = _poisoned(run_dir, tmp_path, float("nan"))
     out = tmp_path / "out"
     code = export_cmd.main([str(run_dir / "genotype.json"), *EXPORT, "--checkpoint", str(ckpt), "--out", str(out)])
-    line = _one_line(capsys, code, "cdarts-export")
+    line = one_line_error(capsys, code, "cdarts-export")
     assert name in line and "parity" not in line.lower()
     assert not out.exists()
 
@@ -104,6 +90,6 @@ def test_resume_from_an_older_layout_is_one_line_and_changes_nothing(tmp_path, c
         doc["model"] = {"conv.weight": torch.zeros(1)}
     torch.save(doc, out / "resume.pth")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    line = _one_line(capsys, _train(images, out, "--resume"), "cdarts-train")
+    line = one_line_error(capsys, train_tiny(images, out, "--resume"), "cdarts-train")
     assert "resume.pth" in line
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -13,7 +13,7 @@ from cdarts_deploy.commands import train as train_cmd
 from cdarts_deploy.genotype import TINY_BASE
 from fake_latency import FakeTimer
 from search import cli as search_cli
-from training_samples import brightness_image_folder, make_image_folder
+from training_samples import brightness_image_folder, make_image_folder, one_line_error
 
 INPUT = 32
 NETWORK = {"num_classes": 3, "stem_channels": 8, "head_channels": 128}  # the smoke32 preset's network, 3 classes
@@ -24,15 +24,6 @@ def _run(main, argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exc:  # argparse's own one-line refusals
         return int(exc.code)
-
-
-def _one_line(capsys, code: int, prog: str) -> str:
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if not line.startswith(f"[{prog}]")]
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +37,7 @@ def test_search_refuses_out_of_range_options(tmp_path, capsys, search_data, flag
     out = tmp_path / "run"
     code = _run(search_cli.main, ["--dataset", "imagefolder", "--data-root", str(search_data), "--out", str(out),
                             "--no-progress", flag, value])
-    assert flag in _one_line(capsys, code, "cdarts-search")
+    assert flag in one_line_error(capsys, code, "cdarts-search")
     assert not out.exists()
 
 
@@ -56,7 +47,7 @@ def test_search_refuses_an_absurd_width_from_a_config_file(tmp_path, capsys, sea
     out = tmp_path / "run"
     code = _run(search_cli.main, ["--config", str(config), "--dataset", "imagefolder", "--data-root", str(search_data),
                             "--out", str(out), "--no-progress"])
-    assert "--width" in _one_line(capsys, code, "cdarts-search")
+    assert "--width" in one_line_error(capsys, code, "cdarts-search")
     assert not out.exists()
 
 
@@ -70,7 +61,7 @@ def test_a_budget_too_small_leaves_no_folder_and_no_lock(tmp_path, capsys, searc
     extra = ["--latency-table", str(table), "--no-measure-latency"] if budget[0] == "--latency-budget" else []
     code = _run(search_cli.main, ["--space", "chain", "--preset", "smoke32", "--data-root", str(search_data), "--out",
                             str(out), "--epochs", "1", "--batch-size", "4", "--no-progress", *budget, *extra])
-    assert budget[0] in _one_line(capsys, code, "cdarts-search")
+    assert budget[0] in one_line_error(capsys, code, "cdarts-search")
     assert not out.exists()
 
 
@@ -91,7 +82,7 @@ def test_a_latency_table_of_huge_finite_numbers_is_refused(tmp_path, capsys, sea
     code = _run(search_cli.main, ["--space", "chain", "--preset", "smoke32", "--data-root", str(search_data), "--out",
                             str(out), "--latency-table", str(tmp_path / "t.json"), "--latency-budget", "1ms",
                             "--no-progress"])
-    line = _one_line(capsys, code, "cdarts-search")
+    line = one_line_error(capsys, code, "cdarts-search")
     assert "t.json" in line and "milliseconds" in line
     assert not out.exists()
 
@@ -103,7 +94,7 @@ def test_train_refuses_out_of_range_options(tmp_path, capsys, flag, value):
     out = tmp_path / "run"
     code = _run(train_cmd.main, ["cdarts_cifar", "--data-root", str(data), "--out", str(out), "--preset", "cpu-smoke",
                            "--no-progress", flag, value])
-    assert flag in _one_line(capsys, code, "cdarts-train")
+    assert flag in one_line_error(capsys, code, "cdarts-train")
     assert not out.exists()
 
 
@@ -112,5 +103,5 @@ def test_train_refuses_out_of_range_options(tmp_path, capsys, flag, value):
 def test_export_refuses_out_of_range_options(tmp_path, capsys, flag, value):
     out = tmp_path / "out"
     code = _run(export_cmd.main, ["cdarts_cifar", "--onnx", "--out", str(out), flag, value])
-    assert flag in _one_line(capsys, code, "cdarts-export")
+    assert flag in one_line_error(capsys, code, "cdarts-export")
     assert not out.exists()

@@ -12,7 +12,7 @@ import pytest
 from cdarts_deploy.commands import evaluate as eval_cmd
 from cdarts_deploy.commands import export as export_cmd
 from cdarts_deploy.commands import train as train_cmd
-from training_samples import SIZE, TINY, make_image_folder
+from training_samples import SIZE, TINY, make_image_folder, train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--latency-iters", "0", "--exporter", "torchscript"]
@@ -78,16 +78,11 @@ def test_export_refuses_a_folder_with_earlier_results_unless_overwrite(tmp_path,
 # ----- cdarts-train and cdarts-eval ----------------------------------------------------------------------------
 
 
-def _train(images: Path, out: Path, *extra: str) -> int:
-    return train_cmd.main(["cdarts_cifar", "--data-root", str(images), "--out", str(out), "--preset", "cpu-smoke",
-                           *TINY, "--batch-size", "8", "--epochs", "1", "--threads", "1", "--no-progress", *extra])
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     images = make_image_folder(tmp_path_factory.mktemp("imgs"))
     out = tmp_path_factory.mktemp("run") / "r"
-    assert _train(images, out) == 0
+    assert train_tiny(images, out) == 0
     (out / "resume.pth").unlink()  # finished and tidied: no resume.pth, its results remain
     return images, out
 
@@ -97,10 +92,10 @@ def test_train_refuses_the_folder_of_a_finished_run(tmp_path, capsys, finished_r
     out = tmp_path / "r"
     shutil.copytree(done, out)
     before = _snapshot(out)
-    line = _refused(capsys, _train(images, out), "cdarts-train")
+    line = _refused(capsys, train_tiny(images, out), "cdarts-train")
     assert str(out) in line and "--overwrite" in line
     assert _snapshot(out) == before
-    assert _train(images, out, "--overwrite") == 0
+    assert train_tiny(images, out, "--overwrite") == 0
     assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["epoch"] == 1
 
 

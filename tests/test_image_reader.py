@@ -21,7 +21,7 @@ from cdarts_deploy.commands import train as train_cmd
 from cdarts_deploy.data import image_reader as ir
 from cdarts_deploy.errors import UserError
 from search import cli as search_cli
-from training_samples import SIZE, TINY, make_image_folder
+from training_samples import SIZE, TINY, make_image_folder, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,15 +97,6 @@ def test_folders_of_random_bytes_are_read_or_refused_in_one_line(tmp_path_factor
 # ----- through the commands ----------------------------------------------------------------------------------
 
 
-def _one_line(capsys, code: int, prog: str) -> str:
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if not line.startswith(f"[{prog}]")]
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def good_images(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("imgs"))
@@ -131,7 +122,7 @@ def _train(data: Path, out: Path, *extra: str) -> int:
 def test_train_refuses_a_bad_image_before_creating_the_run_folder(tmp_path, capsys, good_images, kind):
     data, name = _with_bad(good_images, tmp_path, kind)
     out = tmp_path / "run"
-    line = _one_line(capsys, _train(data, out), "cdarts-train")
+    line = one_line_error(capsys, _train(data, out), "cdarts-train")
     assert name in line and "--bad-images skip" in line
     assert not out.exists()
 
@@ -148,7 +139,7 @@ def test_train_refuses_a_single_class(tmp_path, capsys, good_images):
     data = tmp_path / "one"
     for part in ("train", "val"):
         shutil.copytree(good_images / part / "c0", data / part / "c0")
-    line = _one_line(capsys, _train(data, tmp_path / "run"), "cdarts-train")
+    line = one_line_error(capsys, _train(data, tmp_path / "run"), "cdarts-train")
     assert "2 classes" in line and not (tmp_path / "run").exists()
 
 
@@ -158,7 +149,7 @@ def test_search_refuses_a_bad_image(tmp_path, capsys, good_images, kind):
     out = tmp_path / "search"
     code = search_cli.main(["--dataset", "imagefolder", "--data-root", str(data / "train"), "--out", str(out),
                             "--epochs", "1", "--no-progress"])
-    assert name in _one_line(capsys, code, "cdarts-search")
+    assert name in one_line_error(capsys, code, "cdarts-search")
     assert not out.exists()
 
 
@@ -178,7 +169,7 @@ def test_export_refuses_a_bad_image(tmp_path, capsys, good_images, kind, option)
     folder = data / "val" / "c1" if option == "--calib-dir" else data / "val"
     extra = ["--int8"] if option == "--calib-dir" else []
     code = export_cmd.main([*_export_args(tmp_path), *extra, option, str(folder)])
-    assert name in _one_line(capsys, code, "cdarts-export")
+    assert name in one_line_error(capsys, code, "cdarts-export")
     assert not (tmp_path / "out").exists()
 
 
@@ -187,7 +178,7 @@ def test_eval_refuses_a_bad_image(tmp_path, capsys, good_images):
     assert _train(good_images, run) == 0
     data, name = _with_bad(good_images, tmp_path, "bomb_png", part="val")
     code = eval_cmd.main([str(run / "best.pth"), "--data-root", str(data), "--no-progress"])
-    assert name in _one_line(capsys, code, "cdarts-eval")
+    assert name in one_line_error(capsys, code, "cdarts-eval")
 
 
 def test_search_data_skips_bad_images_when_asked(tmp_path, good_images):

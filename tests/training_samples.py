@@ -38,3 +38,22 @@ def brightness_image_folder(root: Path, classes: int = 3, per_class: int = 8, si
         for i in range(per_class):
             Image.fromarray((rng.random((size, size, 3)) * 80 + c * 80).astype(np.uint8)).save(folder / f"{i}.png")
     return root
+
+
+def one_line_error(capsys, code: int, prog: str) -> str:
+    """The command's refusal: exit 2 and one ``<prog>: error: ...`` line on stderr (progress lines aside)."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if not line.startswith(f"[{prog}]")]
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def train_tiny(images: Path, out: Path, *extra: str) -> int:
+    """``cdarts-train`` of a tiny cdarts_cifar network for one epoch on ``images`` into ``out``."""
+    from cdarts_deploy.commands import train as train_cmd
+
+    return train_cmd.main(["cdarts_cifar", "--data-root", str(images), "--out", str(out), "--preset", "cpu-smoke",
+                           *TINY, "--batch-size", "8", "--epochs", "1", "--threads", "1", "--no-progress", *extra])
+
