@@ -18,7 +18,7 @@ from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import LAYOUT_DEFAULTS, NB201_DEFAULTS
 from cdarts_deploy.latency_table_format import RUNTIMES, parse_duration_ms
 from cdarts_deploy.nats_bench import BenchmarkError, open_benchmark
-from cdarts_deploy.options import option
+from cdarts_deploy.options import option, out_of_bounds
 
 from .errors import SearchInputError
 from .regularization import default_decay_epochs
@@ -258,10 +258,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
 
 def check_bounds(cfg: SearchConfig) -> None:
     """Every numeric option inside :data:`BOUNDS` (NaN and infinity never are)."""
-    for name, (low, high) in BOUNDS.items():
-        value = getattr(cfg, name)
-        if not low <= value <= high:  # False for NaN
-            raise SearchInputError(f"--{name.replace('_', '-')} {value!r}: must be from {low:g} to {high:g}")
+    problem = out_of_bounds({name: getattr(cfg, name) for name in BOUNDS}, BOUNDS)
+    if problem:
+        raise SearchInputError(problem)
 
 
 def check_config(cfg: SearchConfig) -> SearchConfig:

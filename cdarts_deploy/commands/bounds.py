@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from cdarts_deploy.commands.args import UsageError
+from cdarts_deploy.options import out_of_bounds
 
 SEED = (0, 2**32 - 1)  # numpy's seed range
 WIDTH = (1, 512)  # initial channels C of a cell network (the paper's are 16 to 48)
@@ -35,9 +36,6 @@ EXPORT: dict[str, tuple[float, float]] = {
 
 def check_bounds(values: Mapping[str, Any], bounds: Mapping[str, tuple[float, float]]) -> None:
     """Each ``values[name]`` given (not None) inside ``bounds[name]``, inclusive; NaN and infinity never are."""
-    for name, (low, high) in bounds.items():
-        value = values.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise UsageError(f"--{name.replace('_', '-')} {value!r}: must be from {low:g} to {high:g}")
+    problem = out_of_bounds(values, bounds)
+    if problem:
+        raise UsageError(problem)
