@@ -71,6 +71,9 @@ FLOOR_VENV ?= .venv-torch-floor
 FLOOR_PY := $(FLOOR_VENV)/bin/python
 FLOOR_STAMP := $(FLOOR_VENV)/.stamp-core
 TORCH_FLOOR := torch==2.10.0 torchvision==0.25.0
+# About 3.6 GB over the network: a dropped connection resumes where it stopped (pip >= 25.1), and a failed attempt
+# is retried whole; wheels that finished downloading come from pip's cache the second time.
+PIP_PATIENCE := --retries 10 --timeout 60 --resume-retries 30
 # Test modules (and tests) that need the OpenMMLab stack and neither skip nor importorskip without it.
 MM_ONLY_TESTS := --ignore=tests/test_downstream_configs.py --ignore=tests/test_downstream_data.py \
 	--ignore=tests/test_downstream_heads.py --ignore=tests/test_downstream_train.py \
@@ -84,7 +87,9 @@ $(FLOOR_PY):
 
 $(FLOOR_STAMP): pyproject.toml | $(FLOOR_PY)
 	$(FLOOR_PY) -m pip install -q -U pip wheel "setuptools>=77.0.3,<80.9"
-	$(FLOOR_PY) -m pip install -q $(TORCH_FLOOR)
+	for attempt in 1 2 3; do $(FLOOR_PY) -m pip install -q $(PIP_PATIENCE) $(TORCH_FLOOR) && break; \
+		if [ $$attempt = 3 ]; then exit 1; fi; echo "torch floor download: attempt $$attempt failed, retrying" >&2; \
+		sleep 15; done
 	$(FLOOR_PY) -m pip install -q -e ".[dev]"
 	$(FLOOR_PY) -c 'import importlib.metadata as md, sys; want = dict(p.split("==") for p in sys.argv[1:]); \
 		got = {n: md.version(n) for n in want}; sys.exit(0 if got == want else f"pip moved {want} to {got}")' $(TORCH_FLOOR)
