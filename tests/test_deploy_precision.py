@@ -58,7 +58,7 @@ def test_int8_qdq_onnx_is_symmetric_and_agrees_on_top1(tiny, tmp_path):
     model, path, images = tiny
     dst = tmp_path / "tiny.int8.onnx"
     settings = pr.quantize_int8(path, dst, images, target="tensorrt")
-    assert settings["format"] == "QDQ" and settings["weight_granularity"] == "per-tensor"
+    assert settings["format"] == "QDQ" and settings["weight_granularity"] == "per-channel"
     proto = onnx.load(str(dst))
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("QuantizeLinear") > 5 and ops.count("DequantizeLinear") > 5

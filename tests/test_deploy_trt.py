@@ -1,4 +1,6 @@
-"""TensorRT library: one clear user error where there is no NVIDIA GPU or no tensorrt package.
+"""TensorRT library: one clear user error where there is no NVIDIA GPU or no tensorrt package; what goes into
+Polygraphy's builder configuration (profiles, TF32, level, timing cache); the runners' chunking over profiles (run
+here through Polygraphy's real ONNX Runtime runner) and the timing runner's binding (a stand-in engine).
 
 Building and checking a real engine needs an NVIDIA GPU: ``python -m tools.gpu_check`` does that on such a machine.
 """
@@ -11,7 +13,7 @@ import time
 import pytest
 import torch
 
-from cdarts_deploy.deploy import trt, trt_inspect, trt_runner
+from cdarts_deploy.deploy import trt, trt_runner
 from cdarts_deploy.deploy.versions import tensorrt_version
 from cdarts_deploy.errors import UserError
 
@@ -47,22 +49,210 @@ def test_tensorrt_version_probe_never_touches_the_gpu():
     assert version is None or version[0].isdigit()
 
 
-# --------------------------------------------------------------------------- a stand-in TensorRT
-#
-# No GPU here: a fake ``tensorrt`` module with the TensorRT 10/11 Python API the library uses.  Its
-# parser reads the real ONNX file (fixed dimensions stay fixed, dynamic ones read -1), its builder
-# refuses an optimization profile that disagrees with a fixed dimension (as TensorRT does), and its
-# execution context runs the ONNX file in ONNX Runtime on the bound buffers (CPU tensors; data_ptr
-# addresses), refusing shapes outside the profile with ``False`` like ``set_input_shape``.
+# --------------------------------------------------------------------------- what Polygraphy is asked to build
 
 import contextlib
 import ctypes
-import functools
-import json
 import sys
 import types
 
 import numpy as np
+import onnx
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_network):
+    return tiny_network
+
+
+@pytest.fixture(scope="module")
+def static_onnx(tiny, tmp_path_factory):
+    """The tiny network's ONNX with its batch dimension fixed to 2 (as ``--static-batch --batch-size 2`` exports)."""
+    _, path, _ = tiny
+    proto = onnx.load(str(path))
+    for vi in (*proto.graph.input, *proto.graph.output):
+        dim = vi.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_value = 2
+    out = tmp_path_factory.mktemp("static") / "static.onnx"
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_polygraphy_trt_backend_imports_without_tensorrt():
+    """Polygraphy imports TensorRT lazily: the builder configuration is made on a machine without it."""
+    code = ("import sys; sys.modules['tensorrt'] = None\n"
+            "from polygraphy.backend.trt import CreateConfig, TrtRunner, NetworkFromOnnxPath\n"
+            "from cdarts_deploy.deploy import trt, trt_runner, trt_compare\n"
+            "trt.create_config(trt.plan_profiles([('x', (-1, 3, 8, 8))], (8, 8)))\n"
+            "print('ok')")
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_static_batch_onnx_gets_the_static_profile(tiny, static_onnx):
+    inputs = trt.onnx_inputs(static_onnx)
+    assert inputs == [("input", (2, 3, 32, 32))]
+    assert trt.plan_profiles(inputs, (32, 32), 1, 2, 32) == [{"input": [[2, 3, 32, 32]] * 3}]
+    # several timed batches still give one profile: the file takes batch 2 only
+    assert trt.plan_profiles(inputs, (32, 32), batches=[1, 8]) == [{"input": [[2, 3, 32, 32]] * 3}]
+    dynamic = trt.onnx_inputs(tiny[1])
+    assert dynamic[0][1][0] == -1
+    assert trt.plan_profiles(dynamic, (32, 32), 1, 2, 8) == [{"input": [[1, 3, 32, 32], [2, 3, 32, 32],
+                                                                        [8, 3, 32, 32]]}]
+
+
+def test_timed_batches_get_one_exact_profile_each():
+    """Tactics are chosen for a profile's opt shape: each timed batch gets its own profile, opt = that batch."""
+    profiles = trt.plan_profiles([("x", (-1, 3, -1, -1))], (32, 48), batches=[8, 1, 8])
+    assert profiles == [{"x": [[1, 3, 32, 48]] * 3}, {"x": [[8, 3, 32, 48]] * 3}]
+    config = trt.create_config(profiles)
+    assert [(p["x"].min, p["x"].opt, p["x"].max) for p in config.profiles] == [
+        ([1, 3, 32, 48],) * 3, ([8, 3, 32, 48],) * 3]
+    with pytest.raises(ValueError):
+        trt.plan_profiles([("x", (-1, 3, 32, 32))], (32, 32), batches=[0])
+    with pytest.raises(ValueError):
+        trt.plan_profiles([("x", (-1, 3, 32, 32))], (32, 32), 4, 2, 8)
+
+
+def test_profile_shapes_keeps_fixed_dimensions():
+    assert trt.profile_shapes((-1, 3, -1, -1), (32, 48), 1, 4, 8) == ((1, 3, 32, 48), (4, 3, 32, 48), (8, 3, 32, 48))
+    assert trt.profile_shapes((4, 3, 32, 32), (64, 64), 1, 1, 32) == ((4, 3, 32, 32),) * 3
+    with pytest.raises(trt.EngineBuildError, match="NCHW"):
+        trt.profile_shapes((-1, 10), (32, 32), 1, 1, 1)
+
+
+@pytest.mark.parametrize("tf32, fp16_flag", [(False, False), (True, False), (False, True)])
+def test_builder_config_tf32_off_unless_asked(tf32, fp16_flag):
+    config = trt.create_config(trt.plan_profiles([("x", (-1, 3, 8, 8))], (8, 8)), tf32=tf32, fp16_flag=fp16_flag)
+    assert config.tf32 is tf32 and config.fp16 is fp16_flag and config.int8 is False
+    # Polygraphy's default verbosity (None -> DETAILED) is what the engine inspector needs for datatypes
+    assert config.profiling_verbosity is None
+
+
+@pytest.mark.parametrize("level", [None, 0, 5])
+def test_builder_config_optimization_level_and_timing_cache(level):
+    profiles = trt.plan_profiles([("x", (-1, 3, 8, 8))], (8, 8))
+    config = trt.create_config(profiles, optimization_level=level, timing_cache=b"cache-bytes")
+    assert config.builder_optimization_level == level
+    assert config.timing_cache_path.read() == b"cache-bytes"  # read from memory: no lock file beside the cache
+    assert trt.create_config(profiles).timing_cache_path is None
+
+
+def test_unreadable_onnx_is_a_build_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(trt.EngineBuildError, match="not a readable ONNX file"):
+        trt.onnx_inputs(bad)
+
+
+@pytest.mark.parametrize("bad", [dict(optimization_level=6), dict(optimization_level=-1),
+                                 dict(timing_cache="no/such/folder/trt.cache")])
+def test_bad_level_or_cache_path_is_a_user_error_before_any_build(tiny, tmp_path, bad):
+    if "timing_cache" in bad:
+        bad = dict(timing_cache=tmp_path / bad["timing_cache"])
+    with pytest.raises(UserError):
+        trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), **bad)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UserError, match="folder"):
+        trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), timing_cache=tmp_path)
+
+
+# --------------------------------------------------------------------------- running over several profiles
+
+
+def test_chunks_cover_the_batch_with_the_least_padding():
+    plan = trt_runner.plan_chunks(11, [(1, 4)])
+    assert [(c.start, c.stop, c.profile, c.pad) for c in plan] == [(0, 4, 0, 0), (4, 8, 0, 0), (8, 11, 0, 0)]
+    # exact profiles of batches 1 and 8: full chunks of 8, the rest one by one... or padded to 8 where that is
+    # the only profile that takes it
+    plan = trt_runner.plan_chunks(11, [(1, 1), (8, 8)])
+    assert [(c.stop - c.start, c.profile, c.pad) for c in plan] == [(8, 1, 0), (3, 1, 5)]
+    plan = trt_runner.plan_chunks(9, [(1, 1), (8, 8)])
+    assert [(c.stop - c.start, c.profile, c.pad) for c in plan] == [(8, 1, 0), (1, 0, 0)]
+    assert [(c.stop - c.start, c.pad) for c in trt_runner.plan_chunks(5, [(2, 2)])] == [(2, 0), (2, 0), (1, 1)]
+    with pytest.raises(trt.EngineShapeError):
+        trt_runner.plan_chunks(3, [])
+
+
+@contextlib.contextmanager
+def polygraphy_onnxrt(path):
+    """Polygraphy's real ONNX Runtime runner (CPU): the stand-in for TrtRunner that runs here."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    with trt.polygraphy_log("ERROR"), OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"])) as runner:
+        yield runner
+
+
+def chunk_infer(runner, seen, corrupt=None):
+    def infer(chunk, profile):
+        seen.append((len(chunk), profile))
+        out = runner.infer({"input": chunk})
+        values = [out[name] for name in out]
+        return corrupt(chunk, values) if corrupt else values
+    return infer
+
+
+@pytest.mark.parametrize("ranges, calls", [([(1, 4)], [(4, 0), (4, 0), (3, 0)]),
+                                           ([(1, 1), (8, 8)], [(8, 1), (8, 1)])])
+def test_run_chunked_through_polygraphy_matches_pytorch(tiny, ranges, calls):
+    from cdarts_deploy.deploy.parity import torch_outputs
+
+    model, path, images = tiny
+    seen = []
+    with polygraphy_onnxrt(path) as runner:
+        (out,) = trt_runner.run_chunked(chunk_infer(runner, seen), images[:11], ranges)
+    assert out.shape == (11, 10) and out.dtype == np.float32
+    assert np.allclose(out, torch_outputs(model, images[:11])[0], atol=1e-4)
+    assert seen == calls
+
+
+def test_static_profile_pads_the_last_chunk_and_drops_the_padding(tiny, static_onnx):
+    from cdarts_deploy.deploy.parity import torch_outputs
+
+    model, _, images = tiny
+    seen = []
+    with polygraphy_onnxrt(static_onnx) as runner:
+        (out,) = trt_runner.run_chunked(chunk_infer(runner, seen), images[:5], [(2, 2)])
+    assert out.shape == (5, 10) and np.allclose(out, torch_outputs(model, images[:5])[0], atol=1e-4)
+    assert seen == [(2, 0)] * 3
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tiny):
+    from cdarts_deploy.deploy import parity
+    from cdarts_deploy.deploy.model_spec import random_batch
+
+    model, _, images = tiny
+    return parity.TorchReference(model, {"random b1": random_batch(1, (32, 32), seed=5), parity.IMAGES: images[:6]})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_parity_rows_fail_on_a_wrong_engine(tiny, tiny_reference, precision):
+    """The export's TensorRT parity path (run_chunked + compare_runtime) refuses wrong outputs."""
+    from cdarts_deploy.deploy import parity
+
+    path = tiny[1]
+    with polygraphy_onnxrt(path) as runner:
+        run = lambda x: trt_runner.run_chunked(chunk_infer(runner, []), x, [(1, 4)])  # noqa: E731
+        rows = parity.compare_runtime(tiny_reference, run, ["output0"], precision, "tensorrt")
+        assert all(r["passed"] for r in rows)
+        wrong = {"zeros": lambda x, outs: list(runner.infer({"input": np.zeros_like(x)}).values()),
+                 "scaled": lambda x, outs: [o * 2.0 for o in outs]}
+        for what, corrupt in wrong.items():
+            run = lambda x: trt_runner.run_chunked(chunk_infer(runner, [], corrupt), x, [(1, 4)])  # noqa: E731
+            rows = parity.compare_runtime(tiny_reference, run, ["output0"], precision, "tensorrt")
+            assert not any(r["passed"] for r in rows), what
+            assert "tensorrt" in parity.failures(rows)[0]
+
+
+# --------------------------------------------------------------------------- the timing runner (a stand-in engine)
+#
+# No GPU here: FakeCuda gives CPU tensors and streams that log what was asked; FakeEngine has the ICudaEngine /
+# IExecutionContext calls the timing runner makes and runs the ONNX file in ONNX Runtime on the bound buffers
+# (data_ptr addresses), refusing shapes outside the active profile with False like ``set_input_shape``.
 
 
 class FakeCuda:
@@ -130,411 +320,123 @@ def _address_array(address: int, shape, dtype=np.float32) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
-def make_fake_tensorrt(version: str = "10.9.0", corrupt=None):
-    """A module object standing in for ``tensorrt``; ``corrupt(x, outputs)`` makes a wrong engine."""
-    import onnx
-    import onnxruntime
+class FakeEngine:
+    def __init__(self, onnx_path, ranges):
+        import onnxruntime
 
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.built = []  # (config flags, profile) of each build
+        self.session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.ranges = ranges
+        self.contexts = []
 
-    class Logger:
-        WARNING = 2
+    num_io_tensors = property(lambda self: len(self.inputs) + len(self.outputs))
+    num_optimization_profiles = property(lambda self: len(self.ranges))
 
-        def __init__(self, level):
-            pass
+    def get_tensor_name(self, i):
+        return (self.inputs + self.outputs)[i]
 
-    class NetworkDefinitionCreationFlag:
-        STRONGLY_TYPED = 0
+    def get_tensor_mode(self, name):
+        return "OUTPUT" if name in self.outputs else "INPUT"
 
-    class BuilderFlag:
-        FP16 = "FP16"
-        TF32 = "TF32"
+    def get_tensor_dtype(self, name):
+        return np.float32
 
-    class MemoryPoolType:
-        WORKSPACE = "WORKSPACE"
+    def get_tensor_profile_shape(self, name, index):
+        lo, hi = self.ranges[index]
+        return (lo, 3, 32, 32), (hi, 3, 32, 32), (hi, 3, 32, 32)
 
-    class TensorIOMode:
-        INPUT = "INPUT"
-        OUTPUT = "OUTPUT"
+    def create_execution_context(self):
+        self.contexts.append(FakeContext(self))
+        return self.contexts[-1]
 
-    class Tensor:
-        def __init__(self, name, shape):
-            self.name, self.shape = name, shape
 
-    class Network:
-        def __init__(self):
-            self.inputs, self.path = [], None
+class FakeContext:
+    def __init__(self, engine):
+        self.engine, self.shapes, self.addresses, self.streams, self.profile = engine, {}, {}, [], 0
+        self.profiles_set = []
 
-        @property
-        def num_inputs(self):
-            return len(self.inputs)
+    def set_optimization_profile_async(self, index, stream):
+        self.profile = index
+        self.profiles_set.append(index)
+        return True
 
-        def get_input(self, i):
-            return self.inputs[i]
+    def set_input_shape(self, name, shape):
+        lo, hi = self.engine.ranges[self.profile]
+        if not lo <= shape[0] <= hi:
+            return False
+        self.shapes[name] = tuple(shape)
+        return True
 
-    class OnnxParser:
-        num_errors = 0
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+        return True
 
-        def __init__(self, network, logger):
-            self.network = network
+    def get_tensor_shape(self, name):
+        (batch,) = {s[0] for s in self.shapes.values()}
+        return (batch, 10)
 
-        def parse_from_file(self, path):
-            proto = onnx.load(path)
-            inits = {t.name for t in proto.graph.initializer}
-            for vi in proto.graph.input:
-                if vi.name not in inits:
-                    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
-                    self.network.inputs.append(Tensor(vi.name, tuple(dims)))
-            self.network.path = str(path)
-            return True
-
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, name, lo, opt, hi):
-            self.shapes[name] = [list(lo), list(opt), list(hi)]
-
-    class ProfilingVerbosity:
-        LAYER_NAMES_ONLY, DETAILED = "LAYER_NAMES_ONLY", "DETAILED"
-
-    class LayerInformationFormat:
-        ONELINE, JSON = "ONELINE", "JSON"
-
-    class TimingCache:
-        def __init__(self, blob):
-            self.blob = bytes(blob)
-
-        def serialize(self):
-            return self.blob
-
-    class Config:
-        def __init__(self):
-            self.flags = {"TF32"}  # TensorRT's default
-            self.profiles = []
-            self.builder_optimization_level = 3
-            self.profiling_verbosity = ProfilingVerbosity.LAYER_NAMES_ONLY
-            self.cache = None
-
-        def create_timing_cache(self, blob):
-            if blob and not bytes(blob).startswith(b"fake-cache"):
-                return None  # not a timing cache of this TensorRT
-            return TimingCache(blob or b"fake-cache")
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache = cache
-            return True
-
-        def get_timing_cache(self):
-            return self.cache
-
-        def set_memory_pool_limit(self, pool, size):
-            pass
-
-        def set_flag(self, flag):
-            self.flags.add(flag)
-
-        def clear_flag(self, flag):
-            self.flags.discard(flag)
-
-        def get_flag(self, flag):
-            return flag in self.flags
-
-        def add_optimization_profile(self, profile):
-            self.profiles.append(profile)
-            return len(self.profiles) - 1
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            return Network()
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            (profile,) = config.profiles
-            for tensor in network.inputs:
-                for shape in profile.shapes[tensor.name]:
-                    if any(d >= 0 and d != s for d, s in zip(tensor.shape, shape)):
-                        return None  # TensorRT: profile dimensions disagree with the network's fixed ones
-            trt.built.append((set(config.flags), profile.shapes))
-            trt.configs.append(config)
-            if config.cache is not None:  # every build times (and caches) one more tactic
-                config.cache.blob += b";tactic"
-            return json.dumps({"onnx": network.path, "profile": profile.shapes,
-                               "verbosity": config.profiling_verbosity}).encode()
-
-    class Context:
-        def __init__(self, engine):
-            self.engine, self.shapes, self.addresses, self.streams = engine, {}, {}, []
-
-        def set_input_shape(self, name, shape):
-            lo, _, hi = self.engine.profile[name]
-            if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
-                return False
-            self.shapes[name] = tuple(shape)
-            return True
-
-        def set_tensor_address(self, name, address):
-            self.addresses[name] = address
-            return True
-
-        def get_tensor_shape(self, name):
-            (batch,) = {s[0] for s in self.shapes.values()}
-            meta = {o.name: o.shape for o in self.engine.session.get_outputs()}[name]
-            return tuple([batch] + [d if isinstance(d, int) else -1 for d in meta[1:]])
-
-        def execute_async_v3(self, stream_handle):
-            self.streams.append(stream_handle)
-            feed = {n: _address_array(self.addresses[n], s).copy() for n, s in self.shapes.items()}
-            outputs = self.engine.session.run(None, feed)
-            if corrupt is not None:
-                outputs = corrupt(next(iter(feed.values())), outputs)
-            for name, value in zip(self.engine.output_names, outputs):
-                _address_array(self.addresses[name], value.shape)[...] = value
-            return True
-
-    class Inspector:
-        def __init__(self, engine):
-            self.engine = engine
-
-        def get_engine_information(self, fmt):
-            """Layers as TensorRT reports them: Q/DQ-fed convolutions in Int8, FP16 files in Half."""
-            assert fmt == LayerInformationFormat.JSON
-            proto = onnx.load(self.engine.onnx)
-            names = [n.name or n.op_type for n in proto.graph.node]
-            if self.engine.verbosity != ProfilingVerbosity.DETAILED:
-                return json.dumps({"Layers": names})
-            half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
-            producers = {o: n.op_type for n in proto.graph.node for o in n.output}
-            layers = []
-            for node, name in zip(proto.graph.node, names):
-                if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
-                    continue
-                int8 = node.op_type in ("Conv", "Gemm") and producers.get(node.input[0]) == "DequantizeLinear"
-                fmt_ = "Int8 NC/32HW32" if int8 else "Half NC/8HW8" if half else "Row major linear FP32"
-                layers.append({"Name": name, "LayerType": "CaskConvolution" if node.op_type == "Conv" else node.op_type,
-                               "Inputs": [{"Name": node.input[0], "Format/Datatype": fmt_}],
-                               "Outputs": [{"Name": node.output[0], "Format/Datatype": fmt_}],
-                               "TacticName": "fake_tactic"})
-            return json.dumps({"Layers": layers, "Bindings": []})
-
-    class Engine:
-        def __init__(self, blob):
-            spec = json.loads(blob)
-            self.onnx, self.verbosity = spec["onnx"], spec.get("verbosity")
-            self.profile = spec["profile"]
-            self.session = onnxruntime.InferenceSession(spec["onnx"], providers=["CPUExecutionProvider"])
-            self.output_names = [o.name for o in self.session.get_outputs()]
-            self.names = [i.name for i in self.session.get_inputs()] + self.output_names
-            self.contexts = []
-
-        @property
-        def num_io_tensors(self):
-            return len(self.names)
-
-        def get_tensor_name(self, i):
-            return self.names[i]
-
-        def get_tensor_mode(self, name):
-            return TensorIOMode.OUTPUT if name in self.output_names else TensorIOMode.INPUT
-
-        def get_tensor_dtype(self, name):
-            return np.float32
-
-        def get_tensor_profile_shape(self, name, index):
-            return [tuple(s) for s in self.profile[name]]
-
-        def create_execution_context(self):
-            self.contexts.append(Context(self))
-            return self.contexts[-1]
-
-        def create_engine_inspector(self):
-            return Inspector(self)
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, blob):
-            return Engine(blob)
-
-    trt.configs = []  # the builder config of each build
-    for cls in (Logger, NetworkDefinitionCreationFlag, BuilderFlag, MemoryPoolType, TensorIOMode, Builder, Runtime,
-                OnnxParser, ProfilingVerbosity, LayerInformationFormat):
-        setattr(trt, cls.__name__, cls)
-    trt.nptype = lambda dtype: dtype
-    return trt
+    def execute_async_v3(self, stream_handle):
+        self.streams.append(stream_handle)
+        feed = {n: _address_array(self.addresses[n], s).copy() for n, s in self.shapes.items()}
+        for name, value in zip(self.engine.outputs, self.engine.session.run(None, feed)):
+            _address_array(self.addresses[name], value.shape)[...] = value
+        return True
 
 
 @pytest.fixture
 def fake_trt(monkeypatch):
-    """Install a fake TensorRT 10 (CUDA reported present); returns a function to swap in another fake."""
-
-    def install(**kwargs):
-        module = make_fake_tensorrt(**kwargs)
-        monkeypatch.setitem(sys.modules, "tensorrt", module)
-        return module
-
+    """A stand-in ``tensorrt`` module (the few names the timing runner reads) with CUDA reported present."""
+    module = types.ModuleType("tensorrt")
+    module.__version__ = "10.9.0"
+    module.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
+    module.nptype = lambda dtype: dtype
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    return install
+    return module
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_network):
-    return tiny_network
-
-
-@pytest.fixture(scope="module")
-def static_onnx(tiny, tmp_path_factory):
-    """The tiny network's ONNX with its batch dimension fixed to 2 (as ``--static-batch --batch-size 2`` exports)."""
-    import onnx
-
-    _, path, _ = tiny
-    proto = onnx.load(str(path))
-    for vi in (*proto.graph.input, *proto.graph.output):
-        dim = vi.type.tensor_type.shape.dim[0]
-        dim.Clear()
-        dim.dim_value = 2
-    out = tmp_path_factory.mktemp("static") / "static.onnx"
-    onnx.save(proto, str(out))
-    return out
-
-
-def test_static_batch_onnx_gets_the_static_profile(fake_trt, tiny, static_onnx, tmp_path):
-    module = fake_trt()
-    info = trt.build_engine(static_onnx, tmp_path / "s.engine", (32, 32), min_batch=1, opt_batch=2, max_batch=32)
-    assert (info.min_batch, info.opt_batch, info.max_batch) == (2, 2, 2)
-    ((_, shapes),) = module.built
-    assert list(shapes.values()) == [[[2, 3, 32, 32]] * 3]
-    # a dynamic-batch ONNX keeps the requested range
-    info = trt.build_engine(tiny[1], tmp_path / "d.engine", (32, 32), min_batch=1, opt_batch=2, max_batch=8)
-    assert (info.min_batch, info.opt_batch, info.max_batch) == (1, 2, 8)
-
-
-def test_profile_shapes_keeps_fixed_dimensions():
-    assert trt.profile_shapes((-1, 3, -1, -1), (32, 48), 1, 4, 8) == ((1, 3, 32, 48), (4, 3, 32, 48), (8, 3, 32, 48))
-    assert trt.profile_shapes((4, 3, 32, 32), (64, 64), 1, 1, 32) == ((4, 3, 32, 32),) * 3
-    with pytest.raises(trt.EngineBuildError, match="NCHW"):
-        trt.profile_shapes((-1, 10), (32, 32), 1, 1, 1)
-
-
-@pytest.mark.parametrize("precision, tf32, flag_on", [("fp32", False, False), ("fp16", False, False),
-                                                      ("fp32", True, True)])
-def test_fp32_engines_clear_tf32(fake_trt, tiny, tmp_path, precision, tf32, flag_on):
-    module = fake_trt()
-    info = trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), precision, tf32=tf32)
-    ((flags, _),) = module.built
-    assert ("TF32" in flags) is flag_on and info.tf32 is flag_on and info.as_dict()["tf32"] is flag_on
-
-
-def test_runner_chunks_inputs_larger_than_the_profile(fake_trt, tiny, tmp_path):
+def test_timing_runner_selects_the_profile_of_each_batch(fake_trt, tiny):
     from cdarts_deploy.deploy.parity import torch_outputs
 
-    fake_trt()
     model, path, images = tiny
-    trt.build_engine(path, tmp_path / "m.engine", (32, 32), max_batch=4)
-    runner = trt_runner.TensorRTRunner(tmp_path / "m.engine", cuda=FakeCuda())
-    batch = images[:11]
-    (out,) = runner.run(batch)
-    assert out.shape == (11, 10)
-    assert np.allclose(out, torch_outputs(model, batch)[0], atol=1e-4)
-    shapes = [c for c in runner.context.streams]
-    assert len(shapes) == 3  # 4 + 4 + 3 samples
+    runner = trt_runner.TensorRTRunner(path, cuda=FakeCuda(), engine=FakeEngine(path, [(1, 1), (8, 8)]))
+    for batch, profile in ((8, 1), (1, 0), (8, 1)):
+        (out,) = runner.bind(torch.from_numpy(images[:batch]))
+        runner.enqueue()
+        assert runner.profile == profile
+        assert np.allclose(out.numpy(), torch_outputs(model, images[:batch])[0], atol=1e-4)
+    assert runner.context.profiles_set == [1, 0, 1]
 
 
-def test_runner_pads_the_last_chunk_of_a_static_engine(fake_trt, tiny, static_onnx, tmp_path):
-    from cdarts_deploy.deploy.parity import torch_outputs
-
-    fake_trt()
-    model, _, images = tiny
-    trt.build_engine(static_onnx, tmp_path / "s.engine", (32, 32), opt_batch=2, max_batch=32)
-    runner = trt_runner.TensorRTRunner(tmp_path / "s.engine", cuda=FakeCuda())
-    (out,) = runner.run(images[:5])
-    assert out.shape == (5, 10) and np.allclose(out, torch_outputs(model, images[:5])[0], atol=1e-4)
-
-
-def test_a_refused_input_shape_is_a_clear_error(fake_trt, tiny, tmp_path):
-    fake_trt()
-    trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), max_batch=4)
-    runner = trt_runner.TensorRTRunner(tmp_path / "m.engine", cuda=FakeCuda())
-    with pytest.raises(trt.EngineShapeError, match="outside the engine's optimization profile"):
+def test_a_refused_input_shape_is_a_clear_error(fake_trt, tiny):
+    path = tiny[1]
+    runner = trt_runner.TensorRTRunner(path, cuda=FakeCuda(), engine=FakeEngine(path, [(1, 4)]))
+    with pytest.raises(trt.EngineShapeError, match="outside the engine's optimization profiles"):
         runner.bind(torch.zeros(5, 3, 32, 32))
-    runner.max_batch = 8  # as if the profile were misread: TensorRT's False must still stop it
+    runner.ranges = [(1, 8)]  # as if the profile were misread: TensorRT's False must still stop it
     with pytest.raises(trt.EngineShapeError, match=r"TensorRT refused input shape \[5, 3, 32, 32\]"):
         runner.bind(torch.zeros(5, 3, 32, 32))
 
 
-def test_runner_waits_for_the_input_stream_and_runs_on_its_own(fake_trt, tiny, tmp_path):
-    fake_trt()
-    trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), max_batch=4)
+def test_runner_waits_for_the_input_stream_and_runs_on_its_own(fake_trt, tiny):
+    path = tiny[1]
     cuda = FakeCuda()
-    runner = trt_runner.TensorRTRunner(tmp_path / "m.engine", cuda=cuda)
-    runner.run(np.zeros((2, 3, 32, 32), np.float32))
-    log = cuda.log
-    assert ("wait_stream", "runner", "default") in log and ("record_stream", "runner") in log
-    assert log.index(("wait_stream", "runner", "default")) < log.index(("synchronize", "runner"))
+    runner = trt_runner.TensorRTRunner(path, cuda=cuda, engine=FakeEngine(path, [(1, 4)]))
+    runner.bind(torch.zeros(2, 3, 32, 32))
+    runner.enqueue()
+    assert ("wait_stream", "runner", "default") in cuda.log and ("record_stream", "runner") in cuda.log
     assert runner.context.streams == [id(runner.stream)]  # executed on the stream it waited with
 
 
-@pytest.fixture(scope="module")
-def tiny_reference(tiny):
-    from cdarts_deploy.deploy import parity
-    from cdarts_deploy.deploy.model_spec import random_batch
-
-    model, _, images = tiny
-    return parity.TorchReference(model, {"random b1": random_batch(1, (32, 32), seed=5), parity.IMAGES: images[:6]})
-
-
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_tensorrt_check_fails_on_a_wrong_engine(fake_trt, tiny, tiny_reference, tmp_path, precision):
-    from cdarts_deploy.deploy import parity
-
-    path = tiny[1]
-    fake_trt()
-    trt.build_engine(path, tmp_path / "ok.engine", (32, 32), precision, max_batch=4)
-    runner = trt_runner.TensorRTRunner(tmp_path / "ok.engine", cuda=FakeCuda())
-    rows = parity.compare_runtime(tiny_reference, runner.run, runner.output_names, precision, "tensorrt")
-    assert all(r["passed"] for r in rows)
-    wrong = {"zeros": lambda x, outs: trt_session_zeros(path, x),
-             "scaled": lambda x, outs: [o * 2.0 for o in outs]}
-    for what, corrupt in wrong.items():
-        fake_trt(corrupt=corrupt)
-        trt.build_engine(path, tmp_path / f"{what}.engine", (32, 32), precision, max_batch=4)
-        runner = trt_runner.TensorRTRunner(tmp_path / f"{what}.engine", cuda=FakeCuda())
-        rows = parity.compare_runtime(tiny_reference, runner.run, runner.output_names, precision, "tensorrt")
-        assert not any(r["passed"] for r in rows), what
-        assert "tensorrt" in parity.failures(rows)[0]
-
-
-def trt_session_zeros(path, x):
-    """The right network's outputs on zeros: an engine that lost its input."""
-    session = _session(str(path))
-    return session.run(None, {session.get_inputs()[0].name: np.zeros_like(x)})
-
-
-@functools.lru_cache(maxsize=2)
-def _session(path: str):
-    import onnxruntime
-
-    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-
-
-def test_tensorrt_timing_reports_compute_host_latency_enqueue_and_pipelined_throughput(fake_trt, tiny, tmp_path):
+def test_tensorrt_timing_reports_compute_host_latency_enqueue_and_pipelined_throughput(fake_trt, tiny, monkeypatch):
     from cdarts_deploy.deploy import profiling
 
-    fake_trt()
-    trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), max_batch=4)
+    path = tiny[1]
+    engine = FakeEngine(path, [(2, 2)])
+    monkeypatch.setattr(trt_runner, "load_engine", lambda p: engine)
     cuda = FakeCuda()
-    m = profiling.measure_tensorrt(tmp_path / "m.engine", (2, 3, 32, 32), 1, 3, "fp32", cuda_graph=True, cuda=cuda)
+    m = profiling.measure_tensorrt(path, (2, 3, 32, 32), 1, 3, "fp32", cuda_graph=True, cuda=cuda)
     d = m.details
     for key in ("gpu_compute", "host_latency", "enqueue"):
         s = d[key]
@@ -543,87 +445,6 @@ def test_tensorrt_timing_reports_compute_host_latency_enqueue_and_pipelined_thro
     assert d["throughput_ips_pipelined"] > 0 and d["cuda_graph"] is True
     assert ("capture", "runner") in cuda.log
     assert m.stats.as_dict() == d["gpu_compute"] and "GPU compute" in m.timed_region
-
-
-# --------------------------------------------------------------------------- timing cache, level, layer report
-
-
-def test_timing_cache_file_is_created_then_reused_by_the_next_build(fake_trt, tiny, tmp_path):
-    module = fake_trt()
-    cache = tmp_path / "trt.cache"
-    first = trt.build_engine(tiny[1], tmp_path / "a.engine", (32, 32), timing_cache=cache)
-    assert first.timing_cache["reused"] is False and first.timing_cache["read_bytes"] == 0
-    assert cache.read_bytes() == b"fake-cache;tactic" and first.timing_cache["written_bytes"] == len(cache.read_bytes())
-    second = trt.build_engine(tiny[1], tmp_path / "b.engine", (32, 32), timing_cache=cache)
-    assert second.timing_cache["reused"] is True and second.timing_cache["read_bytes"] == len(b"fake-cache;tactic")
-    assert module.configs[1].cache.blob.startswith(b"fake-cache;tactic")  # the second build started from the first's
-    assert cache.read_bytes() == b"fake-cache;tactic;tactic"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.engine", "b.engine", "trt.cache"]  # no temporaries
-    # no cache asked for: none read or written
-    third = trt.build_engine(tiny[1], tmp_path / "c.engine", (32, 32))
-    assert third.timing_cache is None and module.configs[2].cache is None
-
-
-def test_a_foreign_timing_cache_is_refused_and_nothing_is_written(fake_trt, tiny, tmp_path):
-    fake_trt()
-    cache = tmp_path / "trt.cache"
-    cache.write_bytes(b"something else")
-    with pytest.raises(trt.EngineBuildError, match="timing cache"):
-        trt.build_engine(tiny[1], tmp_path / "a.engine", (32, 32), timing_cache=cache)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["trt.cache"] and cache.read_bytes() == b"something else"
-
-
-@pytest.mark.parametrize("level", [0, 5])
-def test_builder_optimization_level_is_set(fake_trt, tiny, tmp_path, level):
-    module = fake_trt()
-    info = trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), optimization_level=level)
-    assert module.configs[0].builder_optimization_level == level and info.optimization_level == level
-    trt.build_engine(tiny[1], tmp_path / "d.engine", (32, 32))
-    assert module.configs[1].builder_optimization_level == 3  # TensorRT's default left alone
-
-
-@pytest.mark.parametrize("bad", [dict(optimization_level=6), dict(optimization_level=-1),
-                                 dict(timing_cache="no/such/folder/trt.cache")])
-def test_bad_level_or_cache_path_is_a_user_error_before_any_build(fake_trt, tiny, tmp_path, bad):
-    module = fake_trt()
-    if "timing_cache" in bad:
-        bad = dict(timing_cache=tmp_path / bad["timing_cache"])
-    with pytest.raises(UserError):
-        trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), **bad)
-    assert module.built == [] and list(tmp_path.iterdir()) == []
-    with pytest.raises(UserError, match="folder"):
-        trt.build_engine(tiny[1], tmp_path / "m.engine", (32, 32), timing_cache=tmp_path)
-
-
-def test_engine_info_lists_every_layer_with_its_precision(fake_trt, tiny, tmp_path):
-    from cdarts_deploy.deploy import precision as pr
-
-    module = fake_trt()
-    model, path, images = tiny
-    fp32 = trt.build_engine(path, tmp_path / "f.engine", (32, 32))
-    assert module.configs[0].profiling_verbosity == "DETAILED"
-    assert fp32.layers and {layer["precision"] for layer in fp32.layers} == {"fp32"}
-    assert fp32.layer_precisions == {"fp32": len(fp32.layers)}
-    assert all(layer["name"] and layer["type"] for layer in fp32.layers)
-    qdq = tmp_path / "q.onnx"
-    pr.quantize_int8(path, qdq, images[:8], target="tensorrt")
-    int8 = trt.build_engine(qdq, tmp_path / "q.engine", (32, 32), "int8")
-    counts = int8.layer_precisions
-    assert counts["int8"] > 5 and sum(counts.values()) == len(int8.layers)
-    convs = [layer for layer in int8.layers if layer["type"] == "CaskConvolution"]
-    assert convs and all(layer["precision"] == "int8" for layer in convs)
-    assert int8.as_dict()["layer_precisions"] == counts  # it reaches the export report
-
-
-def test_layer_table_reads_names_only_and_broken_information():
-    assert trt_inspect.layer_table('{"Layers": ["conv1", "relu1"]}') == [
-        {"name": "conv1", "type": None, "precision": "unknown"},
-        {"name": "relu1", "type": None, "precision": "unknown"}]
-    assert trt_inspect.layer_table("not json") == []
-    rows = trt_inspect.layer_table(json.dumps({"Layers": [{"Name": "c", "LayerType": "Conv",
-                                                    "Outputs": [{"Format/Datatype": "Half NC/8HW8"}]}]}))
-    assert rows[0]["precision"] == "fp16"
-    assert trt_inspect.precision_counts(rows + rows + [{"precision": "int8"}]) == {"fp16": 2, "int8": 1}
 
 
 @pytest.mark.parametrize("args, needle", [

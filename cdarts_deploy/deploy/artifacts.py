@@ -30,7 +30,7 @@ from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.model_spec import NetworkSpec, build_model, random_batch
 from cdarts_deploy.deploy.pipeline import OnnxExport, Staging, Verified, export_and_compare
 from cdarts_deploy.deploy.trt import build_engine, check_opt_level, check_timing_cache_path, require_tensorrt
-from cdarts_deploy.deploy.trt_runner import TensorRTRunner
+from cdarts_deploy.deploy.trt_runner import EngineRunner
 from cdarts_deploy.errors import UserError
 from cdarts_deploy.genotype import Genotype
 
@@ -231,7 +231,7 @@ def _engine(request: ArtifactRequest, onnx_files: dict[str, Path], reference: pa
     if info.layer_precisions:
         log("TensorRT engine layers by precision: " +
             ", ".join(f"{k} {v}" for k, v in info.layer_precisions.items()))
-    runner = TensorRTRunner(engine)
+    runner = EngineRunner(engine)  # Polygraphy's TrtRunner, chunked over the engine's profiles
     rows = parity.compare_runtime(reference, runner.run, runner.output_names, precision, "tensorrt")
     return {**info.as_dict(), "path": f"{name}{suffix}.engine"}, rows, runner
 

@@ -16,10 +16,9 @@ and the TensorRT-target INT8 files are what TensorRT 10/11 builds strongly typed
     are really computed).  The passes of :mod:`cdarts_deploy.deploy.int8_passes` first rewrite the float
     graph so that whole cells stay in 8 bits, each leaving the float results unchanged.
     The stem convolution and the classifier stay float (a tiny share of the work).
-  - ``tensorrt``: explicit Q/DQ pairs around convolutions and linear layers, symmetric signed INT8
-    (zero point 0), the form TensorRT builds strongly typed engines from; biases stay float.  Weights
-    are per tensor (what TensorRT's Q/DQ import expects).
-    ONNX Runtime runs this file too, but slowly: it cannot fuse Q/DQ pairs it has no kernels for.
+  - ``tensorrt``: explicit Q/DQ on the inputs of every op TensorRT runs in INT8 (convolutions, Gemm, Add,
+    Concat, pools), symmetric signed INT8, per-channel weights, BatchNorm folded first
+    (:mod:`cdarts_deploy.deploy.trt_qdq`).  ONNX Runtime runs this file too, but slowly.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from cdarts_deploy.atomic_files import atomic_path, publish
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
 from cdarts_deploy.data.image_reader import is_image_file
 from cdarts_deploy.deploy import int8_cpu as ic
-from cdarts_deploy.deploy import ort
+from cdarts_deploy.deploy import ort, trt_qdq
 from cdarts_deploy.deploy.timing import sample_host, settle
 from cdarts_deploy.errors import UserError
 
@@ -209,7 +208,7 @@ def quantize_int8(
     its weights do not honour it;
     ``keep_ends_float`` keeps the stem convolution and the classifier in float (a tiny share of the
     multiply-adds; results in ``docs/results/int8_*``).  ``per_channel``
-    None picks the target's default (per-channel for ONNX Runtime, per-tensor for TensorRT).  The model is first
+    None picks the target's default (per-channel; the TensorRT target is always per-channel).  The model is first
     prepared with ONNX Runtime's pre-processing (shape inference; for the ONNX Runtime target also its graph
     optimisation, which folds BatchNorm into the convolutions) so that the scales apply to the
     tensors the runtime actually computes.
@@ -239,7 +238,9 @@ def quantize_int8(
                              f"{', '.join(ic.PORTABLE_WEIGHT_CHOICES)}")
     weights = ("int8 symmetric" if form == "vnni" else
                "int8 symmetric 7-bit (reduce_range)" if portable_weights == "7bit" else "uint8 (zero point 128)")
-    per_channel = for_ort if per_channel is None else per_channel
+    if not for_ort:  # TensorRT's placement: trt_qdq (per-channel weights, BatchNorm folded)
+        return trt_qdq.quantize_for_tensorrt(src, dst, calibration, method)
+    per_channel = True if per_channel is None else per_channel
 
     dst = Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent) as work:
@@ -268,14 +269,6 @@ def quantize_int8(
             settings = {"format": "QOperator", "activations": "uint8 asymmetric", "weights": weights, "int8_cpu": form,
                         "float_depthwise_convs": len(passes_.depthwise_convs(graph)) if float_depthwise else 0,
                         "float_stem_and_classifier": keep_ends_float}
-        else:
-            options = dict(
-                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                # the layers TensorRT runs in INT8; biases stay float (TensorRT has no INT32 dequantization)
-                op_types_to_quantize=["Conv", "Gemm", "MatMul"],
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-            )
-            settings = {"format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric"}
         with warnings.catch_warnings(), _quiet_root_logger():
             warnings.simplefilter("ignore")
             quantize_static(str(prepared), str(out_tmp), ImageBatchReader(calibration.astype(np.float32), input_name),

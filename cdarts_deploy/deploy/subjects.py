@@ -177,8 +177,7 @@ def engine_for(subject: Subject, precision: str, batches: Sequence[int], work: P
     if not path.exists():
         log(f"building TensorRT {precision} engine for {subject.name}")
         build_engine(onnx_for(subject, precision, work, calib_dir, log, target="tensorrt"), path, subject.input_hw,
-                     precision,
-                     min_batch=1, opt_batch=max(batches), max_batch=max(batches))
+                     precision, batches=batches)  # one profile per timed batch: tactics chosen for each
     return path
 
 

@@ -1,52 +1,58 @@
-"""TensorRT engines from exported ONNX files (TensorRT 10.x / 11.x Python API; NVIDIA GPU only).
+"""TensorRT engines from exported ONNX files, built by Polygraphy (TensorRT 10.x / 11.x; NVIDIA GPU only).
 
-Precision follows the ONNX file, not builder flags: TensorRT 11 builds strongly
-typed networks only and removed the FP16/INT8 flags, so FP16 engines come from
-an FP16 ONNX (:func:`cdarts_deploy.deploy.precision.to_fp16`) and INT8 engines from an
-ONNX with explicit Q/DQ nodes (:func:`cdarts_deploy.deploy.precision.quantize_int8`).
-On TensorRT 10 the FP16 builder flag on the FP32 ONNX is available as
-``fp16_flag=True``.
+Polygraphy (NVIDIA's own TensorRT toolkit) parses the ONNX file, creates the builder configuration, builds and
+serializes the engine; this module decides what goes into that configuration and checks what comes out.
 
-FP32 means FP32: TensorRT lets FP32 layers use TF32 tensor cores by default (inputs rounded to a
-10-bit mantissa); :func:`build_engine` clears ``BuilderFlag.TF32`` unless ``tf32=True`` is asked for,
-and the engine report says which.
+Precision follows the ONNX file, not builder flags: TensorRT 11 builds strongly typed networks only and removed
+the FP16/INT8 flags, so FP16 engines come from an FP16 ONNX (:func:`cdarts_deploy.deploy.precision.to_fp16`) and
+INT8 engines from an ONNX with explicit Q/DQ nodes (:mod:`cdarts_deploy.deploy.trt_qdq`).  On TensorRT 10 the
+FP16 builder flag on the FP32 ONNX is available as ``fp16_flag=True``.  Every build is checked afterwards: the
+engine inspector's layer list must show the convolution/GEMM layers in the precision asked for
+(:func:`cdarts_deploy.deploy.trt_inspect.check_precision`), otherwise nothing is written and the build fails.
 
-The optimization profile follows the ONNX input: a fixed (static) batch or image size gets exactly
-that shape (TensorRT rejects a profile that disagrees with a fixed dimension), a dynamic batch gets
-``min_batch <= opt_batch <= max_batch``.
+FP32 means FP32: TensorRT lets FP32 layers use TF32 tensor cores by default (inputs rounded to a 10-bit
+mantissa); TF32 stays off unless ``tf32=True`` is asked for, and the engine report says which.
 
-Builds can reuse a timing cache file (``timing_cache``: read when it exists, written back atomically
-after the build, so later builds of similar networks skip most tactic timing), set the builder
-optimization level (0-5, TensorRT's default 3), and report every layer of the built engine with its
-precision (:mod:`cdarts_deploy.deploy.trt_inspect`).  Engines run in
-:class:`cdarts_deploy.deploy.trt_runner.TensorRTRunner`.
+Optimization profiles: TensorRT picks its tactics for a profile's *opt* shape, so an engine that is timed at
+several batches gets one profile per timed batch (``batches``; min = opt = max = that batch) and the runner
+selects the profile that fits each input.  Without ``batches`` one profile spans ``min_batch..max_batch`` with
+its tactics chosen for ``opt_batch``.  A fixed (static) batch or image size in the ONNX file is kept as it is
+(TensorRT rejects a profile that disagrees with a fixed dimension).
+
+Builds can reuse a timing cache file (read where it exists, written back atomically after the build), set the
+builder optimization level (0-5, TensorRT's default 3), and report every layer of the built engine with its
+precision.  Engines run in :class:`cdarts_deploy.deploy.trt_runner.EngineRunner`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
+import onnx
 import torch
 
 from cdarts_deploy.atomic_files import atomic_path
 from cdarts_deploy.errors import UserError
 
-from .trt_inspect import inspect_layers, precision_counts
+from .trt_inspect import EngineBuildError, EnginePrecisionError, check_precision, inspect_engine, precision_counts
+
+__all__ = ["EngineBuildError", "EnginePrecisionError", "EngineShapeError", "EngineInfo", "TensorRTUnavailable",
+           "build_engine", "require_tensorrt", "profile_shapes", "plan_profiles", "create_config"]
+
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class TensorRTUnavailable(UserError):
-    """This machine cannot build or run TensorRT engines (no NVIDIA GPU or no ``tensorrt`` package)."""
-
-
-class EngineBuildError(RuntimeError):
-    """TensorRT rejected an exported ONNX file or could not build an engine (a failed export, exit 1)."""
+    """This machine cannot build or run TensorRT engines (no NVIDIA GPU, no ``tensorrt`` or no ``polygraphy``)."""
 
 
 class EngineShapeError(EngineBuildError):
-    """An engine refused an input shape (outside its optimization profile)."""
+    """An engine refused an input shape (outside its optimization profiles)."""
 
 
 def require_tensorrt() -> Any:
@@ -67,11 +73,16 @@ def require_tensorrt() -> Any:
             "the 'tensorrt' Python package is not installed; install it with "
             "'pip install tensorrt' (or the extra: pip install cdarts-deploy[trt])"
         ) from None
-    major = int(tensorrt.__version__.split(".")[0])
+    major = int(str(tensorrt.__version__).split(".")[0])
     if major < 10:
         raise TensorRTUnavailable(
             f"TensorRT {tensorrt.__version__} is too old; install TensorRT 10 or newer (pip install -U tensorrt)"
         )
+    try:
+        import polygraphy  # noqa: F401 -- builds and runs the engines
+    except ImportError:
+        raise TensorRTUnavailable("the 'polygraphy' package is not installed; install it with 'pip install "
+                                  "polygraphy' (or the extra: pip install cdarts-deploy[trt])") from None
     return tensorrt
 
 
@@ -86,11 +97,13 @@ class EngineInfo:
     workspace_mb: int
     build_route: str
     tf32: bool = False
-    profile: dict | None = None  # input name -> [min, opt, max] shapes
+    profile: dict | None = None  # input name -> [min, opt, max] shapes of the first profile
     optimization_level: int | None = None  # None: TensorRT's default
     timing_cache: dict | None = None  # path, whether it was read, bytes written
     layers: list | None = None  # one {name, type, precision, ...} per engine layer (engine inspector)
     layer_precisions: dict | None = None  # precision -> number of layers
+    profiles: list = field(default_factory=list)  # every profile: input name -> [min, opt, max]
+    precision_check: dict | None = None  # what check_precision found
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -106,8 +119,7 @@ def check_timing_cache_path(path: str | os.PathLike | None) -> None:
         return
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"--trt-timing-cache {path} is a folder; name a file, e.g. "
-                                           f"{path / 'trt.cache'}")
+        raise UserError(f"--trt-timing-cache {path} is a folder; name a file, e.g. {path / 'trt.cache'}")
     if not path.parent.is_dir():
         raise UserError(f"--trt-timing-cache {path}: folder {path.parent} does not exist")
 
@@ -121,8 +133,8 @@ def profile_shapes(network_shape: Sequence[int], input_hw: tuple[int, int], min_
                    max_batch: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """(min, opt, max) shapes of one NCHW input for its optimization profile.
 
-    Fixed dimensions of the parsed network (``network_shape``, -1 where dynamic) are kept as they
-    are: a static-batch ONNX gets ``min = opt = max = its batch``.  Dynamic H/W take ``input_hw``.
+    Fixed dimensions of the ONNX input (``network_shape``, -1 where dynamic) are kept as they are: a
+    static-batch ONNX gets ``min = opt = max = its batch``.  Dynamic H/W take ``input_hw``.
     """
     dims = [int(d) for d in network_shape]
     if len(dims) != 4:
@@ -134,6 +146,74 @@ def profile_shapes(network_shape: Sequence[int], input_hw: tuple[int, int], min_
     if n > 0:  # static batch: the only shape the engine can take
         return (n, c, *hw), (n, c, *hw), (n, c, *hw)
     return (min_batch, c, *hw), (opt_batch, c, *hw), (max_batch, c, *hw)
+
+
+def onnx_inputs(onnx_path: str | os.PathLike) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, dims) of each graph input of an ONNX file that is not an initializer; -1 for a dynamic dimension."""
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 -- protobuf's DecodeError, OSError, ...
+        raise EngineBuildError(f"{onnx_path} is not a readable ONNX file ({exc.__class__.__name__})") from None
+    inits = {t.name for t in graph.initializer}
+    return [(vi.name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim))
+            for vi in graph.input if vi.name not in inits]
+
+
+def plan_profiles(inputs: Sequence[tuple[str, Sequence[int]]], input_hw: tuple[int, int], min_batch: int = 1,
+                  opt_batch: int = 1, max_batch: int = 32, batches: Sequence[int] | None = None
+                  ) -> list[dict[str, list[list[int]]]]:
+    """The optimization profiles of an engine: input name -> [min, opt, max] shape, one dict per profile.
+
+    ``batches``: one exact profile per batch (tactics chosen for each timed batch); otherwise one profile
+    ``min_batch <= opt_batch <= max_batch``.  A static-batch input allows one profile only, of its batch.
+    """
+    if batches is not None:
+        wanted = sorted({int(b) for b in batches})
+        if not wanted or wanted[0] < 1:
+            raise ValueError(f"profile batches must be positive, got {list(batches)}")
+        ranges = [(b, b, b) for b in wanted]
+    else:
+        if not 1 <= min_batch <= opt_batch <= max_batch:
+            raise ValueError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, "
+                             f"{max_batch}")
+        ranges = [(min_batch, opt_batch, max_batch)]
+    if inputs and all(dims and dims[0] > 0 for _, dims in inputs):
+        ranges = ranges[:1]  # a fixed batch: every range gives the same profile
+    profiles = []
+    for lo, opt, hi in ranges:
+        profiles.append({name: [list(s) for s in profile_shapes(dims, input_hw, lo, opt, hi)]
+                         for name, dims in inputs})
+    return profiles
+
+
+@contextlib.contextmanager
+def polygraphy_log(level: str = "WARNING") -> Iterator[None]:
+    """Polygraphy logs every loader and inference at INFO; keep ``level`` and above while it works."""
+    from polygraphy.logger import G_LOGGER
+
+    with G_LOGGER.verbosity(getattr(G_LOGGER, level)):
+        yield
+
+
+def create_config(profiles: Sequence[dict[str, list[list[int]]]], tf32: bool = False, fp16_flag: bool = False,
+                  optimization_level: int | None = None, timing_cache: bytes | None = None,
+                  memory_pool_limits: dict | None = None) -> Any:
+    """Polygraphy's ``CreateConfig`` for these profiles: TF32 only if asked, FP16 flag only on request (the
+    TensorRT 10 route), the optimization level, a timing cache read from ``timing_cache`` bytes.  Profiling
+    verbosity stays Polygraphy's default, DETAILED, so the engine inspector lists each layer's datatypes."""
+    from polygraphy.backend.trt import CreateConfig, Profile
+
+    trt_profiles = []
+    for shapes in profiles:
+        profile = Profile()
+        for name, (lo, opt, hi) in shapes.items():
+            profile.add(name, min=lo, opt=opt, max=hi)
+        trt_profiles.append(profile)
+    with polygraphy_log():
+        return CreateConfig(tf32=tf32, fp16=fp16_flag or None, profiles=trt_profiles,
+                            builder_optimization_level=optimization_level,
+                            load_timing_cache=io.BytesIO(timing_cache) if timing_cache else None,
+                            memory_pool_limits=memory_pool_limits)
 
 
 def build_engine(
@@ -149,83 +229,61 @@ def build_engine(
     tf32: bool = False,
     timing_cache: str | os.PathLike | None = None,
     optimization_level: int | None = None,
+    batches: Sequence[int] | None = None,
 ) -> EngineInfo:
-    """Parse ``onnx_path`` and write a serialized engine to ``engine_path`` (atomically).
+    """Build an engine of ``onnx_path`` with Polygraphy, check its layer precisions, write it to ``engine_path``.
 
-    ``precision`` only labels the result and picks the build route: the ONNX
-    must already carry FP16 tensors or Q/DQ nodes for ``fp16``/``int8``, except
-    with ``fp16_flag`` on TensorRT 10, where the FP16 builder flag is set on an
-    FP32 ONNX.  The batch dimension gets one optimization profile
-    ``min_batch <= opt_batch <= max_batch``, or exactly the ONNX file's batch where it is fixed
-    (:func:`profile_shapes`; the returned info holds the profile actually used).  TF32 stays off
-    unless ``tf32`` is set.  ``timing_cache``: a file read before the build where it exists and written
-    back (atomically) after it; ``optimization_level``: 0-5 (None keeps TensorRT's default).  The info
-    lists every layer of the engine with its precision (:func:`layer_table`).
+    ``precision`` picks the build route and is checked against the built engine (:class:`EnginePrecisionError`
+    and nothing written when its convolution/GEMM layers run in another precision).  The ONNX must already carry
+    FP16 tensors or Q/DQ nodes for ``fp16``/``int8``, except with ``fp16_flag`` on TensorRT 10.  Profiles:
+    :func:`plan_profiles` (``batches`` for one exact profile per timed batch).  ``timing_cache``: a file read
+    before the build where it exists and written back (atomically) after it; ``optimization_level``: 0-5.
     """
     check_timing_cache_path(timing_cache)
     check_opt_level(optimization_level)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     trt = require_tensorrt()
-    major = int(trt.__version__.split(".")[0])
-    if not min_batch <= opt_batch <= max_batch:
-        raise ValueError(f"need min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, {max_batch}")
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    from polygraphy.backend.trt import NetworkFromOnnxPath, engine_bytes_from_network, engine_from_bytes
+    from polygraphy.exception import PolygraphyException
 
-    flags = 0
+    major = int(str(trt.__version__).split(".")[0])
     route = "strongly typed from the ONNX tensor types"
     if fp16_flag:
         if major >= 11 or precision != "fp16":
             raise ValueError("fp16_flag is the TensorRT 10 route for precision 'fp16' only")
         route = "TensorRT 10 FP16 builder flag on the FP32 ONNX"
-    elif hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        # TensorRT 10: opt in; TensorRT 11: always on, the flag is accepted and ignored
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors or 'unknown error'}")
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    if fp16_flag:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if hasattr(trt.BuilderFlag, "TF32"):  # on by default: FP32 layers would round inputs to TF32
-        (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
-    if optimization_level is not None:
-        config.builder_optimization_level = int(optimization_level)
-    if hasattr(trt, "ProfilingVerbosity"):  # layer precisions and tactics in the engine inspector
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    profiles = plan_profiles(onnx_inputs(onnx_path), input_hw, min_batch, opt_batch, max_batch, batches)
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    blob = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
+    config = create_config(profiles, tf32, fp16_flag, optimization_level, blob or None,
+                           {trt.MemoryPoolType.WORKSPACE: workspace_mb << 20})
+    # TensorRT 10: opt in to strong typing; TensorRT 11: always strongly typed, the flag may be gone
+    strongly_typed = not fp16_flag and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed or None)
+    saved_cache = io.BytesIO() if cache_path is not None else None
+    try:
+        with polygraphy_log():
+            serialized = bytes(engine_bytes_from_network(network, config, save_timing_cache=saved_cache))
+            engine = engine_from_bytes(serialized)
+    except PolygraphyException as exc:
+        raise EngineBuildError(f"TensorRT could not build an engine from {onnx_path}: "
+                               f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else 'see the log above'}"
+                               ) from None
+    layers = inspect_engine(engine, trt)
+    verdict = check_precision(layers, precision)  # raises before anything is written
     cache_info = None
-    if timing_cache is not None:
-        cache_path = Path(timing_cache)
-        blob = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        if cache is None or not config.set_timing_cache(cache, False):
-            raise EngineBuildError(f"TensorRT refused the timing cache {cache_path}; delete it and build again")
-        cache_info = {"path": str(cache_path), "read_bytes": len(blob), "reused": bool(blob)}
-    profile = builder.create_optimization_profile()
-    shapes: dict[str, list[list[int]]] = {}
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        lo, opt, hi = profile_shapes(tuple(tensor.shape), input_hw, min_batch, opt_batch, max_batch)
-        profile.set_shape(tensor.name, lo, opt, hi)
-        shapes[tensor.name] = [list(lo), list(opt), list(hi)]
-    config.add_optimization_profile(profile)
-    first = next(iter(shapes.values()))
-    min_batch, opt_batch, max_batch = first[0][0], first[1][0], first[2][0]
-
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}; see the TensorRT log above")
-    if cache_info is not None:
-        written = bytes(config.get_timing_cache().serialize())
-        with atomic_path(cache_info["path"]) as tmp:
+    if cache_path is not None and saved_cache is not None:
+        written = saved_cache.getvalue()
+        with atomic_path(cache_path) as tmp:
             tmp.write_bytes(written)
-        cache_info["written_bytes"] = len(written)
-    layers = inspect_layers(trt, logger, bytes(serialized))
+        cache_info = {"path": str(cache_path), "read_bytes": len(blob), "reused": bool(blob),
+                      "written_bytes": len(written)}
     with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(bytes(serialized))
-    return EngineInfo(str(engine_path), precision, trt.__version__, min_batch, opt_batch, max_batch, workspace_mb,
-                      route, tf32, shapes, optimization_level, cache_info, layers,
-                      precision_counts(layers) if layers is not None else None)
+        tmp.write_bytes(serialized)
+    first = next(iter(profiles[0].values()))
+    return EngineInfo(str(engine_path), precision, str(trt.__version__),
+                      min(next(iter(p.values()))[0][0] for p in profiles), first[1][0],
+                      max(next(iter(p.values()))[2][0] for p in profiles), workspace_mb, route, tf32, profiles[0],
+                      optimization_level, cache_info, layers, precision_counts(layers) if layers else None,
+                      profiles, verdict)

@@ -16,7 +16,7 @@ from cdarts_deploy.deploy.parity import compare_runtime
 from cdarts_deploy.deploy.pipeline import OnnxExport, export_verified
 from cdarts_deploy.deploy.profiling import fp32_math
 from cdarts_deploy.deploy.trt import build_engine
-from cdarts_deploy.deploy.trt_runner import TensorRTRunner
+from cdarts_deploy.deploy.trt_runner import EngineRunner
 
 from .context import Context
 from .settings import Net
@@ -24,7 +24,7 @@ from .settings import Net
 
 def exported(ctx: Context, spec: Net, batches: Sequence[int]) -> dict:
     """FP32 ONNX of ``spec`` through the verified pipeline (CPU parity at every batch), FP16 and TensorRT INT8
-    files beside it; made once per network for the sections that need a file."""
+    (Q/DQ) files beside it; made once per network for the sections that need a file."""
     if spec in ctx.onnx:
         return ctx.onnx[spec]
     hw = (spec.size, spec.size)
@@ -59,17 +59,22 @@ def gpu_reference(ctx: Context, spec: Net, inputs: Mapping[str, Any]) -> Any:
 
 def tensorrt_section(ctx: Context) -> dict:
     s = ctx.settings
-    rows, timings, bad = [], [], []
+    rows, timings, bad, layer_rows = [], [], [], []
     for spec in s.trt_nets:
         made = exported(ctx, spec, s.parity_batches)
         reference = gpu_reference(ctx, spec, made["inputs"])
         for precision in ("fp32", "fp16", "int8"):
             ctx.check_budget(f"{spec.label()} {precision}")
             engine = ctx.work / f"{spec.name}.{precision}.engine"
-            build_engine(made["files"][precision], engine, (spec.size, spec.size), precision, min_batch=1,
-                         opt_batch=max(s.latency_batches), max_batch=max(s.latency_batches))
-            runner = TensorRTRunner(engine)
+            # one profile per timed batch (tactics chosen for each); the check refuses an engine whose layers do
+            # not run in the precision asked for
+            info = build_engine(made["files"][precision], engine, (spec.size, spec.size), precision,
+                                batches=s.latency_batches)
+            layer_rows.append({"model": spec.label(), "precision": precision, **(info.precision_check or {}),
+                               "layer_precisions": info.layer_precisions})
+            runner = EngineRunner(engine)  # Polygraphy's TrtRunner
             found = compare_runtime(reference, runner.run, runner.output_names, precision, "tensorrt")
+            runner.close()
             rows += [{"model": spec.label(), **r} for r in found]
             bad += [r for r in found if r["passed"] is False]
             for batch in s.latency_batches:
@@ -78,9 +83,13 @@ def tensorrt_section(ctx: Context) -> dict:
                                               cuda_graph=graph)
                     timings.append({"model": spec.label(), "precision": precision, "batch": batch, "cuda_graph": graph,
                                     "stats": m.stats.as_dict(), "details": m.details})
-    return {"parity": rows, "tensorrt_latency": timings,
+    return {"parity": rows, "tensorrt_latency": timings, "tensorrt_layer_precisions": layer_rows,
             "checks": [{"name": "every engine within its precision's tolerance", "passed": not bad and bool(rows),
-                        "detail": f"{len(bad)} of {len(rows)} rows failed"}]}
+                        "detail": f"{len(bad)} of {len(rows)} rows failed"},
+                       {"name": "every engine's convolutions run in the precision asked for",
+                        "passed": bool(layer_rows) and all(r.get("passed") for r in layer_rows),
+                        "detail": "; ".join(f"{r['model']} {r['precision']}: {r.get('in_asked_precision')}/"
+                                            f"{r.get('compute_layers')}" for r in layer_rows)}]}
 
 
 def onnxruntime_cuda_section(ctx: Context) -> dict:
