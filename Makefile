@@ -56,9 +56,11 @@ demo-train: $(CORE_STAMP)
 # INT8 kernels by the real CPU).
 FORCED_AVX2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 
+# The TensorRT-facing modules are type-checked against TensorRT's published stubs (no TensorRT needed).
 # Last, the core tests on the lowest supported torch (below).
 test: $(CORE_STAMP) $(MM_STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m tools.trt_typecheck
 	$(PY) -m pytest -q -n 2 tests
 	$(FORCED_AVX2) $(PY) -m pytest -q -n 2 -m isa_sensitive tests
 	$(MAKE) test-torch-floor
