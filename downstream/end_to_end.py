@@ -7,12 +7,17 @@ rescaling to the original image, with tensor operations that export with dynamic
 1. per level, sigmoid class scores of every (anchor, class) pair, the ``nms_pre`` best kept (mmdet's
    ``filter_scores_and_topk``; pairs at or below ``score_thr`` are dropped by the NMS step);
 2. the kept pairs' anchors decoded with the head's ``DeltaXYWHBBoxCoder`` (means, stds, the
-   ``wh_ratio_clip`` clamp) and clipped to each image's size before padding (the second input,
-   ``image_size``: N x 2 float, height and width, mmdet's ``img_shape``);
-3. boxes not wider and taller than ``min_bbox_size`` dropped;
-4. class-wise NMS as mmdet's ``batched_nms`` does it (each class's boxes shifted by label x (largest
-   coordinate + 1), then ONNX ``NonMaxSuppression``: IoU > ``iou_thr`` suppresses, scores > ``score_thr``
-   kept) and the ``max_per_img`` best of each image, sorted by score.
+   ``wh_ratio_clip`` clamp) and clipped to each image's size before padding (the optional input
+   ``image_size``: N x 2 float, height and width, mmdet's ``img_shape``; a row that is not positive, and
+   the default when it is not fed, stands for the input's own height and width);
+3. boxes not wider and taller than ``min_bbox_size`` given the score -1 (never kept);
+4. class-wise NMS as ONNX ``NonMaxSuppression`` over a class axis (boxes N x M x 4, scores N x C x M where
+   a candidate scores only in its own class): IoU > ``iou_thr`` suppresses, scores > the optional input
+   ``score_thr`` (default: the test config's) are kept, and the ``max_per_img`` best of each image, sorted
+   by score.
+
+The NMS node's two inputs are the pre-NMS candidates (``nms_pre`` slots per level, in level order); the
+export check reads them from the file itself (:mod:`downstream.detection_parity`).
 
 Outputs: ``dets`` (N x K x 5: x1, y1, x2, y2, score in input pixels) and ``labels`` (N x K, int64); rows past
 an image's detections hold zeros and label -1.
@@ -103,7 +108,9 @@ def _index_like(t: torch.Tensor) -> torch.Tensor:
 class EndToEndDetector(nn.Module):
     """An mmdet single-stage detector (sigmoid classification, anchors, DeltaXYWH coder) with decoding and NMS."""
 
-    input_names = ["input", "image_size"]
+    input_names = ["input", "image_size", "score_thr"]
+    #: the optional inputs' values when they are not fed (the file holds them as initializers)
+    optional_inputs = ("image_size", "score_thr")
     output_names = ["dets", "labels"]
 
     def __init__(self, detector: nn.Module, post: PostProcessing | None = None) -> None:
@@ -171,11 +178,18 @@ class EndToEndDetector(nn.Module):
             boxes = torch.minimum(boxes.clamp(min=0), bound)
         return boxes
 
-    def forward(self, x: torch.Tensor, image_size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidates(self, x: torch.Tensor, image_size: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pre-NMS candidates: boxes N x M x 4 and class scores N x C x M (a candidate scores in its own
+        class only, -1 elsewhere; padded and too small candidates score -1 everywhere), ``nms_pre`` slots per
+        level in level order -- the NMS node's two inputs."""
         post = self.post
         head = self.detector.bbox_head
         cls_scores, bbox_preds = head(self.detector.extract_feat(x))[:2]
-        bound = image_size.to(x.dtype)[:, [1, 0, 1, 0]].unsqueeze(1)  # N x 1 x 4: w, h, w, h
+        # the input's own height and width (traced as tensors, so they stay dynamic), where no size is given
+        own = torch.stack([torch.ones_like(x[:, 0, :, 0]).sum(1), torch.ones_like(x[:, 0, 0, :]).sum(1)], 1)
+        size = own if image_size is None else torch.where(image_size > 0, image_size.to(x.dtype), own)
+        bound = size[:, [1, 0, 1, 0]].unsqueeze(1)  # N x 1 x 4: w, h, w, h
         levels = [self._level(i, c, d, bound) for i, (c, d) in enumerate(zip(cls_scores, bbox_preds))]
         boxes = torch.cat([lv[0] for lv in levels], 1)  # N x M x 4
         scores = torch.cat([lv[1] for lv in levels], 1)  # N x M
@@ -184,17 +198,21 @@ class EndToEndDetector(nn.Module):
             wh = boxes[..., 2:] - boxes[..., :2]
             valid = (wh[..., 0] > post.min_bbox_size) & (wh[..., 1] > post.min_bbox_size)
             scores = torch.where(valid, scores, scores * 0 - 1)
-        # Class-wise NMS as mmdet's batched_nms does it: every class's boxes shifted by label * (largest
-        # coordinate + 1) of the image's candidates, so that boxes of different classes never overlap.
-        keep = scores > post.score_thr
-        largest = torch.where(keep.unsqueeze(-1), boxes, boxes * 0).flatten(1).max(1).values  # N
-        shifted = boxes + (labels.to(boxes.dtype) * (largest[:, None] + 1)).unsqueeze(-1)
+        # Class-wise NMS through NonMaxSuppression's class axis: boxes of different classes never meet
+        own_class = labels.unsqueeze(1) == torch.arange(self.num_classes)[None, :, None]  # N x C x M
+        return boxes, torch.where(own_class, scores.unsqueeze(1), scores.unsqueeze(1) * 0 - 1)
+
+    def forward(self, x: torch.Tensor, image_size: torch.Tensor | None = None,
+                score_thr: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        post = self.post
+        boxes, class_scores = self.candidates(x, image_size)
+        floor = (torch.tensor([post.score_thr], dtype=torch.float32) if score_thr is None
+                 else score_thr.reshape(1).to(torch.float32).clamp(min=0))  # -1 (padding) is never kept
         selected = _NonMaxSuppression.apply(
-            shifted, scores.unsqueeze(1), torch.tensor([post.max_per_img], dtype=torch.long),
-            torch.tensor([post.iou_thr], dtype=torch.float32), torch.tensor([post.score_thr], dtype=torch.float32))
-        b, m = selected[:, 0], selected[:, 2]
-        dets = torch.cat([boxes[b, m], scores[b, m].unsqueeze(1)], 1)  # S x 5
-        c = labels[b, m]
+            boxes, class_scores, torch.tensor([post.max_per_img], dtype=torch.long),
+            torch.tensor([post.iou_thr], dtype=torch.float32), floor)
+        b, c, m = selected[:, 0], selected[:, 1], selected[:, 2]
+        dets = torch.cat([boxes[b, m], class_scores[b, c, m].unsqueeze(1)], 1)  # S x 5
         images = _index_like(x[:, 0, 0, 0]).long()
         mine = b[None, :] == images[:, None]  # N x S
         batched = torch.where(mine.unsqueeze(-1), dets[None], dets[None] * 0)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from backbones.checkpoint_io import extract_state_dict, load_into, read_checkpoint
@@ -111,15 +113,19 @@ def build_with_config(config: str, cfg_options: dict | None = None,
 def export_dynamic(graph: nn.Module, path: Any, example: tuple[torch.Tensor, ...], opset: int,
                    input_names: list[str], output_names: list[str],
                    spatial_outputs: dict[str, tuple[int, int]] | None = None,
-                   fixed_dims: dict[str, dict[int, int]] | None = None) -> None:
+                   fixed_dims: dict[str, dict[int, int]] | None = None,
+                   defaults: dict[str, np.ndarray] | None = None) -> None:
     """Export with the tracing exporter, the image input's (the first) batch, height and width dynamic
     (``batch``, ``height``, ``width``); every other input's and every output's first axis is the batch, and
     ``spatial_outputs`` names outputs whose two given axes are the input's height and width.  ONNX
     ``NonMaxSuppression`` comes from the graph's own symbolic.  ``fixed_dims`` states output axes of a fixed
-    length that the tracer leaves symbolic (the detections per image)."""
+    length that the tracer leaves symbolic (the detections per image).  ``defaults`` makes inputs optional:
+    each becomes an initializer of the same name, the value ONNX Runtime uses when the input is not fed;
+    its shape is declared as given, except that an input of more than one dimension keeps its batch axis."""
     axes: dict[str, dict[int, str]] = {input_names[0]: {0: "batch", 2: "height", 3: "width"}}
     for name in input_names[1:]:
-        axes[name] = {0: "batch"}
+        if defaults is None or name not in defaults or np.ndim(defaults[name]) > 1:
+            axes[name] = {0: "batch"}
     for name in output_names:
         axes[name] = {0: "batch"}
         if spatial_outputs and name in spatial_outputs:
@@ -130,9 +136,11 @@ def export_dynamic(graph: nn.Module, path: Any, example: tuple[torch.Tensor, ...
         torch.onnx.export(graph, tuple(example), str(path), dynamo=False, input_names=input_names,
                           output_names=output_names, dynamic_axes=axes, opset_version=opset,
                           do_constant_folding=True)
-    if fixed_dims:
+    if fixed_dims or defaults:
         proto = onnx.load(str(path))
         for out in proto.graph.output:
-            for axis, value in fixed_dims.get(out.name, {}).items():
+            for axis, value in (fixed_dims or {}).get(out.name, {}).items():
                 out.type.tensor_type.shape.dim[axis].dim_value = value
+        for name, value in (defaults or {}).items():
+            proto.graph.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
         onnx.save(proto, str(path))

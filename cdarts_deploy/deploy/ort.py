@@ -20,6 +20,8 @@ def _options(threads: int | None, optimize: bool | str) -> Any:
     levels = {True: ort.GraphOptimizationLevel.ORT_ENABLE_ALL, False: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
     options.graph_optimization_level = levels[optimize]
+    # errors only: optional inputs (initializers listed as inputs) draw a warning at every session
+    options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
