@@ -61,11 +61,12 @@ def repair(path: Path) -> int:
     changed = 0
     for i, line in enumerate(lines):
         if line.lstrip().startswith("def "):
+            probe = line.strip() + ("\n    ..." if line.rstrip().endswith(":") else "")
             try:
-                ast.parse(line.strip() + "\n    ...")
+                ast.parse(probe)
             except SyntaxError:
                 lines[i] = repair_line(line)
-                changed += 1
+                changed += lines[i] != line
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     ast.parse("\n".join(lines))  # the whole file must parse now
     return changed

@@ -120,8 +120,12 @@ class EngineRunner:
         return run_chunked(self._infer, batch, self.ranges)
 
     def close(self) -> None:
-        if self._runner.is_active:
-            self._runner.deactivate()
+        runner = getattr(self, "_runner", None)
+        if runner is not None and runner.is_active:
+            runner.deactivate()
+
+    def __del__(self) -> None:  # the export keeps its runner for the evaluation; release the context at the end
+        self.close()
 
 
 def engine_outputs(engine_path: str | os.PathLike, batches: Sequence[np.ndarray]) -> list[list[np.ndarray]]:

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from cdarts_deploy.deploy import ort, parity
+from cdarts_deploy.deploy import ort, parity, trt_compare
 from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy import profiling as prof
 from cdarts_deploy.deploy.model_spec import random_batch
@@ -75,6 +75,9 @@ def tensorrt_section(ctx: Context) -> dict:
             runner = EngineRunner(engine)  # Polygraphy's TrtRunner
             found = compare_runtime(reference, runner.run, runner.output_names, precision, "tensorrt")
             runner.close()
+            if any(r["passed"] is False for r in found):
+                layer_rows[-1]["first_divergent_tensor"] = first_divergent_tensor(made["files"][precision],
+                                                                                  made["inputs"], precision)
             rows += [{"model": spec.label(), **r} for r in found]
             bad += [r for r in found if r["passed"] is False]
             for batch in s.latency_batches:
@@ -90,6 +93,19 @@ def tensorrt_section(ctx: Context) -> dict:
                         "passed": bool(layer_rows) and all(r.get("passed") for r in layer_rows),
                         "detail": "; ".join(f"{r['model']} {r['precision']}: {r.get('in_asked_precision')}/"
                                             f"{r.get('compute_layers')}" for r in layer_rows)}]}
+
+
+def first_divergent_tensor(onnx_path: Any, inputs: Mapping[str, Any], precision: str) -> dict:
+    """Where a failing engine starts to go wrong: every tensor of the engine built with all outputs marked
+    (Polygraphy) against ONNX Runtime on the same file, first one outside the tolerance (a diagnosis only)."""
+    batch = next(iter(inputs.values()))
+    try:
+        found = trt_compare.compare_all_tensors(onnx_path, trt_compare.tensorrt_runner(onnx_path, "tensorrt",
+                                                                                       mark_all=True),
+                                                batch, precision, "tensorrt")
+    except Exception as exc:  # noqa: BLE001 -- the diagnosis must not hide the parity failure it explains
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"tensors_compared": len(found.rows), "first": found.first_divergence}
 
 
 def onnxruntime_cuda_section(ctx: Context) -> dict:
