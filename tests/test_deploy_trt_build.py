@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cdarts_deploy.deploy import trt
+from test_deploy_trt import FakeEngine as RangedEngine
 from test_deploy_trt_inspect import inspector_json
 
 
@@ -104,3 +105,48 @@ def test_fp16_flag_route_is_tensorrt_10_only(polygraphy_build, tiny_network, tmp
     set_engine("fp16", 11)
     with pytest.raises(ValueError, match="TensorRT 10 route"):
         trt.build_engine(tiny_network[1], tmp_path / "x.engine", (32, 32), "fp16", fp16_flag=True)
+
+
+def test_engine_runner_switches_profiles_through_polygraphys_runner(polygraphy_build, tiny_network, monkeypatch):
+    """EngineRunner over a stand-in TrtRunner (ONNX Runtime inside): chunks, profile switches, float32 outputs."""
+    import numpy as np
+    import onnxruntime
+    import polygraphy.backend.trt as pbt
+
+    from cdarts_deploy.deploy import trt_runner
+    from cdarts_deploy.deploy.parity import torch_outputs
+
+    model, path, images = tiny_network
+    module = sys.modules["tensorrt"]
+    module.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
+    module.nptype = lambda dtype: dtype
+    log: list = []
+
+    class StandInTrtRunner:
+        def __init__(self, engine):
+            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.is_active = False
+
+        def activate(self):
+            self.is_active = True
+
+        def deactivate(self):
+            self.is_active = False
+
+        def set_profile(self, index):
+            log.append(("profile", index))
+
+        def infer(self, feed):
+            (x,) = feed.values()
+            log.append(("infer", len(x)))
+            return dict(zip(["output0"], self.session.run(None, feed)))
+
+    monkeypatch.setattr(trt_runner, "load_engine", lambda p: RangedEngine(path, [(1, 1), (8, 8)]))
+    monkeypatch.setattr(pbt, "TrtRunner", StandInTrtRunner)
+    runner = trt_runner.EngineRunner(path)
+    (out,) = runner.run(images[:10])
+    assert out.shape == (10, 10) and out.dtype == np.float32
+    assert np.allclose(out, torch_outputs(model, images[:10])[0], atol=1e-4)
+    assert log == [("profile", 1), ("infer", 8), ("infer", 8)]  # 8, then 2 padded to the batch-8 profile
+    runner.close()
+    assert not runner._runner.is_active
