@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
-__all__ = ["CORRECTIONS", "fit_correction", "relative_errors", "spearman"]
+__all__ = ["CORRECTIONS", "WITHIN", "fit_correction", "relative_errors", "spearman", "within_shares"]
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
@@ -69,10 +69,27 @@ def fit_correction(predicted: Sequence[float], measured: Sequence[float], mode: 
     return 1.0, mm - mp
 
 
+#: Relative tolerances of :func:`within_shares`: the +-5% and +-10% accuracy that latency predictors report.
+WITHIN = (0.05, 0.10)
+
+
+def within_shares(predicted: Iterable[float], measured: Iterable[float],
+                  tolerances: Sequence[float] = WITHIN) -> dict[str, float]:
+    """Share of predictions with ``|predicted - measured| <= t * measured``, per tolerance ``t``
+    (keys ``within_5pct``, ``within_10pct``)."""
+    rel = [abs(p - m) / m for p, m in zip(predicted, measured)]
+    if not rel:
+        raise ValueError("no latencies to compare")
+    # a hair of slack so that a prediction exactly on the boundary counts despite float rounding
+    return {f"within_{round(t * 100):d}pct": sum(r <= t + 1e-12 for r in rel) / len(rel) for t in tolerances}
+
+
 def relative_errors(predicted: Iterable[float], measured: Iterable[float]) -> dict[str, float]:
-    """Mean and max of ``|predicted - measured| / measured``, and the mean signed error (bias)."""
+    """Mean and max of ``|predicted - measured| / measured``, the mean signed error (bias), and the share of
+    predictions within +-5% and +-10% (:func:`within_shares`)."""
+    predicted, measured = list(predicted), list(measured)
     rel = [(p - m) / m for p, m in zip(predicted, measured)]
     if not rel:
         raise ValueError("no latencies to compare")
     return {"mean_rel_error": math.fsum(abs(r) for r in rel) / len(rel), "max_rel_error": max(abs(r) for r in rel),
-            "mean_signed_rel_error": math.fsum(rel) / len(rel)}
+            "mean_signed_rel_error": math.fsum(rel) / len(rel), **within_shares(predicted, measured)}

@@ -27,6 +27,7 @@ positions that share one choice.  Pure Python: no numpy, no torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -41,7 +42,7 @@ from cdarts_deploy.genotype import CHAIN_CHOICES, ChainGenotype, is_searchable_b
 __all__ = [
     "FORMAT", "VERSION", "RUNTIMES", "CANDIDATES", "LatencyTableError", "BlockEntry", "FixedEntry",
     "LatencyTable", "from_dict", "load", "save", "dumps", "searchable_positions", "genotype_candidates",
-    "parse_duration_ms",
+    "parse_duration_ms", "describe",
 ]
 
 FORMAT = "cdarts-latency-table"
@@ -358,3 +359,18 @@ def parse_duration_ms(text: str, what: str = "--latency-budget") -> float:
                 return value
             break
     raise LatencyTableError(f"{what} {text!r}: expected a positive duration such as 12ms, 800us or 0.012s")
+
+
+def describe(table: LatencyTable, path: str | os.PathLike) -> dict[str, Any]:
+    """What a result needs to say about the table it used, without the machine's path: the file's name and
+    SHA-256, runtime, input, base, the machine and conditions it was measured under, and its correction."""
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    cond = table.conditions
+    correction = table.correction or {}
+    return {"file": os.path.basename(os.fspath(path)), "sha256": digest, "runtime": table.runtime,
+            "input_shape": [table.batch, 3, table.input_size, table.input_size], "network": dict(table.network),
+            "cpu": cond.get("cpu"), "threads": cond.get("threads"), "load": cond.get("load"),
+            "measurement": cond.get("measurement"),
+            "correction": {k: correction.get(k) for k in ("mode", "scale", "offset_ms", "children")}
+            if correction else None}

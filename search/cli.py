@@ -39,8 +39,9 @@ from cdarts_deploy.commands.args import (
 )
 from cdarts_deploy.data.distributed import DistContext, init_distributed, shutdown
 from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotype, require_runtime
-from cdarts_deploy.deploy.versions import cpu_load
+from cdarts_deploy.deploy.versions import cpu_load, cpu_model
 from cdarts_deploy.errors import UserError
+from cdarts_deploy.latency_table_format import describe as describe_table
 
 from .cell_space import CellSpace
 from .chain_space import ChainSpace, load_latency_table
@@ -208,20 +209,23 @@ def measure_final_latency(cfg: SearchConfig, space: Any, genotype: Any, out: Pat
     threads = int(settings.get("threads") or 0)
     warmup, iters = max(10, int(settings.get("warmup", 10))), max(50, int(settings.get("iters", 50)))
     with PartTimer(table.runtime, threads=threads, warmup=warmup, iters=iters, rounds=int(settings.get("rounds", 5)),
-                   exporter=settings.get("exporter") or "torchscript") as timer:
+                   exporter=settings.get("exporter") or "torchscript", clock=settings.get("clock") or "wall") as timer:
         measured = measure_genotype(genotype, table, timer)
     predicted = table.predict_ms(genotype)
     budget = latency_budget_ms(cfg) or None
     error = (table.correction or {}).get("after", {}).get("max_rel_error")
     report = {
-        "format": "cdarts-search-latency", "version": 1, "runtime": table.runtime, "table": str(cfg.latency_table),
+        "format": "cdarts-search-latency", "version": 1, "runtime": table.runtime,
+        "table": describe_table(table, cfg.latency_table),  # name, digest, conditions: never the machine's path
+        "cpu": cpu_model(),
         "input_shape": [table.batch, 3, table.input_size, table.input_size], "threads": threads or None,
         "predicted_ms": round(predicted, 5), "measured_ms": round(measured, 5),
         "relative_error": round((predicted - measured) / measured, 5), "budget_ms": budget,
         "table_max_rel_error": error,
         "within_budget": None if budget is None else measured <= budget * (1 + (error or 0)),
         "within_budget_note": "measured <= budget * (1 + the table's max relative error on its validation children)",
-        "statistic": f"median of {iters} runs after {warmup} warm-up runs", "load": cpu_load(),
+        "statistic": f"median of {iters} runs after {warmup} warm-up runs",
+        "clock": settings.get("clock") or "wall", "load": cpu_load(),
     }
     write_text(out / LATENCY_FILE, json.dumps(report, indent=2) + "\n")
     return report

@@ -133,6 +133,18 @@ def test_model_quality_statistics_match_scipy():
     err = latency_stats.relative_errors([1.1, 1.8], [1.0, 2.0])
     assert err["mean_rel_error"] == pytest.approx(0.1) and err["max_rel_error"] == pytest.approx(0.1)
     assert err["mean_signed_rel_error"] == pytest.approx(0.0)
+    assert err["within_5pct"] == 0.0 and err["within_10pct"] == 1.0  # both exactly 10% off
+
+
+def test_within_shares_count_each_prediction_against_its_own_measurement():
+    measured = [10.0, 20.0, 40.0, 80.0]
+    predicted = [10.4, 21.5, 44.8, 80.0]  # 4%, 7.5%, 12%, 0%
+    assert latency_stats.within_shares(predicted, measured) == {"within_5pct": 0.5, "within_10pct": 0.75}
+    # relative to the measured latency, not the predicted one: 0.85 is 8.5% of 10 but 9.3% of 9.15
+    assert latency_stats.within_shares([9.15], [10.0], (0.09,)) == {"within_9pct": 1.0}
+    assert latency_stats.within_shares([10.0], [9.15], (0.09,)) == {"within_9pct": 0.0}
+    with pytest.raises(ValueError):
+        latency_stats.within_shares([], [])
 
 
 @pytest.mark.parametrize("text, ms", [("12ms", 12.0), ("12", 12.0), ("0.012s", 12.0), ("800us", 0.8),
@@ -241,25 +253,59 @@ def test_parts_are_timed_in_interleaved_rounds(monkeypatch):
     """Every part gets ``iters`` timed runs in total, split over the rounds, parts visited in turn."""
     import cdarts_deploy.deploy.latency_measure as lm
 
-    sessions, ran, calls = [], [], []
+    sessions, calls = [], []
 
     def fake_session(path, threads=None):
         sessions.append(object())
         return sessions[-1]
 
-    def fake_time_host(step, warmup, iters):
-        step()  # runs the part's session once: tells which part this is
-        part = sessions.index(ran[-1])
+    def fake_time_ort(sess, x, warmup, iters):
+        part = sessions.index(sess)
         calls.append((part, warmup, iters))
-        return [1.0 + part] * iters
+        return [(1.0 + part, 0.5 + part, 0.5 + part)] * iters  # (wall, thread CPU, process CPU)
 
     monkeypatch.setattr(lm, "export_onnx", lambda module, path, shape, **kw: open(path, "wb").close())
     monkeypatch.setattr(lm.ort_sessions, "session", fake_session)
-    monkeypatch.setattr(lm.ort_sessions, "run", lambda sess, batch: ran.append(sess))
-    monkeypatch.setattr(lm, "time_host", fake_time_host)
+    monkeypatch.setattr(lm, "_time_ort", fake_time_ort)
     parts = [(torch.nn.Identity(), (1, 3, 8, 8)), (torch.nn.Identity(), (1, 3, 8, 8))]
     with lm.PartTimer("onnxruntime-cpu", threads=1, warmup=6, iters=10, rounds=3) as timer:
         assert timer.time_all(parts) == [1.0, 2.0]
+        assert timer.medians == {"wall": [1.0, 2.0], "cpu": [0.5, 1.5]}
     assert [c[0] for c in calls] == [0, 1, 0, 1, 0, 1]  # round by round
     assert [c[1] for c in calls] == [6, 6, 2, 2, 2, 2]  # full warm-up first, a short one in later rounds
     assert sum(c[2] for c in calls if c[0] == 0) == 10 and sum(c[2] for c in calls if c[0] == 1) == 10
+
+
+def test_cpu_clock_times_onnxruntime_on_the_calling_thread(single_torch_thread):
+    """One intra-op thread computes on the calling thread: its CPU time is at most the elapsed time, and both
+    clocks come from the same runs."""
+    from cdarts_deploy.deploy.latency_measure import PartTimer
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3))
+    with PartTimer("onnxruntime-cpu", threads=1, warmup=2, iters=8, rounds=2, clock="cpu") as timer:
+        cpu = timer.time_all([(conv, (1, 3, 64, 64))])
+        assert timer.settings()["clock"] == "cpu"
+    assert cpu == timer.medians["cpu"] and 0 < cpu[0] <= timer.medians["wall"][0] * 1.02 + 0.05
+
+
+def test_cpu_clock_refuses_other_threads_and_runtimes():
+    from cdarts_deploy.deploy import latency_measure as lm
+    from cdarts_deploy.errors import UserError
+
+    for threads in (0, 2):  # the runtime's default or several intra-op threads: work leaves the calling thread
+        with pytest.raises(UserError, match="--threads 1"):
+            lm.PartTimer("onnxruntime-cpu", threads=threads, clock="cpu")
+    with pytest.raises(UserError, match="use one of wall, cpu"):
+        lm.PartTimer("onnxruntime-cpu", threads=1, clock="gpu")
+    # runs whose process CPU time exceeds the timing thread's: the runtime computed elsewhere, refused
+    lm._check_one_thread([[(10.0, 9.8, 10.0)] * 5])
+    with pytest.raises(UserError, match="other threads"):
+        lm._check_one_thread([[(10.0, 5.0, 10.0)] * 5, [(10.0, 9.8, 10.0)] * 5])
+
+
+def test_command_cpu_clock_with_several_threads_is_one_line_exit_2(tmp_path, capsys):
+    argv = [a for a in TINY_ARGS if a not in ("--threads", "1")]
+    assert table_main([*argv, "--threads", "2", "--clock", "cpu", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--clock cpu" in err[0], err
+    assert not (tmp_path / "t").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -156,6 +157,11 @@ def test_budgeted_search_meets_the_budget_and_a_tighter_budget_is_faster(tmp_pat
         assert report["relative_error"] == pytest.approx((report["predicted_ms"] - measured) / measured, abs=1e-3)
         allowance = budget * (1 + (report["table_max_rel_error"] or 0))
         assert report["within_budget"] == (measured <= allowance)
+        # the report names the table by file name, digest and conditions, never by a path of this machine
+        assert str(tmp_path) not in json.dumps(report) and str(table_path.parent) not in json.dumps(report)
+        assert report["table"]["file"] == table_path.name
+        assert report["table"]["sha256"] == hashlib.sha256(table_path.read_bytes()).hexdigest()
+        assert report["table"]["threads"] == doc["conditions"]["threads"] and report["cpu"]
         rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()]
         assert all("child_latency_ms" in r and "expected_latency_ms" in r for r in rows)  # logged every epoch
         assert rows[-1]["budget_latency_ms"] == pytest.approx(budget, rel=1e-5) and "arch_cost" in rows[-1]

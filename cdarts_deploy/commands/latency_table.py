@@ -8,7 +8,8 @@
 
 Every (block position, candidate) of the base, plus the stem, fixed blocks and head, is timed in
 isolation at the input shape it has in the network (median of ``--iters`` runs after ``--warmup``, the
-runs split into ``--rounds`` rounds that visit every part in turn).
+runs split into ``--rounds`` rounds that visit every part in turn; ``--clock cpu`` with ``--threads 1`` times the
+CPU time of ONNX Runtime's one thread instead of elapsed time, for a machine that other processes share).
 ``--validate N`` also measures N random children end to end (spread from the cheapest to the dearest
 corner of the space, so that the fit sees its whole range), reports how well the sum of the table
 predicts them (Spearman rank correlation, mean/max relative error) and stores a linear correction
@@ -43,7 +44,9 @@ from cdarts_deploy.commands.args import (
     square_size,
 )
 from cdarts_deploy.deploy.latency_measure import (
+    CLOCKS,
     PartTimer,
+    check_clock,
     correction_from,
     measure_chain_table,
     random_children,
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="interleaved rounds the runs of every part are split into, so that load from other "
                         "processes falls on all parts alike (default 5)")
+    p.add_argument("--clock", choices=CLOCKS, default="wall",
+                   help="wall: elapsed time (default); cpu: CPU time of the timing thread, for onnxruntime-cpu with "
+                        "--threads 1 on a machine other processes share (time they take the core is not counted)")
     p.add_argument("--validate", type=non_negative_int, default=0,
                    help="measure this many random children end to end and store a fitted correction (default 0)")
     p.add_argument("--correction", choices=CORRECTIONS, default="scale",
@@ -109,12 +115,13 @@ def run(args: argparse.Namespace) -> int:
     if args.input_size < 32:
         raise UsageError(f"--input-size {args.input_size}: must be at least 32 (the chain networks reduce by 32)")
     require_runtime(args.runtime)  # before any work: a machine without the runtime says so in one line
+    check_clock(args.clock, args.runtime, args.threads)
     base = base_from_option(args.base)
     out = _check_out(args.out)  # after the other checks: bad input creates no folder
     network = {"num_classes": args.num_classes, "stem_channels": args.stem_channels,
                "head_channels": args.head_channels}
     with PartTimer(args.runtime, threads=args.threads, warmup=args.warmup, iters=args.iters,
-                   exporter=args.exporter, rounds=args.rounds) as timer:
+                   exporter=args.exporter, rounds=args.rounds, clock=args.clock) as timer:
         table = measure_chain_table(base, network, args.input_size, args.batch_size, timer, progress=args.progress)
         print(f"{len(table.blocks)} searchable blocks x {len(table.blocks[0].ms)} candidates + "
               f"{len(table.fixed)} fixed parts on {args.runtime}; fixed parts {table.fixed_ms():.3f} ms")

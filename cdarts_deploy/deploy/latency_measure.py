@@ -13,6 +13,9 @@ timed alone at the input shape it receives inside the network:
 
 A part's latency is the median of ``iters`` timed runs after ``warmup`` untimed ones
 (:mod:`cdarts_deploy.deploy.timing`).  Weights are random: latency does not depend on their values.
+On ``onnxruntime-cpu`` every run is timed on two clocks: wall time, and the CPU time of the calling thread
+(``clock="cpu"``, for one intra-op thread only: ONNX Runtime then computes on the calling thread, so its CPU
+time is the latency of an unshared core, untouched by other processes that take the core in between).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -46,16 +50,20 @@ from cdarts_deploy.latency_table_format import (
 from . import ort as ort_sessions
 from .onnx_graph import export_onnx
 from .precision import to_fp16
-from .timing import summarize, time_cuda, time_host
+from .timing import summarize, time_cuda
 from .trt import build_engine, require_tensorrt
 from .trt_runner import TensorRTRunner
 from .versions import conditions as run_conditions
 
-__all__ = ["RuntimeUnavailable", "require_runtime", "PartTimer", "chain_network", "chain_parts",
-           "measure_chain_table", "random_children", "measure_genotype", "measure_genotypes", "validate_table",
-           "correction_from"]
+__all__ = ["CLOCKS", "RuntimeUnavailable", "require_runtime", "check_clock", "PartTimer", "chain_network",
+           "chain_parts", "measure_chain_table", "random_children", "measure_genotype", "measure_genotypes",
+           "validate_table", "correction_from"]
 
 PRECISION = {"onnxruntime-cpu": "fp32", "tensorrt-fp16": "fp16", "torch-cuda": "fp32"}
+#: wall: perf_counter; cpu: CPU time of the calling thread (onnxruntime-cpu with one intra-op thread).
+CLOCKS = ("wall", "cpu")
+#: Process CPU time above the calling thread's by more than this share: work ran on other threads.
+_OTHER_THREADS = 0.05
 
 
 class RuntimeUnavailable(UserError):
@@ -89,6 +97,15 @@ class _Head(nn.Module):
         return self.classifier(self.flatten(x))
 
 
+def check_clock(clock: str, runtime: str, threads: int) -> None:
+    """Return if ``clock`` can time ``runtime`` with ``threads`` intra-op threads; otherwise one UserError line."""
+    if clock not in CLOCKS:
+        raise UserError(f"clock {clock!r}: use one of {', '.join(CLOCKS)}")
+    if clock == "cpu" and (runtime != "onnxruntime-cpu" or threads != 1):
+        raise UserError("--clock cpu times the calling thread: it needs --runtime onnxruntime-cpu and --threads 1 "
+                        f"(got {runtime}, {threads or 'default'} threads); use --clock wall otherwise")
+
+
 class PartTimer:
     """Median latency (ms) of modules at their input shapes on one runtime; files go to a temporary folder.
 
@@ -96,13 +113,17 @@ class PartTimer:
     ``rounds`` interleaved rounds of ``iters / rounds`` runs each (``warmup`` untimed runs before a part's
     first round, ``warmup / rounds`` before each later one), and keeps the median of each part's runs: load
     from other processes that comes and goes then falls on every part alike instead of on whichever
-    part was being timed.
+    part was being timed.  ``clock`` picks the medians returned (see the module docstring); on ONNX Runtime
+    :attr:`medians` holds both clocks' medians of the last :meth:`time_all`.
     """
 
     def __init__(self, runtime: str, threads: int = 0, warmup: int = 10, iters: int = 50,
-                 exporter: str = "torchscript", rounds: int = 5) -> None:
+                 exporter: str = "torchscript", rounds: int = 5, clock: str = "wall") -> None:
         require_runtime(runtime)
+        check_clock(clock, runtime, threads)
         self.runtime, self.threads, self.warmup, self.iters, self.exporter = runtime, threads, warmup, iters, exporter
+        self.clock = clock
+        self.medians: dict[str, list[float]] = {}
         self.rounds = max(1, min(rounds, iters))
         self._dir = tempfile.TemporaryDirectory(prefix="cdarts-latency-")
         self._count = 0
@@ -119,6 +140,7 @@ class PartTimer:
     def settings(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "precision": PRECISION[self.runtime], "threads": self.threads or None,
                 "warmup": self.warmup, "iters": self.iters, "rounds": self.rounds, "statistic": "median",
+                "clock": self.clock,
                 "exporter": self.exporter if self.runtime != "torch-cuda" else None}
 
     def _onnx(self, module: nn.Module, shape: Sequence[int]) -> Path:
@@ -135,7 +157,7 @@ class PartTimer:
             sess = ort_sessions.session(path, threads=self.threads or None)
             path.unlink()
             x = np.random.default_rng(0).standard_normal(tuple(shape)).astype(np.float32)
-            return lambda warmup, iters: time_host(lambda: ort_sessions.run(sess, x), warmup, iters)
+            return lambda warmup, iters: _time_ort(sess, x, warmup, iters)
         if self.runtime == "tensorrt-fp16":
             return self._prepare_tensorrt(module, shape)
         return self._prepare_torch_cuda(module, shape)
@@ -146,7 +168,7 @@ class PartTimer:
         runs = []
         for module, shape in parts:
             runs.append(self.prepare(module, shape))
-        times: list[list[float]] = [[] for _ in runs]
+        times: list[list[Any]] = [[] for _ in runs]
         per_round = -(-self.iters // self.rounds)
         for r in range(self.rounds):
             for k, run in enumerate(runs):
@@ -154,6 +176,12 @@ class PartTimer:
                 times[k] += run(warmup, min(per_round, self.iters - len(times[k])))
                 if progress and r == self.rounds - 1:
                     progress()
+        if times and times[0] and isinstance(times[0][0], tuple):  # ONNX Runtime: (wall, thread, process) ms
+            if self.clock == "cpu":
+                _check_one_thread(times)
+            self.medians = {clock: [summarize([run[c] for run in t], int(shape[0]), self.warmup).median_ms
+                                    for t, (_, shape) in zip(times, parts)] for c, clock in enumerate(CLOCKS)}
+            return self.medians[self.clock]
         return [summarize(t, int(shape[0]), self.warmup).median_ms for t, (_, shape) in zip(times, parts)]
 
     def __call__(self, module: nn.Module, shape: Sequence[int]) -> float:
@@ -179,6 +207,28 @@ class PartTimer:
                 module(x)
 
         return lambda warmup, iters: time_cuda(step, warmup, iters)
+
+
+def _time_ort(sess: Any, x: np.ndarray, warmup: int, iters: int) -> list[tuple[float, float, float]]:
+    """(wall, calling thread's CPU, process CPU) milliseconds of ``iters`` runs after ``warmup``."""
+    for _ in range(warmup):
+        ort_sessions.run(sess, x)
+    runs = []
+    for _ in range(iters):
+        wall, thread, process = time.perf_counter(), time.thread_time(), time.process_time()
+        ort_sessions.run(sess, x)
+        runs.append(((time.perf_counter() - wall) * 1e3, (time.thread_time() - thread) * 1e3,
+                     (time.process_time() - process) * 1e3))
+    return runs
+
+
+def _check_one_thread(times: Sequence[Sequence[tuple[float, float, float]]]) -> None:
+    """Refuse CPU-clock timings when the process spent CPU time beyond the calling thread (work elsewhere)."""
+    thread = math.fsum(run[1] for t in times for run in t)
+    process = math.fsum(run[2] for t in times for run in t)
+    if process > thread * (1 + _OTHER_THREADS) + 1.0:
+        raise UserError(f"--clock cpu: the process used {process:.0f} ms of CPU time while the timing thread used "
+                        f"{thread:.0f} ms, so ONNX Runtime computed on other threads too; use --clock wall")
 
 
 # -- the chain network's parts ------------------------------------------------------------------------------
