@@ -4,8 +4,8 @@ The pool (:class:`search.eval_pool.WeightPool`) holds the weights and SGD moment
 of every ``(cell, node, input, operation)`` the deep evaluation network has ever
 used.  When the genotype changes, a fresh :class:`backbones.darts_net.DartsNet` is
 built, its edge operations are filled from the pool (both operations of every node)
-and the genotype-independent parts (cell preprocessing, classifier, embedding
-heads) carry over by name.
+and the genotype-independent parts (cell preprocessing, classifier) carry over by
+name.  The embedding heads belong to the space (shared with the search network).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from backbones.darts_net import DartsNet
 from backbones.depthwise_conv import use_faster_depthwise_backward
 from cdarts_deploy.genotype import CellGenotype
 
-from .distill import EmbeddingHead
 from .eval_pool import WeightPool
 
 
@@ -28,21 +27,17 @@ def edge_key(cell: int, node: int, src: int, op: str) -> str:
 
 
 class EvalBranch(nn.Module):
-    """A DartsNet plus one embedding head per stage tap; ``forward`` returns ``(logits, levels)``.
+    """A DartsNet whose ``forward`` returns ``(logits, stage_features)``: the last ``levels`` feature taps."""
 
-    ``levels`` are the head logits of every stage output followed by the final logits.
-    """
-
-    def __init__(self, net: DartsNet, heads: nn.ModuleList) -> None:
+    def __init__(self, net: nn.Module, levels: int) -> None:
         super().__init__()
         self.net = net
-        self.heads = heads
+        self.levels = levels
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         final, feats = self.net.forward_intermediates(x)
-        feats = feats[-len(self.heads):]  # ImageNet layout also taps stem0; the heads follow the cell taps
-        logits = self.net.forward_head(final)
-        return logits, [h(f) for h, f in zip(self.heads, feats)] + [logits]
+        feats = feats[-self.levels:]  # ImageNet layout also taps stem0; the levels are the cell taps
+        return self.net.forward_head(final), feats
 
 
 class EvalPool(WeightPool):
@@ -61,11 +56,10 @@ class EvalPool(WeightPool):
         num_classes: int,
         shared_stem: dict[str, nn.Module] | None = None,
         seed: int = 0,
-        head_mid: int = 128,
-        head_embed: int = 768,
+        levels: int = 3,
     ) -> None:
         super().__init__()
-        self.head_sizes = dict(mid=head_mid, embed=head_embed)
+        self.levels = levels
         self.layout, self.width, self.cells, self.num_classes = layout, width, cells, num_classes
         self.shared_stem = shared_stem or {}
         self.seed = seed
@@ -91,19 +85,14 @@ class EvalPool(WeightPool):
             torch.manual_seed(self.seed * 100003 + build_id)
             net = DartsNet(genotype, layout=self.layout, width=self.width, cells=self.cells,
                            num_classes=self.num_classes)
-            heads = nn.ModuleList(EmbeddingHead(net.cells[i].out_channels, self.num_classes, **self.head_sizes)
-                                  for i in _cell_taps(net))
         for name, module in self.shared_stem.items():
             setattr(net, name, module)
         if device.type == "cpu":
             use_faster_depthwise_backward(net)  # same parameter names, so inheriting from the pool is unchanged
         self.genotype = genotype
-        return self.adopt(EvalBranch(net, heads).to(device))
+        return self.adopt(EvalBranch(net, self.levels).to(device))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.genotype = None
 
-
-def _cell_taps(net: DartsNet) -> list[int]:
-    return [i for i in net.feature_cells if i >= 0]

@@ -16,14 +16,14 @@ from .cell_discretize import count_op, discretize
 from .cell_eval import EvalPool
 from .cell_supernet import SearchNetwork
 from .config import SearchConfig
-from .distill import EmbeddingHead
+from .distill import EmbeddingHeads
 from .errors import SearchInputError
 from .regularization import l1_penalty
 from .space import PooledSpace, alpha_entropy
 
 
 class CellSpace(PooledSpace):
-    """Search network, student embedding heads, discretization and the evaluation-network pool."""
+    """Search network, the embedding heads of both networks, discretization and the evaluation-network pool."""
 
     def __init__(self, cfg: SearchConfig, num_classes: int, layout: str, input_size: int, device: torch.device) -> None:
         self.cfg, self.layout, self.num_classes, self.input_size = cfg, layout, num_classes, input_size
@@ -41,14 +41,18 @@ class CellSpace(PooledSpace):
                                         cfg.learn_beta).to(device)
         if device.type == "cpu":
             use_faster_depthwise_backward(self.search_net)  # before any optimizer sees the parameters
-        self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes, cfg.head_mid, cfg.head_embed)
-                                           for c in self.search_net.tap_channels).to(device)
-        share = cfg.share_stem and cfg.eval_width == cfg.width
+        # one set of heads for both networks: equal stage widths (DartsNet and the search cells both concatenate
+        # four nodes, so equal --width and --eval-width give equal stage channels)
+        if cfg.eval_width != cfg.width:
+            raise SearchInputError(f"--eval-width {cfg.eval_width}: the embedding heads are shared by both networks, "
+                                   f"so the evaluation network needs the search width; set it to --width {cfg.width}")
+        self.heads = EmbeddingHeads(self.search_net.tap_channels, num_classes, cfg.head_mid,
+                                    cfg.head_embed).to(device)
         self.pool = EvalPool(layout, cfg.eval_width, cfg.eval_cells, num_classes,
-                             shared_stem=self.search_net.stem_modules() if share else None, seed=cfg.seed,
-                             head_mid=cfg.head_mid, head_embed=cfg.head_embed)
+                             shared_stem=self.search_net.stem_modules() if cfg.share_stem else None, seed=cfg.seed,
+                             levels=len(self.heads))
         self.device = device
-        self.levels = len(self.search_net.tap_cells) + 1
+        self.levels = len(self.heads)
 
     @property
     def reg_ops(self) -> list[str]:
@@ -82,7 +86,7 @@ class CellSpace(PooledSpace):
         return None  # no cost term in the cell space yet
 
     def bn_modules(self) -> list[nn.Module]:
-        return [self.search_net, self.student_heads]
+        return [self.search_net, self.heads]
 
     def stats(self, genotype: CellGenotype) -> dict[str, Any]:
         return {

@@ -29,7 +29,7 @@ from .chain_cost import CostModel, budget_band, budget_penalty
 from .chain_supernet import ChainSupernet, MixedInvertedResidual, forward_levels
 from .checkpoint import save_checkpoint
 from .config import SearchConfig, latency_budget_ms
-from .distill import EmbeddingHead
+from .distill import EmbeddingHeads
 from .errors import SearchInputError
 from .eval_pool import WeightPool
 from .space import PooledSpace, alpha_entropy
@@ -46,24 +46,22 @@ def choices_of(supernet: ChainSupernet, genotype: ChainGenotype) -> list[int]:
 
 
 class ChainBranch(nn.Module):
-    """A timm chain network plus one embedding head per tapped stage; ``forward`` returns ``(logits, levels)``."""
+    """A timm chain network; ``forward`` returns ``(logits, features of the tapped stages)``."""
 
-    def __init__(self, net: nn.Module, heads: nn.ModuleList, taps: tuple[int, ...], choices: list[int]) -> None:
+    def __init__(self, net: nn.Module, taps: tuple[int, ...], choices: list[int]) -> None:
         super().__init__()
-        self.net, self.heads, self.taps, self.choices = net, heads, taps, list(choices)
+        self.net, self.taps, self.choices = net, taps, list(choices)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        logits, feats = forward_levels(self.net, x, self.taps)
-        return logits, [h(f) for h, f in zip(self.heads, feats)] + [logits]
+        return forward_levels(self.net, x, self.taps)
 
 
 class ChainEvalPool(WeightPool):
     """w_E of successive chain children; parts are ``(stage, block, candidate)``."""
 
-    def __init__(self, supernet: ChainSupernet, head_mid: int, head_embed: int, seed: int) -> None:
+    def __init__(self, supernet: ChainSupernet, seed: int) -> None:
         super().__init__()
         self.supernet, self.seed = supernet, seed
-        self.head_sizes = dict(mid=head_mid, embed=head_embed)
         self._source: dict[str, torch.Tensor] = {}
 
     def parts(self, branch: nn.Module) -> Iterator[tuple[str, str, nn.Module]]:
@@ -88,9 +86,7 @@ class ChainEvalPool(WeightPool):
             torch.manual_seed(self.seed * 100003 + build_id)
             net = create_chain_model(genotype, num_classes=num_classes)
             use_faster_depthwise_backward(net)  # trained here on CPU: the faster depthwise backward
-            heads = nn.ModuleList(EmbeddingHead(c, num_classes, **self.head_sizes)
-                                  for c in self.supernet.tap_channels)
-        branch = ChainBranch(net, heads, self.supernet.taps, choices).to(device)
+        branch = ChainBranch(net, self.supernet.taps, choices).to(device)
         self._source = self.supernet.net.state_dict()
         try:
             return self.adopt(branch)
@@ -112,7 +108,7 @@ def load_latency_table(cfg: SearchConfig) -> lt.LatencyTable | None:
 
 
 class ChainSpace(PooledSpace):
-    """Supernet, student heads, cost models and the evaluation-network pool of the chain space.
+    """Supernet, the shared embedding heads, cost models and the evaluation-network pool of the chain space.
 
     ``cost`` is the multiply-add model; ``latency`` the latency model of ``--latency-table`` (or None);
     ``budget_cost`` the one the budget applies to, with ``budget`` in its unit (0: no budget).
@@ -131,9 +127,8 @@ class ChainSpace(PooledSpace):
                                           alpha_init_std=cfg.alpha_init_std).to(device)
         except ValueError as exc:
             raise SearchInputError(f"--base {cfg.base}: {exc}") from None
-        heads = dict(mid=cfg.head_mid, embed=cfg.head_embed)
-        self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes, **heads)
-                                           for c in self.supernet.tap_channels).to(device)
+        # one set of heads for both networks: a child has the supernet's stage widths
+        self.heads = EmbeddingHeads(self.supernet.tap_channels, num_classes, cfg.head_mid, cfg.head_embed).to(device)
         self.cost = CostModel(self.supernet, input_size)
         self.latency_table = load_latency_table(cfg)
         self.latency: CostModel | None = None
@@ -154,8 +149,8 @@ class ChainSpace(PooledSpace):
                 unit = "ms on the latency table" if cfg.latency_budget else "multiply-adds"
                 raise SearchInputError(f"{flag}: below the cheapest child of this space ({lo:.4g} {unit}); "
                                        "give at least that much")
-        self.pool = ChainEvalPool(self.supernet, cfg.head_mid, cfg.head_embed, cfg.seed)
-        self.levels = len(self.supernet.taps) + 1
+        self.pool = ChainEvalPool(self.supernet, cfg.seed)
+        self.levels = len(self.heads)
 
     @property
     def search_module(self) -> nn.Module:
@@ -168,8 +163,7 @@ class ChainSpace(PooledSpace):
         return self.supernet(x)
 
     def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        logits, feats = self.supernet.forward_with_levels(x)
-        return logits, [h(f) for h, f in zip(self.student_heads, feats)] + [logits]
+        return self.supernet.forward_with_levels(x)
 
     def choices(self) -> list[int]:
         if self.budget:
@@ -190,7 +184,7 @@ class ChainSpace(PooledSpace):
         return self.cfg.budget_weight * budget_penalty(expected, self.budget_target)
 
     def bn_modules(self) -> list[nn.Module]:
-        return [self.supernet, self.student_heads]
+        return [self.supernet, self.heads]
 
     def stats(self, genotype: ChainGenotype) -> dict[str, Any]:
         choices = choices_of(self.supernet, genotype)

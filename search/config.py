@@ -62,10 +62,12 @@ class SearchConfig:
     distill_temperature: float = option(2.0, "T of the soft targets")
     distill_loss: str = option("kl", "kl (paper) or the reference's cosine, mse, smooth_l1",
                              choices=("kl", "cosine", "mse", "smooth_l1"))
-    level_weights: str = option("", "comma-separated fixed weight per distillation level, stage heads first and "
-                              "the final logits last (empty: uniform; paper Eq. 10 sums the levels)")
+    level_weights: str = option("", "comma-separated fixed weight per distillation level, one per network stage "
+                              "from the first (empty: uniform; paper Eq. 10 sums the levels)")
     detach_teacher: bool = option(False, "stop the distillation gradient at the evaluation network (paper: it flows)")
-    head_ce_weight: float = option(1.0, "cross-entropy weight of the evaluation network's embedding heads")
+    head_ce_weight: float = option(0.0, "cross-entropy weight of the embedding heads on the evaluation network's "
+                                 "stage features (0: the heads stay fixed random projections, as in the paper's "
+                                 "reference code with fixed heads; the distillation never trains them)")
     head_mid: int = option(128, "embedding heads: width of the 1x1 conv")
     head_embed: int = option(768, "embedding heads: width of the 2x2 conv")
     reg_lambda: float = option(5.0, "lambda': start value of the L1 skip regularization (0 switches it off)")
@@ -214,8 +216,8 @@ def level_weights(cfg: SearchConfig, levels: int) -> list[float] | None:
     except ValueError:
         raise SearchInputError(f"--level-weights {text!r}: expected comma-separated numbers") from None
     if len(values) != levels or any(not v >= 0 for v in values) or sum(values) <= 0:
-        raise SearchInputError(f"--level-weights {text!r}: expected {levels} non-negative numbers (one per stage "
-                               "head, then the final logits), not all zero")
+        raise SearchInputError(f"--level-weights {text!r}: expected {levels} non-negative numbers (one per network "
+                               "stage), not all zero")
     return values
 
 

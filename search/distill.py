@@ -1,8 +1,13 @@
 """Introspective distillation (Eq. 9-10): embedding heads and the multi-level soft-target loss.
 
-Space-agnostic: both the cell search and the chain search feed it lists of logits,
-one per level (stage embeddings, then the final classifier), from the student
-(search network) and the teacher (evaluation network).
+Space-agnostic: every space taps one feature map per network stage in both networks; one set of
+embedding heads (:class:`EmbeddingHeads`), shared by the two networks, projects each stage's map to
+class logits, and the loss compares the student's (search network) and the teacher's (evaluation
+network) logits level by level.
+
+The heads are projections, never trained on the distillation loss: a head that learns to shrink the
+loss can drive it to zero (identical outputs for any input) while the architecture stays where it
+was.  :meth:`EmbeddingHeads.project` therefore passes gradient to the features only.
 """
 
 from __future__ import annotations
@@ -62,6 +67,45 @@ class EmbeddingHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's output with its parameters held constant: the gradient reaches ``x`` only, and the
+        BatchNorm running statistics are left as they are (training mode normalises with batch statistics)."""
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                x = F.conv2d(x, m.weight.detach(), None, m.stride, m.padding)
+            elif isinstance(m, nn.BatchNorm2d):
+                x = F.batch_norm(x, m.running_mean, m.running_var, m.weight.detach(), m.bias.detach(),
+                                 training=m.training, momentum=0.0, eps=m.eps)
+            else:
+                x = m(x)
+        return F.linear(x, self.classifier.weight.detach(), self.classifier.bias.detach())
+
+
+class EmbeddingHeads(nn.ModuleList):
+    """One :class:`EmbeddingHead` per stage tap, shared by the search and the evaluation network.
+
+    :meth:`project` gives the distillation levels (no gradient to the heads); the heads learn only
+    through :meth:`classification_loss`, the optional cross-entropy of the evaluation network's
+    stage logits.  Without it they stay fixed random projections.
+    """
+
+    def __init__(self, channels: Sequence[int], num_classes: int, mid: int = 128, embed: int = 768) -> None:
+        super().__init__(EmbeddingHead(c, num_classes, mid, embed) for c in channels)
+        self.channels = [int(c) for c in channels]
+
+    def _check(self, feats: Sequence[torch.Tensor]) -> None:
+        got = [int(f.shape[1]) for f in feats]
+        if got != self.channels:
+            raise ValueError(f"stage features of {got} channels; the embedding heads take {self.channels}")
+
+    def project(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        self._check(feats)
+        return [h.project(f) for h, f in zip(self, feats)]
+
+    def classification_loss(self, feats: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        self._check(feats)
+        return torch.stack([F.cross_entropy(h(f), y) for h, f in zip(self, feats)]).mean()
 
 
 class MultiLevelDistillation(nn.Module):

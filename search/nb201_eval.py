@@ -2,8 +2,9 @@
 
 Parts are ``(block, edge, operation)``: every operation an edge of the evaluation network has held
 keeps its weights and momentum in the pool while another operation holds the edge.  The
-architecture-independent rest (stem, residual reductions, final BN, classifier, embedding heads)
-carries over by name.  The network is :class:`backbones.nb201_net.Nb201Net`, the benchmark's own.
+architecture-independent rest (stem, residual reductions, final BN, classifier)
+carries over by name; the embedding heads belong to the space (shared with the search network).
+The network is :class:`backbones.nb201_net.Nb201Net`, the benchmark's own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from backbones.nb201_net import Nb201Cell, Nb201Net
 from cdarts_deploy.genotype import Nb201Genotype
 
 from .cell_eval import EvalBranch
-from .distill import EmbeddingHead
 from .eval_pool import WeightPool
 
 
@@ -25,12 +25,12 @@ class Nb201EvalPool(WeightPool):
     """Evaluation networks of successive nb201 genotypes; ``shared_stem`` as in the cell space."""
 
     def __init__(self, width: int, cells: int, num_classes: int, shared_stem: dict[str, nn.Module] | None = None,
-                 seed: int = 0, head_mid: int = 128, head_embed: int = 768) -> None:
+                 seed: int = 0, levels: int = 3) -> None:
         super().__init__()
         self.width, self.cells, self.num_classes = width, cells, num_classes
         self.shared_stem = shared_stem or {}
         self.seed = seed
-        self.head_sizes = dict(mid=head_mid, embed=head_embed)
+        self.levels = levels
         self.genotype: Nb201Genotype | None = None
 
     def parts(self, branch: nn.Module) -> Iterator[tuple[str, str, nn.Module]]:
@@ -49,12 +49,10 @@ class Nb201EvalPool(WeightPool):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 100003 + build_id)
             net = Nb201Net(genotype, width=self.width, cells=self.cells, num_classes=self.num_classes)
-            heads = nn.ModuleList(EmbeddingHead(f["num_chs"], self.num_classes, **self.head_sizes)
-                                  for f in net.feature_info)
         for name, module in self.shared_stem.items():
             setattr(net, name, module)
         self.genotype = genotype
-        return self.adopt(EvalBranch(net, heads).to(device))
+        return self.adopt(EvalBranch(net, self.levels).to(device))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

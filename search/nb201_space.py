@@ -22,7 +22,8 @@ from cdarts_deploy.genotype import NB201_OPS, Nb201Genotype, Nb201Network
 from cdarts_deploy.nats_bench import DATASETS, Accuracy, Benchmark, open_benchmark
 
 from .config import SearchConfig
-from .distill import EmbeddingHead
+from .distill import EmbeddingHeads
+from .errors import SearchInputError
 from .nb201_eval import Nb201EvalPool
 from .nb201_supernet import Nb201SearchNetwork, discretize
 from .runlog import EpochLog
@@ -32,18 +33,20 @@ BENCHMARK_PLOT = "benchmark.png"
 
 
 class Nb201Space(PooledSpace):
-    """Search network, student heads, arg-max discretisation, the evaluation pool and the benchmark look-up."""
+    """Search network, shared embedding heads, arg-max discretisation, evaluation pool, benchmark look-up."""
 
     def __init__(self, cfg: SearchConfig, num_classes: int, input_size: int, device: torch.device) -> None:
         self.cfg, self.num_classes, self.input_size, self.device = cfg, num_classes, input_size, device
         self.search_net = Nb201SearchNetwork(num_classes, cfg.width, cfg.cells).to(device)
-        self.student_heads = nn.ModuleList(EmbeddingHead(c, num_classes, cfg.head_mid, cfg.head_embed)
-                                           for c in self.search_net.tap_channels).to(device)
-        share = cfg.share_stem and cfg.eval_width == cfg.width
+        if cfg.eval_width != cfg.width:  # one set of embedding heads for both networks: equal stage widths
+            raise SearchInputError(f"--eval-width {cfg.eval_width}: the embedding heads are shared by both networks, "
+                                   f"so the evaluation network needs the search width; set it to --width {cfg.width}")
+        self.heads = EmbeddingHeads(self.search_net.tap_channels, num_classes, cfg.head_mid,
+                                    cfg.head_embed).to(device)
         self.pool = Nb201EvalPool(cfg.eval_width, cfg.eval_cells, num_classes,
-                                  shared_stem={"stem": self.search_net.stem} if share else None, seed=cfg.seed,
-                                  head_mid=cfg.head_mid, head_embed=cfg.head_embed)
-        self.levels = len(self.search_net.tap_blocks) + 1
+                                  shared_stem={"stem": self.search_net.stem} if cfg.share_stem else None,
+                                  seed=cfg.seed, levels=len(self.heads))
+        self.levels = len(self.heads)
         self.benchmark: Benchmark | None = open_benchmark(cfg.benchmark) if cfg.benchmark else None
         self._accuracies: dict[int, dict[str, Accuracy] | None] = {}
 
@@ -76,7 +79,7 @@ class Nb201Space(PooledSpace):
         return None
 
     def bn_modules(self) -> list[nn.Module]:
-        return [self.search_net, self.student_heads]
+        return [self.search_net, self.heads]
 
     def stats(self, genotype: Nb201Genotype) -> dict[str, Any]:
         ops = [op for node in genotype.nodes for op in node]

@@ -8,6 +8,7 @@ from typing import Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
 
 
 def set_lr(optimizer: torch.optim.Optimizer | None, lr: float) -> None:
@@ -41,6 +42,23 @@ def buffers_kept(module: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for b, value in saved:
                 b.copy_(value)
+
+
+def stochastic_parts(module: nn.Module) -> list[str]:
+    """Names of the submodules of ``module`` whose training-mode forward draws random numbers: dropout and
+    drop path with a non-zero probability (torch's dropout modules, timm's ``drop_prob`` / ``drop_rate``
+    attributes, ``DartsNet`` cells' ``drop_prob``)."""
+    names = []
+    for name, m in module.named_modules():
+        if not m.training:
+            continue
+        if isinstance(m, _DropoutNd):
+            p = m.p
+        else:
+            p = max(float(getattr(m, "drop_prob", 0.0) or 0.0), float(getattr(m, "drop_rate", 0.0) or 0.0))
+        if p > 0:
+            names.append(name or type(m).__name__)
+    return names
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:

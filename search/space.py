@@ -19,12 +19,15 @@ from torch import nn
 
 from cdarts_deploy.genotype import Genotype
 
+from .distill import EmbeddingHeads
+from .errors import SearchInputError
+
 
 class SearchSpace(Protocol):
-    #: number of distillation levels: one per embedding head, then the final logits
+    #: number of distillation levels: one per network stage (one embedding head each)
     levels: int
-    #: the search network's embedding heads (trained jointly with w_E)
-    student_heads: nn.Module
+    #: the embedding heads, shared by the search and the evaluation network (search.distill.EmbeddingHeads)
+    heads: EmbeddingHeads
     #: weights inherited by the last built evaluation network's parts
     inherited: int
 
@@ -33,9 +36,9 @@ class SearchSpace(Protocol):
     def shared_with_eval(self) -> list[nn.Parameter]: ...  # w_S entries w_E also trains (a shared stem)
     def train(self) -> None: ...  # search network and heads to training mode
     def search_logits(self, x: torch.Tensor) -> torch.Tensor: ...  # the w_S and DARTS steps: no heads
-    def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...  # logits, levels
+    def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...  # logits, stage features
     def derive(self) -> Genotype: ...
-    def build_eval(self, genotype: Genotype, build_id: int) -> nn.Module: ...  # forward -> (logits, levels)
+    def build_eval(self, genotype: Genotype, build_id: int) -> nn.Module: ...  # forward -> (logits, features)
     def eval_optimizer(self, extra: nn.Module, lr: float) -> torch.optim.Optimizer: ...
     def write_back(self, optimizer: torch.optim.Optimizer | None) -> None: ...
     def reg_loss(self) -> torch.Tensor | None: ...  # unscaled Eq. 11 penalty; None: the space has none
@@ -58,12 +61,12 @@ def alpha_entropy(alpha: torch.Tensor) -> float:
 
 class PooledSpace:
     """What every space does the same way: the evaluation network comes from its weight pool, and a checkpoint
-    holds the search network (:attr:`search_module`), the student heads and the pool."""
+    holds the search network (:attr:`search_module`), the embedding heads and the pool."""
 
     cfg: Any
     device: torch.device
     pool: Any  # a search.eval_pool.WeightPool
-    student_heads: nn.Module
+    heads: EmbeddingHeads
 
     @property
     def search_module(self) -> nn.Module:
@@ -81,15 +84,14 @@ class PooledSpace:
 
     def train(self) -> None:
         self.search_module.train()
-        self.student_heads.train()
+        self.heads.train()
 
     # A search network whose forward returns (logits, features at the distillation levels); others override.
     def search_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.search_module(x)[0]
 
     def student(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        logits, feats = self.search_module(x)
-        return logits, [h(f) for h, f in zip(self.student_heads, feats)] + [logits]
+        return self.search_module(x)
 
     def build_eval(self, genotype: Genotype, build_id: int) -> nn.Module:
         return self.pool.build(genotype, self.device, build_id)
@@ -101,20 +103,23 @@ class PooledSpace:
         self.pool.write_back(optimizer)
 
     def state_dict(self) -> dict[str, Any]:
-        return space_state(self.search_module, self.student_heads, self.pool)
+        return space_state(self.search_module, self.heads, self.pool)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_space_state(state, self.search_module, self.student_heads, self.pool)
+        load_space_state(state, self.search_module, self.heads, self.pool)
 
 
-def space_state(search_net: nn.Module, student_heads: nn.Module, pool: Any) -> dict[str, Any]:
+def space_state(search_net: nn.Module, heads: nn.Module, pool: Any) -> dict[str, Any]:
     """A space's part of a search checkpoint: its search network, embedding heads and evaluation weight pool."""
-    return {"search_net": search_net.state_dict(), "student_heads": student_heads.state_dict(),
+    return {"search_net": search_net.state_dict(), "heads": heads.state_dict(),
             "pool": pool.state_dict()}
 
 
-def load_space_state(state: dict[str, Any], search_net: nn.Module, student_heads: nn.Module, pool: Any) -> None:
+def load_space_state(state: dict[str, Any], search_net: nn.Module, heads: nn.Module, pool: Any) -> None:
     """Restore what :func:`space_state` saved."""
+    if "heads" not in state:  # written before the heads were shared by both networks
+        raise SearchInputError("the checkpoint holds per-network embedding heads of an earlier version; "
+                               "start a new --out")
     search_net.load_state_dict(state["search_net"])
-    student_heads.load_state_dict(state["student_heads"])
+    heads.load_state_dict(state["heads"])
     pool.load_state_dict(state["pool"])

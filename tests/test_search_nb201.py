@@ -72,8 +72,9 @@ def test_space_logs_benchmark_accuracy_and_draws_it(tmp_path):
     assert row["bench_ImageNet16-120_valid"] == pytest.approx(30.411, abs=1e-3)
     assert space.reg_loss() is None  # Table 1: no skip-connect L1 term
     branch = space.build_eval(g, 0)
-    logits, levels = branch(torch.randn(2, 3, 16, 16))
-    assert logits.shape == (2, 10) and len(levels) == space.levels == 4
+    logits, feats = branch(torch.randn(2, 3, 16, 16))
+    assert logits.shape == (2, 10) and len(feats) == space.levels == 3
+    assert [f.shape[1] for f in feats] == space.heads.channels  # one set of heads serves both networks
     rows = [dict(epoch=e, **row) for e in range(3)]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     space.finish(g, tmp_path, branch)

@@ -27,6 +27,7 @@ from search.config import SearchConfig, resolved_defaults
 from search.data import SearchData
 from search.epoch_metrics import Meter
 from search.errors import SearchInputError
+from search.param_scopes import stochastic_parts
 from search.trainer import CyclicSearch
 
 SIZE, CLASSES, BATCH = 16, 4, 4
@@ -85,7 +86,7 @@ def _groups(search: CyclicSearch) -> dict[str, list[torch.nn.Parameter]]:
         "alpha": search.space.arch_parameters(),
         "search_only": search.search_only,
         "w_E": [p for p in search.branch.parameters() if id(p) not in shared],
-        "student_heads": list(search.space.student_heads.parameters()),
+        "heads": list(search.space.heads.parameters()),
     }
 
 
@@ -105,9 +106,62 @@ def test_each_update_moves_only_its_own_parameter_groups(tmp_path, space):
     assert _moved(search, lambda: search.weight_step(x, y, Meter())) == {"search_only"}
     # Stage 1: w_E alone
     assert _moved(search, lambda: search.eval_step(x, y, Meter())) == {"w_E"}
-    # Stage 2 (Eq. 8): alpha, w_E and the student heads; never the search-only w_S
-    assert _moved(search, lambda: search.joint_step(x, y, reg=search.reg_at(0), meter=Meter())) == \
-        {"alpha", "w_E", "student_heads"}
+    # Stage 2 (Eq. 8): alpha and w_E; never the search-only w_S, never the embedding heads (fixed projections)
+    assert _moved(search, lambda: search.joint_step(x, y, reg=search.reg_at(0), meter=Meter())) == {"alpha", "w_E"}
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_head_cross_entropy_is_opt_in_and_trains_the_shared_heads(tmp_path, space):
+    assert SearchConfig().head_ce_weight == 0.0
+    search = _with_branch(_search(tmp_path, space, head_ce_weight=1.0))
+    x, y = _batch(search)
+    assert _moved(search, lambda: search.eval_step(x, y, Meter())) == {"w_E", "heads"}
+    assert _moved(search, lambda: search.joint_step(x, y, reg=0.0, meter=Meter())) == {"alpha", "w_E", "heads"}
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_distillation_never_trains_the_embedding_heads(tmp_path, space):
+    """One joint step moves the heads the same with and without the distillation term (only the opt-in head
+    cross-entropy trains them), and alpha differently: the distillation acts on the architecture, not on its
+    own probes."""
+    heads, alphas = [], []
+    for lam in (0.0, 4.0):
+        search = _with_branch(_search(tmp_path / f"l{lam}", space, distill_lambda=lam, head_ce_weight=1.0,
+                                      grad_clip=0.0))  # a shared clipping norm would couple the groups
+        search.joint_step(*_batch(search), reg=0.0, meter=Meter())
+        heads.append(_copy(search.space.heads.parameters()))
+        alphas.append(_copy(search.space.arch_parameters()))
+    for a, b in zip(*heads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(*alphas))
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_distillation_loss_does_not_fall_with_alpha_frozen(tmp_path, space):
+    """With alpha and w_E held still, nothing the distillation may legitimately move can move: repeated joint
+    steps on one batch leave the loss where it was.  Heads trained on the loss would drive it towards 0."""
+    search = _with_branch(_search(tmp_path, space, grad_clip=0.0))
+    x, y = _batch(search)
+    for group in search.opt_alpha.param_groups:
+        group["lr"] = group["weight_decay"] = 0.0
+    w_e = {id(p) for p in search.branch.parameters()}
+    step = search.opt_e.step
+
+    def step_all_but_w_e(*args, **kwargs):  # the optimizer of w_E also holds the heads: those may move
+        for group in search.opt_e.param_groups:
+            for p in group["params"]:
+                if id(p) in w_e:
+                    p.grad = None
+        return step(*args, **kwargs)
+
+    search.opt_e.step = step_all_but_w_e
+    losses = []
+    for _ in range(15):
+        meter = Meter()
+        search.joint_step(x, y, reg=0.0, meter=meter)
+        losses.append(meter.means()["distill_loss"])
+    assert losses[0] > 1e-3
+    assert min(losses) > 0.9 * losses[0], losses
 
 
 @pytest.mark.parametrize("space", SPACES)
@@ -142,8 +196,8 @@ def test_level_weights_stay_fixed_and_every_level_reaches_the_student(tmp_path, 
         search.joint_step(x, y, reg=0.0, meter=Meter())
     levels = search.space.levels
     assert torch.equal(search.distiller.level_weights(), torch.full((levels,), 1.0 / levels))
-    s_logits, s_levels = search.space.student(x)
-    _, e_levels = search.branch(x)
+    s_levels = search.space.heads.project(search.space.student(x)[1])
+    e_levels = search.space.heads.project(search.branch(x)[1])
     weighted = search.distiller.level_weights() * search.distiller.level_losses(s_levels, e_levels)
     alpha = search.space.arch_parameters()
     for i in range(levels):
@@ -184,10 +238,11 @@ def _single_loss_gradients(search: CyclicSearch, x: torch.Tensor, y: torch.Tenso
     search_only = {id(p) for p in search.search_only}
     for p in search.search_only:
         p.requires_grad_(False)
-    s_logits, s_levels = search.space.student(x)
-    e_logits, e_levels = search.branch(x)
-    loss = (F.cross_entropy(s_logits, y) + search._eval_ce(e_levels, y)
-            + search.cfg.distill_lambda * search.distiller(s_levels, e_levels))
+    e_logits, e_feats = search.branch(x)  # first: a stochastic network draws its masks before anything else
+    s_logits, s_feats = search.space.student(x)
+    heads = search.space.heads
+    loss = (F.cross_entropy(s_logits, y) + search._eval_ce(e_logits, e_feats, y)
+            + search.cfg.distill_lambda * search.distiller(heads.project(s_feats), heads.project(e_feats)))
     if reg:
         loss = loss + reg * search.space.reg_loss()
     loss.backward()
@@ -235,6 +290,46 @@ def test_joint_step_in_two_passes_gives_the_gradients_of_the_single_loss(tmp_pat
     # BatchNorm statistics moved once per forward of the loss, not once more for the teacher's replay
     for g, w in zip(got["buffers"], want["buffers"]):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def _make_stochastic(search: CyclicSearch, space: str) -> None:
+    if space == "cell":
+        search.branch.net.set_drop_path(0.3)
+    else:
+        search.branch.net.drop_rate = 0.3  # timm's dropout before the classifier
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_joint_step_with_a_stochastic_evaluation_network_gives_the_single_loss_gradients(tmp_path, space):
+    """A replayed teacher forward would draw other drop-path/dropout masks than the differentiated one; the
+    joint step sees the randomness and differentiates Eq. 8 in one pass, with the masks of one forward."""
+    reference = _with_branch(_search(tmp_path / "one", space, grad_clip=0.0))
+    _make_stochastic(reference, space)
+    x, y = _batch(reference)
+    torch.manual_seed(7)
+    want = _single_loss_gradients(reference, x, y, 0.0)
+    search = _with_branch(_search(tmp_path / "two", space, grad_clip=0.0))
+    _make_stochastic(search, space)
+    assert stochastic_parts(search.branch)
+    torch.manual_seed(7)
+    got = _joint_step_gradients(search, x, y, 0.0)
+    for group in ("alpha", "w_E", "buffers"):
+        assert len(got[group]) == len(want[group])
+        for g, w in zip(got[group], want[group]):
+            assert (g is None) == (w is None)
+            if g is not None:
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_stochastic_parts_names_random_training_modules_only(tmp_path):
+    search = _with_branch(_search(tmp_path))
+    assert stochastic_parts(search.branch) == []  # the default evaluation network: the two-pass step applies
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.0), torch.nn.Dropout(0.1))
+    assert stochastic_parts(net) == ["2"]
+    net.eval()
+    assert stochastic_parts(net) == []  # evaluation mode draws nothing
+    search.branch.net.set_drop_path(0.2)
+    assert stochastic_parts(search.branch)
 
 
 def test_skip_penalty_shrinks_the_skip_alphas(tmp_path):
@@ -318,6 +413,26 @@ def test_resume_into_an_epoch_without_rebuild_is_bit_exact(tmp_path, space):
         _state_equal(a[key], c[key], key)
 
 
+def test_resume_after_the_last_checkpoint_writes_the_final_files_of_the_trained_network(tmp_path):
+    """Killed after the last epoch's checkpoint, before the final files: the resumed run rebuilds the live
+    evaluation network, so child.pth holds the trained w_E, as in the uninterrupted run."""
+    straight = _search(tmp_path / "a", "chain")
+    straight.run()
+    part = _search(tmp_path / "b", "chain")
+    for epoch in range(part.total_epochs):  # run() up to the last checkpoint, then the kill
+        part.run_epoch(epoch, BAR)
+        save_checkpoint(part.checkpoint_state(next_epoch=epoch + 1), tmp_path / "b" / "checkpoint.pt")
+    assert not (tmp_path / "b" / "child.pth").exists()
+    resumed = _search(tmp_path / "c", "chain", seed=1)
+    resumed.load_state(load_checkpoint(tmp_path / "b" / "checkpoint.pt"))
+    assert resumed.rebuilds_at(resumed.start_epoch) and resumed.start_epoch == resumed.total_epochs
+    resumed.run()
+    want = torch.load(tmp_path / "a" / "child.pth", map_location="cpu", weights_only=True)
+    got = torch.load(tmp_path / "c" / "child.pth", map_location="cpu", weights_only=True)
+    _state_equal(want, got, "child.pth")
+    assert (tmp_path / "a" / "genotype.json").read_text() == (tmp_path / "c" / "genotype.json").read_text()
+
+
 def test_checkpoint_round_trip_restores_the_run(tmp_path):
     first = _search(tmp_path / "a")
     first.weight_step(*_batch(first), Meter())
@@ -367,7 +482,7 @@ def test_darts_baseline_moves_alpha_without_an_evaluation_network(tmp_path, spac
 
 
 def test_level_weights_option_is_checked_and_used(tmp_path):
-    search = _search(tmp_path, "cell", level_weights="0,0,1,1")
-    assert search.distiller.level_weights().tolist() == [0.0, 0.0, 0.5, 0.5]
-    with pytest.raises(SearchInputError, match="expected 4 non-negative numbers"):
+    search = _search(tmp_path, "cell", level_weights="0,1,1")
+    assert search.distiller.level_weights().tolist() == [0.0, 0.5, 0.5]
+    with pytest.raises(SearchInputError, match="expected 3 non-negative numbers"):
         _search(tmp_path / "bad", "cell", level_weights="1,1")
