@@ -33,6 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cdarts_deploy.atomic_files import write_text
+from cdarts_deploy.deploy.environment import environment
 from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotypes, random_children
 from cdarts_deploy.deploy.versions import cpu_load, cpu_model
 from cdarts_deploy.drawing.figures import pyplot, save_figure
@@ -95,7 +96,9 @@ def main() -> int:
                   "predicted_ms": [round(v, 4) for v in pred]}
     rho = spearman(raw, measured)
     result = {
-        "table": describe(table, args.table), "cpu": cpu_model(), "affinity": sorted(os.sched_getaffinity(0)),
+        "table": describe(table, args.table), "cpu": cpu_model(),
+        "cpu_isa": [k for k, on in environment()["cpu"]["isa"].items() if on],
+        "affinity": sorted(os.sched_getaffinity(0)),
         "runtime": table.runtime, "input_shape": [table.batch, 3, table.input_size,
                                                                         table.input_size],
         "base": table.base, "network": table.network, "threads": threads or None, "warmup": warmup, "iters": iters,
@@ -111,32 +114,47 @@ def main() -> int:
     write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
     _scatter(result, out.with_suffix(".png"))
 
-    print(f"{table.runtime}, input {result['input_shape']}, {threads or 'default'} threads, {len(children)} random "
-          f"({args.sampling}) children of the table's base, median of {iters} runs ({clock} clock) each in {rounds} "
-          f"interleaved rounds ({seconds:.0f} s; load average "
-          f"{load_before['loadavg']} -> {load_after['loadavg']}; table measured at {result['table_load']})")
-    print(f"Spearman rank correlation, table sum vs measured: {rho:.3f}")
-    print(f"{'prediction':<34} {'within 5%':>9} {'within 10%':>10} {'mean rel err':>12} {'max rel err':>12} "
-          f"{'mean signed':>12}")
-
-    def line(name: str, e: dict) -> None:
-        print(f"{name:<34} {e['within_5pct']:>9.0%} {e['within_10pct']:>10.0%} {e['mean_rel_error']:>12.1%} "
-              f"{e['max_rel_error']:>12.1%} {e['mean_signed_rel_error']:>+12.1%}")
-
-    line("table sum (before)", result["raw"])
-    for mode, e in corrections.items():
-        line(f"{mode} correction, 2-fold held out", e)
-    if stored:
-        line(f"table's {stored['mode']} correction (x{stored['scale']:.3f} {stored['offset_ms']:+.2f} ms)", stored)
-    print(f"results: {out.with_suffix('.json')}, {out.with_suffix('.png')}")
+    markdown = _markdown(result)
+    write_text(out.with_suffix(".md"), markdown)
+    print(markdown, end="")
+    print(f"results: {out.with_suffix('.json')}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
     return 0
+
+
+def _markdown(result: dict) -> str:
+    """The report as Markdown: conditions, then one row per prediction (before and after correction)."""
+    t, lb, la = result["table"], result["load_before"]["loadavg"], result["load_after"]["loadavg"]
+    lines = [f"# Latency table against {result['children']} random children measured end to end", "",
+             f"{result['runtime']}, input {result['input_shape']}, {result['threads'] or 'default'} thread(s) "
+             f"(logical CPUs {result.get('affinity')}), {result['cpu']} ({', '.join(result.get('cpu_isa') or [])}); "
+             f"table `{t['file']}` (SHA-256 "
+             f"{t['sha256'][:12]}), measured at load average {(t.get('load') or {}).get('loadavg')}; "
+             f"{result['children']} {result['sampling']} children (seed {result['seed']}), median of "
+             f"{result['iters']} runs on the {result.get('clock', 'wall')} clock in {result['rounds']} interleaved "
+             f"rounds; {result['seconds']:.0f} s, load average {lb} before, {la} after.", "",
+             f"Spearman rank correlation, table sum vs measured: {result['spearman']:.3f}", "",
+             "| prediction | within 5% | within 10% | mean rel err | max rel err | mean signed |",
+             "|---|---|---|---|---|---|"]
+
+    def row(name: str, e: dict) -> None:
+        lines.append(f"| {name} | {e['within_5pct']:.0%} | {e['within_10pct']:.0%} | {e['mean_rel_error']:.1%} | "
+                     f"{e['max_rel_error']:.1%} | {e['mean_signed_rel_error']:+.1%} |")
+
+    row("table sum (before)", result["raw"])
+    for mode, e in result["cross_validated_corrections"].items():
+        row(f"{mode} correction, fitted on one half, scored on the other", e)
+    stored = result["table_correction"]
+    if stored:
+        row(f"table's {stored['mode']} correction (x{stored['scale']:.3f} {stored['offset_ms']:+.2f} ms, fitted on "
+            f"its own {stored['fitted_on_children']} children)", stored)
+    return "\n".join(lines) + "\n"
 
 
 def _scatter(result: dict, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     m = result["measured_ms"]
-    ax.scatter(m, result["raw_ms"], label=f"table sum (Spearman {result['spearman']:.2f}, mean err "
+    ax.scatter(m, result["raw_ms"], label=f"table sum (Spearman {result['spearman']:.2f}, "
                                           f"{result['raw']['within_10pct']:.0%} within 10%)", marker="o")
     best = min(result["cross_validated_corrections"].items(), key=lambda kv: kv[1]["mean_rel_error"])
     ax.scatter(m, best[1]["predicted_ms"], label=f"{best[0]} correction, held out ({best[1]['within_10pct']:.0%} "
@@ -147,11 +165,11 @@ def _scatter(result: dict, path: Path) -> None:
     lo = min(min(m), min(result["raw_ms"])) * 0.9
     hi = max(max(m), max(result["raw_ms"]), max(best[1]["predicted_ms"])) * 1.05
     ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1, linestyle="--", label="predicted = measured")
-    ax.set_xlabel("measured latency, whole network (ms)")
+    ax.set_xlabel("measured latency, whole network (ms); grey bands: +-5%, +-10%")
     ax.set_ylabel("predicted latency (ms)")
     shape = "x".join(str(v) for v in result["input_shape"])
-    ax.set_title(f"{result['runtime']} {shape}, {result['threads'] or 'default'} threads: "
-                 f"{result['children']} random children", fontsize=9)
+    ax.set_title(f"{result['runtime']} {shape}, {result['threads'] or 'default'} thread(s), "
+                 f"{result.get('clock', 'wall')} clock: {result['children']} random children", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     try:
