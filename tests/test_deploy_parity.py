@@ -86,9 +86,9 @@ def test_one_rule_for_every_float_precision_and_runtime():
     assert not any(r["passed"] for r in rows)
     (message, _) = parity.failures(rows)
     assert "fp32 output logits on random b2 differs from PyTorch" in message
-    # fp16's wider tolerance (5e-2 + 5e-2 x scale) accepts a 1% error that fp32 refuses
+    # fp16's tolerance comes from PyTorch's own fp16 error: a 1% error is refused there as in fp32
     off = lambda x: [o * 1.01 for o in torch_outputs(model, x)]  # noqa: E731
-    assert all(r["passed"] for r in compare_runtime(reference, off, ["logits"], "fp16"))
+    assert not any(r["passed"] for r in compare_runtime(reference, off, ["logits"], "fp16"))
     assert not all(r["passed"] for r in compare_runtime(reference, off, ["logits"], "fp32"))
 
 
@@ -96,8 +96,8 @@ def test_int8_is_judged_by_top1_on_real_images_only():
     model, reference = _linear_reference()
     same = lambda x: torch_outputs(model, x)  # noqa: E731
     rows = compare_runtime(reference, same, ["logits"], "int8")
-    assert [r["passed"] for r in rows] == [None, True]  # random inputs: reported, not judged
-    assert all(r["top1_agreement"] == 1.0 for r in rows)
+    assert [r["passed"] for r in rows] == [None, True]  # random inputs: reported, not judged by top-1
+    assert all(r["top1_agreement"] == 1.0 for r in rows) and rows[1]["reference_rolled_top1"] <= 0.4
     shuffled = lambda x: [np.roll(o, 1, axis=1) for o in torch_outputs(model, x)]  # noqa: E731
     rows = compare_runtime(reference, shuffled, ["logits"], "int8")
     assert rows[1]["passed"] is False and rows[1]["top1_agreement"] < INT8_MIN_TOP1

@@ -151,6 +151,13 @@ def test_end_to_end_detector_matches_mmdet(exported, trained, check_images):
     np.testing.assert_array_equal(alone[0], fed[0])
     np.testing.assert_array_equal(alone[1], fed[1])
     assert sum(len(d["scores"]) for d in runtime_recipe.detect(session, doc, images)) == (fed[1] >= 0).sum()
+    # TensorRT's side: the optional inputs are initializers (constants there), so the one profile is the image's
+    from cdarts_deploy.deploy import trt
+
+    inputs = trt.onnx_inputs(exported / "det.onnx")
+    assert inputs == [("input", (-1, 3, -1, -1))]
+    assert trt.plan_profiles(inputs, (64, 64), 1, 1, 4) == [{"input": [[1, 3, 64, 64], [1, 3, 64, 64],
+                                                                       [4, 3, 64, 64]]}]
 
 
 def _export_e2e(graph, path: Path, score_thr: float = 0.05) -> None:

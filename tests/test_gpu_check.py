@@ -201,3 +201,12 @@ def test_cpu_run_of_the_sections_writes_both_reports(tmp_path):
 def test_unknown_compile_model_is_a_usage_error(tmp_path, capsys):
     assert cli.main(["--device", "cpu", "--compile-models", "nope", "--out", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_section_whose_parity_rows_were_all_reported_only_fails():
+    # e.g. INT8 rows on random calibration inputs that nothing judged: the section compared nothing
+    result = {"checks": [{"name": "every engine within its precision's tolerance", "passed": True}],
+              "parity": [{"precision": "int8", "passed": None}, {"precision": "int8", "passed": None}]}
+    assert verdicts.judge(result) == (verdicts.FAILED, "none of the 2 parity rows was judged")
+    result["parity"][0]["passed"] = True
+    assert verdicts.judge(result)[0] == verdicts.PASSED

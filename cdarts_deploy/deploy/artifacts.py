@@ -25,7 +25,7 @@ from timm.data import create_transform, resolve_data_config
 
 from cdarts_deploy.data.image_reader import image_folder
 from cdarts_deploy.deploy import int8_cpu as ic
-from cdarts_deploy.deploy import ort, parity
+from cdarts_deploy.deploy import ort, parity, rules
 from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.model_spec import NetworkSpec, build_model, random_batch
 from cdarts_deploy.deploy.pipeline import OnnxExport, Staging, Verified, export_and_compare
@@ -232,7 +232,11 @@ def _engine(request: ArtifactRequest, onnx_files: dict[str, Path], reference: pa
         log("TensorRT engine layers by precision: " +
             ", ".join(f"{k} {v}" for k, v in info.layer_precisions.items()))
     runner = EngineRunner(engine)  # Polygraphy's TrtRunner, chunked over the engine's profiles
-    rows = parity.compare_runtime(reference, runner.run, runner.output_names, precision, "tensorrt")
+    same_file: dict = {}
+    if precision == "int8":  # judged element-wise against ONNX Runtime CPU running the same quantized file
+        cpu = ort.session(onnx_files["int8"], request.threads)
+        same_file = {"int8_reference": lambda x: ort.run(cpu, x), "int8_steps": rules.output_steps(onnx_files["int8"])}
+    rows = parity.compare_runtime(reference, runner.run, runner.output_names, precision, "tensorrt", **same_file)
     return {**info.as_dict(), "path": f"{name}{suffix}.engine"}, rows, runner
 
 

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from cdarts_deploy.deploy import ort, parity, trt_compare
+from cdarts_deploy.deploy import ort, parity, rules, trt_compare
 from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy import profiling as prof
 from cdarts_deploy.deploy.model_spec import random_batch
@@ -73,7 +73,12 @@ def tensorrt_section(ctx: Context) -> dict:
             layer_rows.append({"model": spec.label(), "precision": precision, **(info.precision_check or {}),
                                "layer_precisions": info.layer_precisions})
             runner = EngineRunner(engine)  # Polygraphy's TrtRunner
-            found = compare_runtime(reference, runner.run, runner.output_names, precision, "tensorrt")
+            same_file: dict = {}
+            if precision == "int8":  # element-wise against ONNX Runtime CPU on the same Q/DQ file: every input judged
+                cpu = ort.session(made["files"]["int8"])
+                same_file = {"int8_reference": lambda b, s=cpu: ort.run(s, b),
+                             "int8_steps": rules.output_steps(made["files"]["int8"])}
+            found = compare_runtime(reference, runner.run, runner.output_names, precision, "tensorrt", **same_file)
             runner.close()
             if any(r["passed"] is False for r in found):
                 layer_rows[-1]["first_divergent_tensor"] = first_divergent_tensor(made["files"][precision],
@@ -110,10 +115,11 @@ def first_divergent_tensor(onnx_path: Any, inputs: Mapping[str, Any], precision:
 
 def onnxruntime_cuda_section(ctx: Context) -> dict:
     s = ctx.settings
-    rows, timings = [], []
+    rows, timings, tf32 = [], [], []
     for spec in s.trt_nets:
         made = exported(ctx, spec, s.parity_batches)
         session = ort.session(made["files"]["fp32"], None, "cuda")
+        tf32.append(ort.tf32_enabled(session))  # the provider's own report of the option we passed
         found = compare_runtime(gpu_reference(ctx, spec, made["inputs"]), lambda b: ort.run(session, b),
                                 ort.output_names(session), "fp32", "onnxruntime-cuda")
         rows += [{"model": spec.label(), **r} for r in found]
@@ -125,4 +131,7 @@ def onnxruntime_cuda_section(ctx: Context) -> dict:
     bad = [r for r in rows if r["passed"] is False]
     return {"parity": rows, "onnxruntime_cuda_latency": timings,
             "checks": [{"name": "ONNX Runtime CUDA within the fp32 tolerance", "passed": not bad and bool(rows),
-                        "detail": f"{len(bad)} of {len(rows)} rows failed"}]}
+                        "detail": f"{len(bad)} of {len(rows)} rows failed"},
+                       {"name": "ONNX Runtime CUDA sessions run float32 without TF32",
+                        "passed": bool(tf32) and all(t is False for t in tf32),
+                        "detail": f"use_tf32 reported: {tf32}"}]}

@@ -49,6 +49,9 @@ def judge(value: Any) -> tuple[str, str]:
     failed = [c for c in checks if not c.get("passed")]
     if failed:
         return FAILED, "; ".join(f"{c['name']}: {c.get('detail', 'failed')}" for c in failed)
+    rows = value.get("parity", [])
+    if rows and all(r.get("passed") is None for r in rows):  # reported only: nothing was compared
+        return FAILED, f"none of the {len(rows)} parity rows was judged"
     return PASSED, f"{len(checks)} check(s) passed"
 
 

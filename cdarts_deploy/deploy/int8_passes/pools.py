@@ -46,6 +46,9 @@ def _spatial_mean(node: ir.Node, axes: list[int] | None) -> pattern.MatchResult:
     result = pattern.MatchResult()
     if attribute(node, "keepdims", 1) != 1:
         return result.fail("keepdims=0 drops the spatial dimensions a global pool keeps")
+    shape = node.inputs[0].shape if node.inputs and node.inputs[0] is not None else None
+    if shape is None or len(shape) != 4:  # over the last two axes of a 3-D or 5-D tensor it is no global pool
+        return result.fail("not an N x C x H x W tensor of known rank")
     if axes is None or sorted(axes) not in ([2, 3], [-2, -1]):
         return result.fail("not a mean over height and width")
     return result
