@@ -17,7 +17,7 @@ from cdarts_deploy import latency_stats
 from cdarts_deploy import latency_table_format as lt
 from cdarts_deploy.commands.latency_table import TABLE_FILE
 from cdarts_deploy.commands.latency_table import main as table_main
-from cdarts_deploy.genotype import TINY_BASE
+from cdarts_deploy.genotype import TINY_BASE, base_arch
 from search.chain_cost import CostModel
 from search.chain_space import ChainSupernet
 
@@ -62,6 +62,7 @@ def test_latency_model_reports_the_share_within_5_and_10_percent(table_path, tmp
         assert {k: block[k] for k in expected} == pytest.approx(expected, abs=1e-9)
         assert 0.0 <= block["within_5pct"] <= block["within_10pct"] <= 1.0
     assert "within 10%" in done.stdout and out.with_suffix(".png").stat().st_size > 0
+    assert "| table sum (before) |" in out.with_suffix(".md").read_text()
     # the results file names the table by name and digest; no path of this machine
     assert doc["table"]["file"] == TABLE_FILE
     assert doc["table"]["sha256"] == hashlib.sha256(table_path.read_bytes()).hexdigest()
@@ -98,3 +99,13 @@ def test_peers_benchmark_cheapest_child_and_limit_follow_the_table(table_path):
     doc = json.loads(table_path.read_text())
     doc["correction"]["after"]["max_rel_error"] = 0.5
     assert peers.search_limit(11.0, lt.from_dict(doc), -1.0) == pytest.approx((10.0, 0.10))
+
+
+def test_peers_benchmark_bases_end_with_one_without_squeeze_excite():
+    peers = _peers_module()
+    with_se, without = peers.base_stages("cdarts_a_base"), peers.base_stages("cdarts_a_base_no_se")
+    assert peers.BASES[-1] == "cdarts_a_base_no_se" and with_se == base_arch("cdarts_a_base")
+    assert [len(s) for s in without] == [len(s) for s in with_se]
+    assert any("_se0.25" in a for s in with_se for a in s) and not any("_se" in a for s in without for a in s)
+    # still a base of the chain space: the same searchable positions
+    assert lt.searchable_positions(without) == lt.searchable_positions(with_se)
