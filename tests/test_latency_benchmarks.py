@@ -55,11 +55,13 @@ def test_latency_model_reports_the_share_within_5_and_10_percent(table_path, tmp
     doc = json.loads(text)
     raw, measured = doc["raw_ms"], doc["measured_ms"]
     assert doc["children"] == len(raw) == len(measured) == 6
-    # every prediction's shares are those of its own list against the measured latencies
-    assert {k: doc["raw"][k] for k in ("within_5pct", "within_10pct")} == latency_stats.within_shares(raw, measured)
-    for block in (*doc["cross_validated_corrections"].values(), doc["table_correction"]):
-        expected = latency_stats.within_shares(block["predicted_ms"], measured)
-        assert {k: block[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+    # every prediction's shares are those of its own list against the measured latencies (the file rounds the
+    # latencies: a child on a boundary may fall either side of it)
+    for block, predicted in ((doc["raw"], raw), *((b, b["predicted_ms"]) for b in (
+            *doc["cross_validated_corrections"].values(), doc["table_correction"]))):
+        low = latency_stats.within_shares(predicted, measured, (0.05 - 1e-3, 0.10 - 1e-3))
+        high = latency_stats.within_shares(predicted, measured, (0.05 + 1e-3, 0.10 + 1e-3))
+        assert all(low[k] <= block[k] <= high[k] for k in ("within_5pct", "within_10pct")), (block, low, high)
         assert 0.0 <= block["within_5pct"] <= block["within_10pct"] <= 1.0
     assert "within 10%" in done.stdout and out.with_suffix(".png").stat().st_size > 0
     assert "| table sum (before) |" in out.with_suffix(".md").read_text()
