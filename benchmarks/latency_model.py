@@ -23,7 +23,6 @@ threads, warm-up and runs.  Printed and written to ``<out>.json`` with a scatter
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cdarts_deploy.atomic_files import write_text
+from cdarts_deploy.commands.args import OneLineParser
 from cdarts_deploy.deploy.environment import environment
 from cdarts_deploy.deploy.latency_measure import PartTimer, measure_genotypes, random_children
 from cdarts_deploy.deploy.versions import cpu_load, cpu_model
@@ -42,7 +42,7 @@ from cdarts_deploy.latency_table_format import describe, genotype_candidates, lo
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--table", required=True, help="latency table (cdarts-latency-table)")
     p.add_argument("--children", type=int, default=100,
                    help="random children measured end to end (default 100; at least 4 for the two folds)")

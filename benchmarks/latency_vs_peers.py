@@ -46,9 +46,11 @@ from backbones.chain_net import create_chain_model
 from backbones.complexity import count_macs, count_params
 from cdarts_deploy import genotype as gt
 from cdarts_deploy.atomic_files import write_text
+from cdarts_deploy.commands.args import OneLineParser
 from cdarts_deploy.deploy.latency_measure import (
     CLOCKS,
     PartTimer,
+    check_clock,
     correction_from,
     measure_chain_table,
     random_children,
@@ -56,6 +58,7 @@ from cdarts_deploy.deploy.latency_measure import (
 )
 from cdarts_deploy.deploy.versions import conditions, cpu_load
 from cdarts_deploy.drawing.figures import pyplot, save_figure
+from cdarts_deploy.errors import UserError
 from cdarts_deploy.latency_table_format import CANDIDATES, LatencyTable, describe, save, searchable_positions
 from search.cli import main as search_main
 
@@ -229,7 +232,7 @@ def draw(result: dict[str, Any], path: Path) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="docs/results/latency_vs_peers", help="output stem (.json, .md, .png)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op and torch threads (default 1)")
     p.add_argument("--input-size", type=int, default=224)
@@ -251,6 +254,16 @@ def main() -> int:
     p.add_argument("--search-steps", type=int, default=8, help="search steps per epoch (default 8)")
     p.add_argument("--search-batch", type=int, default=8)
     args = p.parse_args()
+    try:  # refused before anything is measured or written
+        check_clock(args.clock, "onnxruntime-cpu", args.threads)
+    except UserError as exc:
+        p.error(str(exc))
+    small = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+             if k in ("iters", "iters_b32", "rounds", "per_class", "search_epochs", "search_steps", "search_batch")
+             and v < 1] + ([f"--validate {args.validate}"] if args.validate < 2 else [])
+    if small or args.input_size < 32:
+        p.error(f"{(small or [f'--input-size {args.input_size}'])[0]}: too small (counts at least 1, --validate at "
+                "least 2 for the correction, --input-size at least 32)")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -111,3 +111,14 @@ def test_peers_benchmark_bases_end_with_one_without_squeeze_excite():
     assert any("_se0.25" in a for s in with_se for a in s) and not any("_se" in a for s in without for a in s)
     # still a base of the chain space: the same searchable positions
     assert lt.searchable_positions(without) == lt.searchable_positions(with_se)
+
+
+@pytest.mark.parametrize("argv, words", [(["--threads", "2"], "--clock cpu"), (["--validate", "1"], "--validate 1"),
+                                         (["--input-size", "16"], "--input-size 16")])
+def test_peers_benchmark_refuses_bad_options_before_any_work(tmp_path, argv, words):
+    out = tmp_path / "results" / "peers"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "latency_vs_peers.py"), *argv, "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and words in err[0], done.stderr
+    assert not out.parent.exists()
