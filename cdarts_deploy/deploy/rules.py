@@ -13,11 +13,12 @@ least ``1 - FP16_NOISE_FACTOR**2 * (1 - PyTorch fp16's cosine)``.  A tolerance p
 scale alone would let a 1% error of every logit pass at fp16's usual 5%.
 
 INT8: a runtime running a quantized file (TensorRT on a Q/DQ file) is compared element by element with ONNX
-Runtime on the CPU running the same file: ``|candidate - reference| <= INT8_STEPS * step`` per output, ``step``
-being the output's quantization step (:func:`output_steps`).  Against PyTorch FP32 an INT8 file is judged by
-top-1 agreement on real images.  Both comparisons must be able to fail: the reference's outputs on the batch
-rolled by one sample must fail the element-wise rule, and the reference's top-1 agreement with its own rolled
-outputs must be at most ``MAX_ROLLED_TOP1`` (:func:`rolled_top1`); else the check proves nothing and fails.
+Runtime on the CPU running the same file, per output in units of its quantization step (:func:`output_steps`):
+the root mean square difference at most ``INT8_RMS_STEPS``, the largest at most ``INT8_MAX_STEPS``.  Against
+PyTorch FP32 an INT8 file is judged by top-1 agreement on real images.  Both comparisons must be able to fail:
+the reference's outputs on the batch rolled by one sample must fail the element-wise rule, and the reference's
+top-1 agreement with its own rolled outputs must be at most ``MAX_ROLLED_TOP1`` (:func:`rolled_top1`); else the
+check proves nothing and fails.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ from onnx import numpy_helper
 
 #: How many times PyTorch's own fp16 error a runtime's fp16 output may differ by.
 FP16_NOISE_FACTOR = 1.5
-#: How many output quantization steps an INT8 runtime may differ from ONNX Runtime CPU on the same file.
-INT8_STEPS = 4.0
+#: How many output quantization steps an INT8 runtime may differ from ONNX Runtime CPU on the same file: the root
+#: mean square over every output element, and the largest element.  Two correct runs of one Q/DQ file differ by
+#: whole steps where a rounding inside the network went the other way, more in deeper networks (ONNX Runtime's
+#: integer kernels against its float emulation of the file: docs/results/int8_same_file_steps.md); another input
+#: or another class order moves the outputs by more, most clearly in the mean square.
+INT8_RMS_STEPS = 8.0
+INT8_MAX_STEPS = 32.0
 #: The reference's top-1 agreement with its own rolled batch must be at most this for top-1 to prove anything.
 MAX_ROLLED_TOP1 = 0.4
 
@@ -156,17 +162,22 @@ def output_steps(onnx_path: str | os.PathLike) -> dict[str, float | None]:
 
 
 def judge_int8(reference: np.ndarray, candidate: np.ndarray, step: float | None) -> dict:
-    """One output of an INT8 runtime against ONNX Runtime CPU on the same file: within INT8_STEPS steps."""
+    """One output of an INT8 runtime against ONNX Runtime CPU on the same file, in output steps."""
     ref, cand = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
     if step is None or not step > 0:
         return {"output_step": step, "passed": False, "why": "the file gives this output no quantization step"}
     if ref.shape != cand.shape:
         return {"output_step": step, "passed": False, "why": f"shape {cand.shape} instead of {ref.shape}"}
-    max_abs = float(np.abs(cand - ref).max()) if ref.size else 0.0
-    allowed = INT8_STEPS * step
-    return {"output_step": step, "int8_allowed": allowed, "max_abs": max_abs, "max_steps": max_abs / step,
-            "passed": max_abs <= allowed, "why": "" if max_abs <= allowed else
-            f"max abs {max_abs:.3g} = {max_abs / step:.1f} output steps > {INT8_STEPS:g}"}
+    steps = np.abs(cand - ref) / step
+    rms = float(np.sqrt((steps ** 2).mean())) if steps.size else 0.0
+    most = float(steps.max()) if steps.size else 0.0
+    why = []
+    if rms > INT8_RMS_STEPS:
+        why.append(f"RMS difference {rms:.1f} output steps > {INT8_RMS_STEPS:g}")
+    if most > INT8_MAX_STEPS:
+        why.append(f"largest difference {most:.1f} output steps > {INT8_MAX_STEPS:g}")
+    return {"output_step": step, "max_abs": most * step, "max_steps": most, "rms_steps": rms,
+            "passed": not why, "why": "; ".join(why)}
 
 
 def rolled(outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
