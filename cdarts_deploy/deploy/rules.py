@@ -32,7 +32,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-#: How many times PyTorch's own fp16 error a runtime's fp16 output may differ by.
+#: How many times PyTorch's own fp16 error a runtime's fp16 output may differ by (ONNX Runtime's FP16 files
+#: against it: docs/results/fp16_noise_ratio.md).
 FP16_NOISE_FACTOR = 1.5
 #: How many output quantization steps an INT8 runtime may differ from ONNX Runtime CPU on the same file: the root
 #: mean square over every output element, and the largest element.  Two correct runs of one Q/DQ file differ by
