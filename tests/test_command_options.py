@@ -52,7 +52,8 @@ SHARED = {
     "--exporter": (shared.EXPORTER_HELP, {"cdarts-export", "cdarts-latency-table"}),
     "--overwrite": (shared.OVERWRITE_HELP, {"cdarts-export", "cdarts-train", "cdarts-eval", "cdarts-compare",
                                             "cdarts-profile"}),
-    "--bad-images": (shared.BAD_IMAGES_HELP, {"cdarts-export", "cdarts-train", "cdarts-eval", "cdarts-search"}),
+    "--bad-images": (shared.BAD_IMAGES_HELP, {"cdarts-export", "cdarts-train", "cdarts-eval", "cdarts-search",
+                                              "cdarts-profile"}),
 }
 
 #: Old spelling -> (command, argv with it, the same with the new spelling, the namespace attribute).

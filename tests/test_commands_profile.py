@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 
@@ -113,6 +114,32 @@ def test_int8_row_is_compared_with_fp32_in_the_same_run(tiny, calibration_dir, t
     md = (tmp_path / "out" / "q.md").read_text()
     assert "## Against fp32, interleaved in this run" in md
     assert f"| {row['model']} | onnxruntime | int8 | 1x3x32x32 | {v['fp32_median_ms']:.2f} |" in md
+
+
+def _calibration_with_a_truncated_png(calibration_dir, tmp_path):
+    calib = tmp_path / "calib"
+    shutil.copytree(calibration_dir, calib)
+    good = sorted(calib.glob("*.png"))[0].read_bytes()
+    (calib / "aaa_truncated.png").write_bytes(good[: len(good) // 2])
+    return calib
+
+
+def test_a_bad_calibration_image_stops_before_any_work_unless_skipped(tiny, calibration_dir, tmp_path, capsys):
+    _, path, _ = tiny
+    calib = _calibration_with_a_truncated_png(calibration_dir, tmp_path)
+    args = [str(path), "--batch-sizes", "1", "--iters", "2", "--warmup", "0", "--threads", "1", "--precision", "int8",
+            "--calib-dir", str(calib), "--no-gemm", "--peers", "none", "--name", "q"]
+    code = profile_cmd.main([*args, "--out", str(tmp_path / "refused")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "aaa_truncated.png" in err and "--bad-images skip" in err, err
+    assert not (tmp_path / "refused").exists()
+
+    code = profile_cmd.main([*args, "--bad-images", "skip", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "skipped 1 bad image file(s)" in err
+    (row,) = json.loads((tmp_path / "out" / "q.json").read_text())["rows"]
+    assert row["precision"] == "int8"
 
 
 # --------------------------------------------------------------------------- bad input

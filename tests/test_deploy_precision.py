@@ -98,8 +98,10 @@ def test_calibration_folder_errors_name_the_problem(tmp_path):
     with pytest.raises(pr.PrecisionError, match="holds no images"):
         pr.image_files(tmp_path)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
-    with pytest.raises(pr.PrecisionError, match="broken.jpg"):
+    with pytest.raises(UserError, match="broken.jpg.*--bad-images skip"):
         pr.load_images(tmp_path, HW)
+    with pytest.raises(pr.PrecisionError, match="no image .* decodes"):
+        pr.load_images(tmp_path, HW, bad_images="skip")
 
 
 def test_failed_quantization_leaves_no_file(tiny, tmp_path):

@@ -25,6 +25,7 @@ from cdarts_deploy import genotype as gt
 from cdarts_deploy.commands import bounds
 from cdarts_deploy.commands.args import (
     OneLineParser,
+    add_bad_images_option,
     add_batch_sizes_option,
     add_deprecated_option,
     add_device_option,
@@ -40,13 +41,14 @@ from cdarts_deploy.commands.args import (
 )
 from cdarts_deploy.commands.bounds import check_bounds
 from cdarts_deploy.commands.outputs import existing_outputs, refuse_input_collision
+from cdarts_deploy.data.image_reader import screen
 from cdarts_deploy.deploy import profile_report as rep
 from cdarts_deploy.deploy import subjects as sj
 from cdarts_deploy.deploy.gemm import measure_gemm_rate, torch_threads
 from cdarts_deploy.deploy.parity import PRECISIONS
 from cdarts_deploy.deploy.precision import image_files
 from cdarts_deploy.deploy.profiling import BACKENDS, ProfileError
-from cdarts_deploy.deploy.subjects import DEFAULT_PEERS_WORD, NO_PEERS_WORD, TIMM_PEERS
+from cdarts_deploy.deploy.subjects import CALIBRATION_IMAGES, DEFAULT_PEERS_WORD, NO_PEERS_WORD, TIMM_PEERS
 from cdarts_deploy.deploy.timing import DEFAULT_ITERS, PERCENTILE_MIN_SAMPLES, unsupported_percentiles
 from cdarts_deploy.deploy.trt import EngineBuildError, require_tensorrt
 from cdarts_deploy.deploy.versions import conditions
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp16: FP16 ONNX / half PyTorch on CUDA; int8: Q/DQ ONNX (needs --calib-dir)")
     p.add_argument("--calib-dir", help="folder of images for INT8 calibration")
+    add_bad_images_option(p)
     p.add_argument("--peers", default=DEFAULT_PEERS_WORD,
                    help="models profiled the same way in the same run and plotted beside the target: a comma list of "
                    f"timm or zoo names, '{NO_PEERS_WORD}', or '{DEFAULT_PEERS_WORD}' (the default: "
@@ -122,8 +125,9 @@ def check_args(args: argparse.Namespace, backends: list[str], is_onnx: bool) -> 
             raise ProfileError("int8 applies to onnxruntime and tensorrt only; drop the torch backends or use fp32")
         if not args.calib_dir:
             raise ProfileError("--precision int8 needs --calib-dir DIR with calibration images")
-
-        image_files(args.calib_dir)
+        # every calibration file is decoded now, so a bad one stops the run before any model is built
+        if not screen(image_files(args.calib_dir), args.bad_images, "--calib-dir", limit=CALIBRATION_IMAGES):
+            raise ProfileError(f"no image in --calib-dir {args.calib_dir} decodes; add representative images")
     if args.calib_dir and args.precision != "int8":
         raise ProfileError("--calib-dir is only used with --precision int8")
     if args.precision == "fp16" and torch_backends and device != "cuda":
@@ -198,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
             for subject in subjects:
                 rows += sj.measure_subject(subject, backends, args.batch_sizes, warmup=args.warmup, iters=args.iters,
                                            device=device, precision=args.precision, threads=threads, work=work,
-                                           calib_dir=args.calib_dir, log=_log, cuda_graph=args.cuda_graph)
+                                           calib_dir=args.calib_dir, log=_log, cuda_graph=args.cuda_graph,
+                                           bad_images=args.bad_images)
         except (sj.VerificationFailed, EngineBuildError) as exc:
             print(f"{PROG}: error: {exc}; no report written", file=sys.stderr)
             return 1

@@ -42,7 +42,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from cdarts_deploy.atomic_files import atomic_path, publish
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
-from cdarts_deploy.data.image_reader import is_image_file
+from cdarts_deploy.data.image_reader import is_image_file, screen
 from cdarts_deploy.deploy import int8_cpu as ic
 from cdarts_deploy.deploy import ort, trt_qdq
 from cdarts_deploy.deploy.timing import sample_host, settle
@@ -123,9 +123,13 @@ def load_images(
     limit: int | None = None,
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    bad_images: str = "fail",
 ) -> np.ndarray:
-    """Up to ``limit`` images of ``folder`` as one NCHW float32 batch, normalized with ``mean``/``std``."""
-    files = image_files(folder)[:limit]
+    """Up to ``limit`` images of ``folder`` as one NCHW float32 batch, normalized with ``mean``/``std``; a file that
+    does not decode stops the load (``bad_images="fail"``) or is left out (``"skip"``)."""
+    files = screen(image_files(folder), bad_images, "--calib-dir", limit=limit)
+    if not files:
+        raise PrecisionError(f"no image in {folder} decodes; add a few hundred representative images")
     return np.stack([load_image(f, input_hw, mean, std) for f in files])
 
 

@@ -25,6 +25,8 @@ from cdarts_deploy.deploy.trt import build_engine
 
 #: Timm models of similar cost, always among the default peers.
 TIMM_PEERS = ("efficientnet_b0", "mobilenetv3_large_100", "mnasnet_100")
+#: Most calibration images an INT8 file is calibrated on (the first that decode, in file-name order).
+CALIBRATION_IMAGES = 256
 #: What ``--peers`` understands besides names.
 DEFAULT_PEERS_WORD, NO_PEERS_WORD = "default", "none"
 
@@ -145,7 +147,8 @@ def resolve_peers(text: str | None, layout: str | None = None, input_hw: tuple[i
 
 
 def onnx_for(subject: Subject, precision: str, work: Path, calib_dir: str | None,
-             log: Callable[[str], None] = lambda m: None, target: str = "onnxruntime") -> Path:
+             log: Callable[[str], None] = lambda m: None, target: str = "onnxruntime", bad_images: str = "fail"
+             ) -> Path:
     """The ONNX file to time: exported once per subject through the verified pipeline, converted for fp16/int8
     (INT8 for ``target``: ONNX Runtime's operator format, or Q/DQ nodes for TensorRT)."""
     if subject.onnx_path is None:
@@ -165,19 +168,19 @@ def onnx_for(subject: Subject, precision: str, work: Path, calib_dir: str | None
             pr.to_fp16(subject.onnx_path, converted)
         else:
             log(f"calibrating INT8 ({target}) for {subject.name} on {calib_dir}")
-            pr.quantize_int8(subject.onnx_path, converted, pr.load_images(calib_dir, subject.input_hw, limit=256),
-                             target=target)
+            images = pr.load_images(calib_dir, subject.input_hw, limit=CALIBRATION_IMAGES, bad_images=bad_images)
+            pr.quantize_int8(subject.onnx_path, converted, images, target=target)
     return converted
 
 
 def engine_for(subject: Subject, precision: str, batches: Sequence[int], work: Path, calib_dir: str | None,
-               log: Callable[[str], None] = lambda m: None) -> Path:
+               log: Callable[[str], None] = lambda m: None, bad_images: str = "fail") -> Path:
     """A TensorRT engine of the subject for ``precision``, built once per subject."""
     path = work / f"{subject.name}.{precision}.engine"
     if not path.exists():
         log(f"building TensorRT {precision} engine for {subject.name}")
-        build_engine(onnx_for(subject, precision, work, calib_dir, log, target="tensorrt"), path, subject.input_hw,
-                     precision, batches=batches)  # one profile per timed batch: tactics chosen for each
+        low = onnx_for(subject, precision, work, calib_dir, log, target="tensorrt", bad_images=bad_images)
+        build_engine(low, path, subject.input_hw, precision, batches=batches)  # a profile per timed batch
     return path
 
 
@@ -196,7 +199,8 @@ def against_fp32(sessions: dict[str, Any], shape: tuple[int, ...], iters: int) -
 
 def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence[int], *, warmup: int, iters: int,
                     device: str, precision: str, threads: int, work: Path, calib_dir: str | None = None,
-                    log: Callable[[str], None] = lambda m: None, cuda_graph: bool = False) -> list:
+                    log: Callable[[str], None] = lambda m: None, cuda_graph: bool = False,
+                    bad_images: str = "fail") -> list:
     """One report row per backend and batch size."""
     rows = []
     for backend in backends:
@@ -209,7 +213,7 @@ def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence
                 m = prof.measure_torch(subject.model, shape, warmup, iters, device, precision,
                                        compile=backend == "torch-compile", desc=desc)
             elif backend == "onnxruntime":
-                low = onnx_for(subject, precision, work, calib_dir, log)
+                low = onnx_for(subject, precision, work, calib_dir, log, bad_images=bad_images)
                 m = prof.measure_onnxruntime(low, shape, warmup, iters, threads, device, precision, desc=desc)
                 if precision != "fp32":
                     if pair is None:
@@ -217,8 +221,8 @@ def measure_subject(subject: Subject, backends: Sequence[str], batches: Sequence
                                 "low": ort.session(low, threads, device)}
                     vs_fp32 = against_fp32(pair, shape, iters)
             else:
-                m = prof.measure_tensorrt(engine_for(subject, precision, batches, work, calib_dir, log), shape,
-                                          warmup, iters, precision, desc=desc, cuda_graph=cuda_graph)
+                engine = engine_for(subject, precision, batches, work, calib_dir, log, bad_images)
+                m = prof.measure_tensorrt(engine, shape, warmup, iters, precision, desc=desc, cuda_graph=cuda_graph)
             p99 = ("p99 needs >= 100 runs" if "p99" in m.stats.unsupported_percentiles
                    else f"p99 {m.stats.p99_ms:.2f} ms")
             log(f"{desc}: median {m.stats.median_ms:.2f} ms, {p99} (n={m.stats.iters})")
