@@ -433,6 +433,14 @@ def test_resume_after_the_last_checkpoint_writes_the_final_files_of_the_trained_
     assert (tmp_path / "a" / "genotype.json").read_text() == (tmp_path / "c" / "genotype.json").read_text()
 
 
+def test_checkpoint_with_per_network_heads_is_refused_in_one_line(tmp_path):
+    search = _search(tmp_path)
+    state = search.checkpoint_state(next_epoch=1)
+    state["space"]["student_heads"] = state["space"].pop("heads")  # the layout before the heads were shared
+    with pytest.raises(SearchInputError, match="earlier version; start a new --out"):
+        _search(tmp_path / "b").load_state(state)
+
+
 def test_checkpoint_round_trip_restores_the_run(tmp_path):
     first = _search(tmp_path / "a")
     first.weight_step(*_batch(first), Meter())
