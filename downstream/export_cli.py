@@ -34,12 +34,15 @@ from cdarts_deploy.commands.args import (
     OneLineParser,
     UsageError,
     add_out_dir_option,
+    add_overwrite_option,
     parse_size,
     positive_int,
     prepare_out_dir,
     run_main,
 )
+from cdarts_deploy.commands.outputs import refuse_replacing
 from cdarts_deploy.data.image_files import IMAGE_SUFFIXES
+from cdarts_deploy.data.image_reader import folder_files
 from cdarts_deploy.deploy import ort, parity
 from cdarts_deploy.deploy.model_spec import random_batch
 from cdarts_deploy.deploy.pipeline import OnnxExport, Staging, export_verified, publish_with_report, verify
@@ -76,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detectors: export the raw per-level head outputs (no decoding, no NMS, static shape)")
     p.add_argument("--argmax", action="store_true", help="segmentors: output the per-pixel class instead of logits")
     add_out_dir_option(p, default=".")
+    add_overwrite_option(p)
     p.add_argument("--name", help="output file stem (default: the config's name)")
     p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, help="override config entries: key=value")
@@ -98,21 +102,19 @@ def _log(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     name = args.name or Path(args.config).stem
+    refuse_replacing(args.out, name, [args.config, args.checkpoint, *(args.check_images or [])], args.overwrite)
     start = time.perf_counter()
     model, cfg = build_with_config(args.config, args.cfg_options, args.checkpoint)
     build_seconds = round(time.perf_counter() - start, 3)
     graph = graph_for(model)
     detector = hasattr(graph, "level_names")
-    if args.raw and not detector:
-        raise UsageError("--raw applies to detectors; a segmentor exports its logits (or labels with --argmax)")
-    if args.argmax and detector:
-        raise UsageError("--argmax applies to segmentors")
+    if (args.raw and not detector) or (args.argmax and detector):
+        raise UsageError("--raw applies to detectors, --argmax to segmentors")
     out_dir = Path(args.out)  # created by each path once every input has been checked
     report = {"config": str(args.config), "checkpoint": args.checkpoint, "model": type(model).__name__,
               "seconds": {"build": build_seconds}}
-    if args.raw:
-        return _run_raw(args, graph, cfg, out_dir, name, report)
-    return _run_end_to_end(args, model, cfg, graph, detector, out_dir, name, report)
+    return (_run_raw(args, graph, cfg, out_dir, name, report) if args.raw
+            else _run_end_to_end(args, model, cfg, graph, detector, out_dir, name, report))
 
 
 # ----- raw per-level detector outputs ------------------------------------------------------------------
@@ -200,17 +202,16 @@ def _read_images(paths: Sequence[str], pre: dict, ranges: dict) -> list[np.ndarr
     once the sidecar's resize and padding are applied."""
     import cv2
 
-
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files += folder_files(p)  # no hidden or macOS ._ files
         elif p.is_file():
             files.append(p)
         else:
             raise UsageError(f"--check-images {p} not found; pass image files or folders")
     if not files:
-        raise UsageError(f"--check-images {' '.join(paths)} holds no .jpg/.png/.bmp images")
+        raise UsageError(f"--check-images {' '.join(paths)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     images = []
     for f in files:
         img = cv2.imread(str(f), cv2.IMREAD_COLOR)

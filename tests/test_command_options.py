@@ -51,7 +51,7 @@ SHARED = {
     "--json": (shared.JSON_HELP, {"cdarts-eval", "cdarts-compare", "cdarts-nb201"}),
     "--exporter": (shared.EXPORTER_HELP, {"cdarts-export", "cdarts-latency-table"}),
     "--overwrite": (shared.OVERWRITE_HELP, {"cdarts-export", "cdarts-train", "cdarts-eval", "cdarts-compare",
-                                            "cdarts-profile"}),
+                                            "cdarts-profile", "cdarts-export-mm"}),
     "--bad-images": (shared.BAD_IMAGES_HELP, {"cdarts-export", "cdarts-train", "cdarts-eval", "cdarts-search",
                                               "cdarts-profile"}),
 }

@@ -84,6 +84,31 @@ def test_segmentor_exports_logits_at_input_size(tmp_path):
     np.testing.assert_allclose(got, ref.numpy(), atol=1e-4, rtol=1e-3)
 
 
+def test_an_earlier_export_and_the_inputs_are_never_replaced_unasked(tmp_path, capsys):
+    config = CONFIGS / "fasterseg_cdarts-b_cityscapes-1024x2048.py"
+    options = {"model.backbone.init_cfg": None, "model.decode_head.norm_cfg.type": "BN"}
+    _, ckpt = _model_and_checkpoint(config, tmp_path, options)
+    out = tmp_path / "out"
+    argv = [str(config), "--checkpoint", str(ckpt), "--input-size", "32x64", "--out", str(out), "--name", "seg",
+            "--cfg-options", "model.backbone.init_cfg=None", "model.decode_head.norm_cfg.type=BN"]
+    assert export_main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    assert export_main(argv) == 2  # refused before the model is built
+    err = capsys.readouterr().err.strip()
+    assert "already holds seg." in err and "--overwrite" in err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    # an output named like the checkpoint it reads: refused even with --overwrite
+    clash = [str(config), "--checkpoint", str(ckpt), "--out", str(tmp_path), "--name", "model", "--overwrite"]
+    assert export_main(clash) == 2
+    assert "which is the input" in capsys.readouterr().err
+
+    assert export_main([*argv, "--overwrite"]) == 0
+    assert set(p.name for p in out.iterdir()) == set(before)
+
+
 def test_export_refuses_unsafe_checkpoint_and_writes_nothing(tmp_path, capsys):
     import pickle
 

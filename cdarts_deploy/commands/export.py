@@ -41,7 +41,7 @@ from cdarts_deploy.commands.args import (
     run_main,
 )
 from cdarts_deploy.commands.bounds import check_bounds
-from cdarts_deploy.commands.outputs import existing_outputs, refuse_input_collision
+from cdarts_deploy.commands.outputs import refuse_replacing
 from cdarts_deploy.data.image_reader import folder_files, screen
 from cdarts_deploy.deploy import artifacts, parity
 from cdarts_deploy.deploy import layer_compare as lc
@@ -179,19 +179,8 @@ def run(args: argparse.Namespace) -> int:
 def _out_dir(args: argparse.Namespace, stem: str) -> Path:
     """The output folder, checked (created later, once every input passed): outputs are ``<stem>.*`` /
     ``<stem>_*`` files inside it."""
-    if "/" in stem or "\\" in stem or stem in ("", ".", ".."):
-        raise UsageError(f"--name {stem!r} is not a file stem; pass a name without folders")
     out = Path(args.out) if args.out is not None else Path(stem)
-    if out.is_dir():
-        inputs = [args.genotype, args.checkpoint]
-        for existing in existing_outputs(out, stem):
-            refuse_input_collision([out / existing], inputs, "--out/--name")
-        found = existing_outputs(out, stem)
-        if found and not args.overwrite:
-            raise UsageError(f"--out {out} already holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}; "
-                             "pass another --out or --name, or --overwrite to replace them")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a folder")
+    refuse_replacing(out, stem, [args.genotype, args.checkpoint], args.overwrite)
     return out
 
 

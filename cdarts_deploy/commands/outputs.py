@@ -54,6 +54,21 @@ def existing_outputs(out_dir: PathLike, stem: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith((f"{stem}.", f"{stem}_")))
 
 
+def refuse_replacing(out_dir: PathLike, stem: str, inputs: Iterable[PathLike | None], overwrite: bool) -> None:
+    """A command that writes ``<stem>.*`` / ``<stem>_*`` into ``out_dir``: the stem is a file name, no output is one
+    of ``inputs`` (ever), and an earlier run's outputs are replaced only with ``--overwrite``."""
+    if "/" in stem or "\\" in stem or stem in ("", ".", ".."):
+        raise UsageError(f"--name {stem!r} is not a file stem; pass a name without folders")
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is a file; pass a folder")
+    found = existing_outputs(folder, stem)
+    refuse_input_collision([folder / f for f in found], inputs, "--out/--name")
+    if found and not overwrite:
+        raise UsageError(f"--out {folder} already holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}; "
+                         "pass another --out or --name, or --overwrite to replace them")
+
+
 def check_json_target(path: PathLike, inputs: Iterable[PathLike | None], overwrite: bool,
                       option: str = "--json") -> Path:
     """``--json FILE``: not an input, not an existing file unless ``--overwrite``, in an existing writable folder."""

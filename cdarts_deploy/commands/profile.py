@@ -40,7 +40,7 @@ from cdarts_deploy.commands.args import (
     run_main,
 )
 from cdarts_deploy.commands.bounds import check_bounds
-from cdarts_deploy.commands.outputs import existing_outputs, refuse_input_collision
+from cdarts_deploy.commands.outputs import refuse_replacing
 from cdarts_deploy.data.image_reader import screen
 from cdarts_deploy.deploy import profile_report as rep
 from cdarts_deploy.deploy import subjects as sj
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 subjects.append(sj.from_timm(peer, main_subject.input_hw, args.num_classes))
     stem = args.name or f"profile_{main_subject.name}"
-    _check_report_names(Path(args.out), stem, args)
+    refuse_replacing(args.out, stem, [args.target, args.calib_dir], args.overwrite)  # never over the target
     out_dir = prepare_out_dir(args.out)
 
     with torch_threads(threads), tempfile.TemporaryDirectory(prefix="cdarts-profile-") as tmp:
@@ -228,15 +228,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_report_names(out: Path, stem: str, args: argparse.Namespace) -> None:
-    """Reports are ``<stem>.*`` in --out: never over the target, over an earlier report only with --overwrite."""
-    if "/" in stem or stem in ("", ".", ".."):
-        raise ProfileError(f"--name {stem!r} is not a file stem; pass a name without folders")
-    found = existing_outputs(out, stem)
-    refuse_input_collision([out / f for f in found], [args.target, args.calib_dir], "--out/--name")
-    if found and not args.overwrite:
-        raise ProfileError(f"--out {out} already holds {', '.join(found[:3])}; pass another --out or --name, or "
-                           "--overwrite to replace it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
