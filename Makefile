@@ -33,7 +33,7 @@ $(MM_STAMP): $(CORE_STAMP) tools/install_mm.sh
 install-mm: $(MM_STAMP)
 
 demo: $(CORE_STAMP)
-	$(VENV)/bin/cdarts-export cdarts_imagenet --onnx --out out/cdarts_imagenet
+	$(VENV)/bin/cdarts-export cdarts_imagenet --onnx --out out/cdarts_imagenet --overwrite  # its own folder: re-runs replace it
 
 # Retrain cdarts_cifar (C=8, 5 cells) on scikit-learn's handwritten digits in a few minutes on 2 CPU cores,
 # then export it with its weights and check that ONNX Runtime predicts the same class on >= 99.5% of val images.
