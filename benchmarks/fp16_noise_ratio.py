@@ -12,39 +12,21 @@ classifier scaled so that the largest logit on the pictures is 10): PyTorch FP32
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from benchmarks.int8_same_file_steps import MEAN, NETWORKS, STD
-from benchmarks.int8_speed import bn_from_pictures, conditions_line, digits, machine_conditions
-from cdarts_deploy import genotype as gt
-from cdarts_deploy.atomic_files import write_text
-from cdarts_deploy.deploy import model_spec as ms
+from benchmarks.int8_same_file_steps import MEAN, STD, scaled_network, sweep
+from benchmarks.int8_speed import conditions_line, digits
 from cdarts_deploy.deploy import ort, parity, rules
 from cdarts_deploy.deploy import precision as pr
 from cdarts_deploy.deploy.onnx_graph import export_onnx
 
 
 def measure(name: str, width: int, cells: int, side: int, folder: Path, threads: int) -> dict:
-    genotype = gt.load(name.split(" ")[0])
-    spec = ms.resolve_spec(genotype, "cifar", width, cells, 10, (side, side))
-    torch.manual_seed(0)
-    model = ms.build_model(genotype, spec)
     hw = (side, side)
-    bn_from_pictures(model, digits(128, 0, hw, MEAN, STD))
     held = digits(128, 160, hw, MEAN, STD)
-    with torch.no_grad():
-        scale = 10.0 / float(model(torch.from_numpy(held[:64])).abs().max())
-        classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-        classifier.weight.mul_(scale)
-        classifier.bias.mul_(scale)
+    model = scaled_network(name, width, cells, side, held)
     fp32 = folder / f"{width}x{cells}.onnx"
     export_onnx(model, fp32, (1, 3, *hw), exporter="torchscript")
     files = {"mixed": folder / "mixed.onnx", "full": folder / "full.onnx"}
@@ -85,24 +67,7 @@ def markdown(results: list[dict], conditions: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="docs/results/fp16_noise_ratio", help="path stem of the .json and .md")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    conditions = machine_conditions(args)
-    conditions["seeds"] = {"torch": 0, "random inputs": 7, "digits": "sklearn digits 0-287"}
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (width, cells, side) in tqdm(NETWORKS.items(), desc="networks"):
-            results.append(measure(name, width, cells, side, Path(tmp), args.threads))
-    conditions["load_average_end"] = list(os.getloadavg())
-    out = Path(args.out)
-    write_text(out.with_suffix(".json"), json.dumps({"conditions": conditions, "results": results}, indent=2) + "\n")
-    write_text(out.with_suffix(".md"), markdown(results, conditions))
-    print(markdown(results, conditions))
-    return 0
-
+    return sweep(measure, markdown, "docs/results/fp16_noise_ratio", "sklearn digits 0-287", argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

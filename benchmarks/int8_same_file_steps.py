@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,19 +45,26 @@ def _steps(a: np.ndarray, b: np.ndarray, step: float) -> dict:
             "mean_element": float(diff.mean()), "rms_element": float(np.sqrt((diff ** 2).mean()))}
 
 
-def measure(name: str, width: int, cells: int, side: int, folder: Path, threads: int) -> dict:
+def scaled_network(name: str, width: int, cells: int, side: int, held: np.ndarray) -> torch.nn.Module:
+    """A zoo cell genotype at reduced size with random weights (seed 0), BatchNorm statistics from 128 digit
+    pictures, and the classifier scaled so that the largest logit on ``held[:64]`` is 10."""
     genotype = gt.load(name.split(" ")[0])
     spec = ms.resolve_spec(genotype, "cifar", width, cells, 10, (side, side))
     torch.manual_seed(0)
     model = ms.build_model(genotype, spec)
-    hw = (side, side)
-    bn_from_pictures(model, digits(128, 0, hw, MEAN, STD))
-    calib, held = digits(32, 128, hw, MEAN, STD), digits(256, 160, hw, MEAN, STD)
+    bn_from_pictures(model, digits(128, 0, (side, side), MEAN, STD))
     with torch.no_grad():
         scale = 10.0 / float(model(torch.from_numpy(held[:64])).abs().max())
         classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         classifier.weight.mul_(scale)
         classifier.bias.mul_(scale)
+    return model
+
+
+def measure(name: str, width: int, cells: int, side: int, folder: Path, threads: int) -> dict:
+    hw = (side, side)
+    calib, held = digits(32, 128, hw, MEAN, STD), digits(256, 160, hw, MEAN, STD)
+    model = scaled_network(name, width, cells, side, held)
     fp32, qdq = folder / f"{width}x{cells}.onnx", folder / f"{width}x{cells}.qdq.onnx"
     export_onnx(model, fp32, (1, 3, *hw), exporter="torchscript")
     pr.quantize_int8(fp32, qdq, calib, target="tensorrt")
@@ -93,14 +102,17 @@ def markdown(results: list[dict], conditions: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="docs/results/int8_same_file_steps", help="path stem of the .json and .md")
+def sweep(measure: Callable[..., dict], markdown: Callable[[list[dict], dict], str], default_out: str,
+          digits_used: str, argv: list[str] | None) -> int:
+    """The command line of a benchmark that runs ``measure`` on every network of :data:`NETWORKS` and writes
+    ``<out>.json`` and ``<out>.md``."""
+    p = argparse.ArgumentParser(description=sys.modules[measure.__module__].__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=default_out, help="path stem of the .json and .md")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     conditions = machine_conditions(args)
-    conditions["seeds"] = {"torch": 0, "random inputs": 7, "digits": "sklearn digits 0-415"}
+    conditions["seeds"] = {"torch": 0, "random inputs": 7, "digits": digits_used}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (width, cells, side) in tqdm(NETWORKS.items(), desc="networks"):
@@ -112,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(results, conditions))
     return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    return sweep(measure, markdown, "docs/results/int8_same_file_steps", "sklearn digits 0-415", argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())
