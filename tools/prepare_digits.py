@@ -19,10 +19,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
-from cdarts_deploy.atomic_files import write_bytes  # noqa: E402
 from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, prepare_out_dir, run_main  # noqa: E402
+from cdarts_deploy.data.image_split import split, write_image_folder  # noqa: E402
 
 PROG = "prepare_digits"
 
@@ -53,20 +52,10 @@ def run(args: argparse.Namespace) -> int:
     if args.size < 8:
         raise UsageError(f"--size {args.size} must be at least 8 (the digits are 8x8)")
     digits = load_digits()
-    index = list(range(len(digits.target)))
-    if args.per_class:  # the first N of each digit: a small real data set for quick checks
-        kept: dict[int, list[int]] = {}
-        for i in index:
-            kept.setdefault(int(digits.target[i]), []).append(i)
-        index = sorted(i for members in kept.values() for i in members[: args.per_class])
-    train, val = train_test_split(index, test_size=args.val_fraction, stratify=digits.target[index],
-                                  random_state=args.seed)
-    out = prepare_out_dir(args.out)
-    for part, chosen in (("train", train), ("val", val)):
-        for i in sorted(chosen):
-            folder = out / part / str(int(digits.target[i]))
-            folder.mkdir(parents=True, exist_ok=True)
-            write_bytes(folder / f"{i:04d}.png", png_bytes(digits.images[i], args.size))
+    train, val = split(digits.target, args.val_fraction, args.per_class, args.seed)
+    out = prepare_out_dir(args.out)  # after the split: a refusal leaves no folder behind
+    write_image_folder(out, digits.target, {"train": train, "val": val},
+                       lambda i: png_bytes(digits.images[i], args.size))
     print(f"{PROG}: {len(train)} train and {len(val)} val images of 10 classes, {args.size}x{args.size}, in {out}")
     return 0
 

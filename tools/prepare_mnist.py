@@ -19,10 +19,9 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from sklearn.model_selection import train_test_split
 
-from cdarts_deploy.atomic_files import write_bytes
 from cdarts_deploy.commands.args import OneLineParser, UsageError, positive_int, prepare_out_dir, run_main
+from cdarts_deploy.data.image_split import split, write_image_folder  # noqa: E402
 
 PROG = "prepare_mnist"
 
@@ -63,19 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.size < 8:
         raise UsageError(f"--size {args.size} must be at least 8")
     images, labels = load_mnist()
-    index = list(range(len(labels)))
-    if args.per_class:  # the first N of each digit
-        kept: dict[int, list[int]] = {}
-        for i in index:
-            kept.setdefault(int(labels[i]), []).append(i)
-        index = sorted(i for members in kept.values() for i in members[: args.per_class])
-    train, val = train_test_split(index, test_size=args.val_fraction, stratify=labels[index], random_state=args.seed)
-    out = prepare_out_dir(args.out)
-    for part, chosen in (("train", train), ("val", val)):
-        for i in sorted(chosen):
-            folder = out / part / str(int(labels[i]))
-            folder.mkdir(parents=True, exist_ok=True)
-            write_bytes(folder / f"{i:04d}.png", png_bytes(images[i], args.size))
+    train, val = split(labels, args.val_fraction, args.per_class, args.seed)
+    out = prepare_out_dir(args.out)  # after the split: a refusal leaves no folder behind
+    write_image_folder(out, labels, {"train": train, "val": val}, lambda i: png_bytes(images[i], args.size))
     print(f"{PROG}: {len(train)} train and {len(val)} val images of 10 classes, {args.size}x{args.size}, in {out}")
     return 0
 
