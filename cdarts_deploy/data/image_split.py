@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from cdarts_deploy.atomic_files import write_bytes
+from cdarts_deploy.errors import UserError
 
 
 def first_per_class(labels: np.ndarray, per_class: int | None) -> list[int]:
@@ -26,7 +27,14 @@ def first_per_class(labels: np.ndarray, per_class: int | None) -> list[int]:
 def split(labels: np.ndarray, val_fraction: float, per_class: int | None, seed: int) -> tuple[list[int], list[int]]:
     """(train, val) indices: a stratified, seeded split of the first ``per_class`` images of every label."""
     index = first_per_class(labels, per_class)
-    return train_test_split(index, test_size=val_fraction, stratify=labels[index], random_state=seed)
+    try:
+        train, val = train_test_split(index, test_size=val_fraction, stratify=labels[index], random_state=seed)
+    except ValueError:  # a class too small to have images on both sides
+        smallest = int(np.unique(labels[index], return_counts=True)[1].min()) if index else 0
+        raise UserError(f"cannot split {len(index)} images (the smallest class has {smallest}) with --val-fraction "
+                        f"{val_fraction} so that every class is in train/ and val/; raise --per-class or change "
+                        "--val-fraction") from None
+    return list(train), list(val)
 
 
 def write_image_folder(out: Path, labels: np.ndarray, parts: dict[str, list[int]], png: Callable[[int], bytes]) -> None:
